@@ -1,0 +1,282 @@
+"""The speculative decoding engine: prefill with prefix reuse, then draft-and-verify steps.
+
+A ladder of small steps, each built on the last:
+
+    prefill(prompt)     reuse the longest common prefix of the cached KV, feed the rest
+    verify(pending, d)  one forward over [pending] + draft; greedy picks at every position
+    accept(d, picks)    longest agreeing prefix of the draft + one bonus token; crop cache
+    generate(...)       loop: ask the drafter, ask the policy for k, verify, accept, stream
+
+Greedy output is identical to plain one-token-at-a-time decoding whatever the drafter
+proposes and whatever k the policy picks: a drafted token is kept only if it is the
+argmax the model would have produced at that position.
+
+Invariant between steps: `kv.ids == prompt + generated[:-1]`. The last generated token
+("pending") is known but not yet in the cache; the next forward feeds it first. The cache
+is kept after a request (also a cancelled one) so the next request can reuse its prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+from .controller import FixedLookahead, LookaheadPolicy
+from .drafter import MAX_DRAFT, Drafter, NullDrafter
+from .model import KVState, LoadedModel
+
+log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 256  # tokens per prefill forward; cancellation is checked between chunks
+
+
+class CancelToken:
+    """Set by whoever no longer wants the result; checked by the engine between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens whose KV came from the previous request
+    new_tokens: int = 0  # generated tokens
+    forwards: int = 0  # forward passes after prefill (one per step)
+    prefill_forwards: int = 0
+    drafted: int = 0  # drafted tokens sent to verification
+    accepted: int = 0  # drafted tokens kept
+    prefill_ms: float = 0.0
+    ttft_ms: float = 0.0  # request start -> first generated token
+    total_ms: float = 0.0
+    tokens_per_s: float = 0.0  # new tokens / decode time (after the first token)
+    stop_reason: str = ""  # "eos", "max_tokens", "deadline", "cancelled", "stop_text"
+    lookahead: str = ""
+    device: str = ""
+    dtype: str = ""
+    model: str = ""
+    draft_sources: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["acceptance"] = round(self.acceptance, 4)
+        for key in ("prefill_ms", "ttft_ms", "total_ms", "tokens_per_s"):
+            d[key] = round(d[key], 2)
+        return d
+
+
+@dataclass(frozen=True)
+class Step:
+    """One verify pass: what was drafted, how much was kept, what it cost."""
+
+    k: int
+    accepted: int
+    seconds: float
+    source: str
+    match_len: int
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]
+    text: str
+    stats: GenerationStats
+    steps: list[Step]
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def accept(draft: Sequence[int], picks: Sequence[int]) -> list[int]:
+    """Longest prefix of `draft` equal to the model's picks, plus the model's next pick."""
+    n = 0
+    while n < len(draft) and draft[n] == picks[n]:
+        n += 1
+    return list(draft[:n]) + [picks[n]]
+
+
+class Engine:
+    """Owns a model's KV cache across requests; one generation at a time."""
+
+    def __init__(self, lm: LoadedModel):
+        self.lm = lm
+        self.kv = KVState()
+        self._lock = threading.Lock()
+
+    # --- ladder -------------------------------------------------------------------------
+
+    def prefill(self, prompt_ids: Sequence[int], cancel: CancelToken | None) -> tuple[int, int, int]:
+        """Bring the cache to `prompt_ids[:-1]` and return (first token, reused, forwards).
+
+        The last prompt token is fed by itself so its logits pick the first token; the
+        cache is then exactly `prompt_ids`. Returns -1 as first token if cancelled.
+        """
+        lm, kv = self.lm, self.kv
+        keep = min(common_prefix_len(kv.ids, prompt_ids), len(prompt_ids) - 1)
+        lm.crop(kv, keep)
+        forwards = 0
+        pos = keep
+        # Feed everything but the last token in chunks, logits unused.
+        while pos < len(prompt_ids) - 1:
+            if cancel is not None and cancel.cancelled:
+                return -1, keep, forwards
+            end = min(pos + PREFILL_CHUNK, len(prompt_ids) - 1)
+            lm.forward(kv, prompt_ids[pos:end], last_only=True)
+            forwards += 1
+            pos = end
+        logits = lm.forward(kv, prompt_ids[-1:], last_only=True)
+        forwards += 1
+        return lm.greedy(logits)[-1], keep, forwards
+
+    def verify(self, pending: int, draft: Sequence[int]) -> list[int]:
+        """One forward over [pending] + draft -> the model's greedy pick after each: [1 + k]."""
+        return self.lm.greedy(self.lm.forward(self.kv, [pending, *draft]))
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int = 128,
+        drafter: Drafter | None = None,
+        policy: LookaheadPolicy | None = None,
+        deadline: float | None = None,  # time.monotonic() after which no new step starts
+        cancel: CancelToken | None = None,
+        on_text: Callable[[str], None] | None = None,
+        stop_text: Callable[[str], int | None] | None = None,
+        step_budget_s: float | None = None,
+    ) -> GenerationResult:
+        """Greedy completion of `prompt_ids`, drafting with `drafter` (none: plain greedy).
+
+        `stop_text(text)` may return a cut position: generation stops and the text is cut
+        there. `on_text(text)` receives the whole text so far each time it grows.
+        """
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        drafter = drafter or NullDrafter()
+        policy = policy or FixedLookahead(0)
+        lm = self.lm
+        stats = GenerationStats(
+            prompt_tokens=len(prompt_ids), lookahead=policy.name, model=lm.name,
+            device=str(lm.device), dtype=str(lm.dtype).removeprefix("torch."),
+        )
+        steps: list[Step] = []
+        with self._lock:
+            t_start = time.perf_counter()
+            try:
+                return self._generate(prompt_ids, max_new_tokens, drafter, policy, deadline, cancel,
+                                      on_text, stop_text, step_budget_s, stats, steps, t_start)
+            except BaseException:
+                self.kv = KVState()  # a half-done forward may have left the cache unknown
+                raise
+
+    def _generate(self, prompt_ids, max_new_tokens, drafter, policy, deadline, cancel,
+                  on_text, stop_text, step_budget_s, stats: GenerationStats, steps: list[Step], t_start: float):
+        lm = self.lm
+        prompt_ids = list(prompt_ids)
+        first, stats.reused_tokens, stats.prefill_forwards = self.prefill(prompt_ids, cancel)
+        lm.sync()
+        stats.prefill_ms = (time.perf_counter() - t_start) * 1e3
+        generated: list[int] = []
+        text = ""
+        if first < 0:
+            stats.stop_reason = "cancelled"
+        elif first in lm.end_ids:
+            stats.stop_reason = "eos"
+        elif max_new_tokens <= 0:
+            stats.stop_reason = "max_tokens"
+        else:
+            generated.append(first)
+        t_first = time.perf_counter()
+        stats.ttft_ms = (t_first - t_start) * 1e3
+        if generated:
+            text = self._emit(generated, on_text)
+            drafter.begin(prompt_ids)
+        while generated and not stats.stop_reason:
+            if stop_text is not None and (cut := stop_text(text)) is not None:
+                text, stats.stop_reason = text[:cut], "stop_text"
+                break
+            room = max_new_tokens - len(generated)
+            if room <= 0:
+                stats.stop_reason = "max_tokens"
+                break
+            if cancel is not None and cancel.cancelled:
+                stats.stop_reason = "cancelled"
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                stats.stop_reason = "deadline"
+                break
+            # kv.ids == prompt + generated[:-1]; generated[-1] is pending.
+            draft = drafter.propose(prompt_ids + generated, min(MAX_DRAFT, room - 1))
+            k = policy.choose_k(draft, step_budget_s) if draft.tokens else 0
+            d = draft.tokens[:k]
+            base = len(self.kv)
+            t0 = time.perf_counter()
+            picks = self.verify(generated[-1], d)
+            new = accept(d, picks)
+            lm.crop(self.kv, base + len(new))  # keep pending + accepted drafts
+            lm.sync()
+            dt = time.perf_counter() - t0
+            n = len(new) - 1
+            policy.record(draft, k, n, dt)
+            steps.append(Step(k, n, dt, draft.source if k else "none", draft.match_len))
+            stats.forwards += 1
+            stats.drafted += k
+            stats.accepted += n
+            if k:
+                src = stats.draft_sources.setdefault(draft.source, {"drafted": 0, "accepted": 0})
+                src["drafted"] += k
+                src["accepted"] += n
+            for i, t in enumerate(new):
+                if t in lm.end_ids:
+                    new = new[:i]
+                    stats.stop_reason = "eos"
+                    break
+            generated.extend(new[: max(0, max_new_tokens - len(generated))])
+            if new:
+                text = self._emit(generated, on_text)
+        if not stats.stop_reason:
+            stats.stop_reason = "max_tokens"
+        if generated and stats.stop_reason != "stop_text" and stop_text is not None and (cut := stop_text(text)) is not None:
+            text = text[:cut]
+        # The cache may hold the pending token's predecessor chain only; make sure it does
+        # not run ahead of what we report (an EOS step may have accepted past it).
+        keep = len(prompt_ids) + max(0, len(generated) - 1)
+        lm.crop(self.kv, keep)
+        t_end = time.perf_counter()
+        stats.new_tokens = len(generated)
+        stats.total_ms = (t_end - t_start) * 1e3
+        decode_s = t_end - t_first
+        stats.tokens_per_s = (len(generated) - 1) / decode_s if decode_s > 0 and len(generated) > 1 else 0.0
+        return GenerationResult(generated, text, stats, steps)
+
+    def _emit(self, generated: list[int], on_text: Callable[[str], None] | None) -> str:
+        text = self.lm.decode(generated)
+        if on_text is not None:
+            # A multi-byte character split across tokens decodes as U+FFFD until complete.
+            on_text(text.rstrip("\ufffd"))
+        return text
+
+    def reset(self) -> None:
+        with self._lock:
+            self.kv = KVState()
