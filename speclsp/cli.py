@@ -1,0 +1,251 @@
+"""The `speclsp` command: the language server, and one-shot tools around the same engine.
+
+    speclsp --stdio | --tcp HOST:PORT     run the language server
+    speclsp complete PATH --line L --character C [...]
+    speclsp models [list | pull NAME | tiny DIR]
+    speclsp bench engine|index [...]
+    speclsp demo                          complete a real file with the default model
+
+stdout carries the protocol in server mode, so every log line goes to stderr or to
+`--log-file`. Errors exit non-zero with a one-line message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("speclsp")
+
+
+def setup_logging(verbose: int, log_file: str | None) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # transformers and friends are chatty at INFO
+    for noisy in ("transformers", "accelerate", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _die(msg: str, code: int = 2) -> int:
+    print(f"speclsp: error: {msg}", file=sys.stderr)
+    return code
+
+
+# --- complete ----------------------------------------------------------------------------
+
+
+def _read_text(path: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    data = p.read_bytes()
+    if b"\0" in data[:8192]:
+        raise ValueError(f"{path} looks binary (NUL bytes); refusing to complete it")
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from .completer import Completer, CompletionRequest
+    from .context import OpenDocument, split_at
+    from .controller import parse_lookahead
+    from .models import ModelError
+
+    try:
+        text = _read_text(args.path)
+        others = tuple(OpenDocument(p, _read_text(p)) for p in args.open)
+        split_at(text, args.line, args.character)  # validate before loading a model
+        parse_lookahead(args.lookahead)
+    except (OSError, ValueError) as e:
+        return _die(str(e))
+    from . import model as model_mod
+
+    try:
+        lm = model_mod.load(args.model, device=args.device, dtype=args.dtype,
+                            progress=lambda m: print(f"speclsp: {m}", file=sys.stderr))
+    except ModelError as e:
+        return _die(str(e))
+    completer = Completer(lm)
+    req = CompletionRequest(
+        path=args.path, text=text, line=args.line, character=args.character, other_documents=others,
+        max_tokens=args.max_tokens, lookahead=args.lookahead, speculate=not args.no_speculation,
+    )
+    on_text = None
+    if args.stream and not args.json:
+        def on_text(t: str) -> None:
+            print(f"\x1b[2K\r{t.splitlines()[-1] if t else ''}", end="", file=sys.stderr, flush=True)
+    comp = completer.complete(req, on_text=on_text)
+    if args.stream and not args.json:
+        print(file=sys.stderr)
+    stats = comp.stats.to_dict()
+    if args.json:
+        print(json.dumps({"text": comp.text, "raw_text": comp.raw_text, "stats": stats}))
+    else:
+        print(comp.text)
+        print("---", file=sys.stderr)
+        for k in ("model", "device", "dtype", "lookahead", "prompt_tokens", "reused_tokens", "new_tokens",
+                  "forwards", "drafted", "accepted", "acceptance", "ttft_ms", "total_ms", "tokens_per_s", "stop_reason"):
+            print(f"{k:>14}: {stats[k]}", file=sys.stderr)
+        if stats["draft_sources"]:
+            print(f"{'draft_sources':>14}: {stats['draft_sources']}", file=sys.stderr)
+    return 0
+
+
+# --- models ------------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import models
+
+    if args.action in (None, "list"):
+        rows = models.status()
+        print(f"cache: {models.cache_dir()}")
+        for r in rows:
+            mark = "*" if r["default"] else " "
+            state = f"cached ({r['size_mb']} MB)" if r["cached"] else "not cached"
+            print(f"{mark} {r['name']:<22} {state:<20} {r['description']}")
+        print("  (any local model directory, .gguf file, or Hugging Face id also works with --model)")
+        return 0
+    if args.action == "pull":
+        if not args.target:
+            return _die("models pull needs a NAME")
+        try:
+            print(models.pull(args.target))
+        except models.ModelError as e:
+            return _die(str(e))
+        return 0
+    if args.action == "tiny":
+        if not args.target:
+            return _die("models tiny needs a DIR")
+        from . import tiny
+
+        print(tiny.build(args.target))
+        return 0
+    return _die(f"unknown models action {args.action!r}")
+
+
+# --- bench -------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.workload == "engine":
+        from .bench import engine as bench_engine
+
+        bench_engine.main(args)
+        return 0
+    if args.workload == "index":
+        from .bench import index as bench_index
+
+        bench_index.run_index_bench()
+        return 0
+    return _die(f"unknown benchmark {args.workload!r}")
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Complete a real file with the default model, once with speculation and once without."""
+    demo = Path(__file__).parent / "demo_file.py"
+    text = demo.read_text()
+    marker = "    def area(self):\n"
+    line = text[: text.rindex(marker)].count("\n")
+    ns = argparse.Namespace(path=str(demo), line=line, character=len("    def area(self):"), open=[],
+                            model=args.model, device=args.device, dtype=args.dtype, max_tokens=args.max_tokens,
+                            lookahead="auto", no_speculation=False, stream=True, json=False)
+    print(f"speclsp demo: completing {demo.name} at line {line} (the end of `def area(self):`)", file=sys.stderr)
+    return cmd_complete(ns)
+
+
+# --- server ------------------------------------------------------------------------------
+
+
+def run_server(args: argparse.Namespace) -> int:
+    from . import server
+
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        host = host or "127.0.0.1"
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("listening on %s: reachable from other machines", host)
+        print(f"speclsp: listening on {host}:{port} (loopback only unless a host was given)", file=sys.stderr)
+        server.serve_tcp(host, int(port), model=args.model, device=args.device)
+    else:
+        server.serve_stdio(model=args.model, device=args.device)
+    return 0
+
+
+def _common_options(p: argparse.ArgumentParser, suppress: bool) -> None:
+    def default(v):
+        return argparse.SUPPRESS if suppress else v
+
+    p.add_argument("--model", default=default(None), help="registered name, local directory, .gguf or Hugging Face id")
+    p.add_argument("--device", default=default(None), help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--dtype", default=default(None), help="auto (default), bfloat16, float16, float32")
+    p.add_argument("--log-file", default=default(None), help="log here instead of stderr")
+    p.add_argument("-v", "--verbose", action="count", default=default(0))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="speclsp", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"speclsp {__version__}")
+    p.add_argument("--stdio", action="store_true", help="run the language server over stdin/stdout")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="run the language server on TCP (loopback by default)")
+    _common_options(p, suppress=False)
+    sub = p.add_subparsers(dest="command")
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, suppress=True)  # so `speclsp complete F --model M` works too
+
+    c = sub.add_parser("complete", parents=[common], help="complete a file at a position and print the result")
+    c.add_argument("path")
+    c.add_argument("--line", type=int, required=True, help="0-based line")
+    c.add_argument("--character", type=int, required=True, help="0-based character")
+    c.add_argument("--max-tokens", type=int, default=64)
+    c.add_argument("--open", action="append", default=[], metavar="OTHER_PATH", help="another open document")
+    c.add_argument("--lookahead", default="auto", help="fixed:K | heuristic | auto")
+    c.add_argument("--no-speculation", action="store_true", help="plain greedy decoding (the baseline)")
+    c.add_argument("--stream", action="store_true", help="show the completion as it grows")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+    m = sub.add_parser("models", parents=[common], help="list, pull or build models")
+    m.add_argument("action", nargs="?", choices=["list", "pull", "tiny"])
+    m.add_argument("target", nargs="?", help="model name (pull) or directory (tiny)")
+
+    b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
+    b.add_argument("workload", choices=["engine", "index"])
+    b.add_argument("--max-tokens", type=int, default=96)
+    b.add_argument("--quick", action="store_true", help="fewer prompts")
+    b.add_argument("--out", default="bench-out", help="directory for the JSON report")
+
+    d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")
+    d.add_argument("--max-tokens", type=int, default=96)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.log_file)
+    if args.stdio or args.tcp:
+        return run_server(args)
+    if args.command == "complete":
+        return cmd_complete(args)
+    if args.command == "models":
+        return cmd_models(args)
+    if args.command == "bench":
+        return cmd_bench(args)
+    if args.command == "demo":
+        return cmd_demo(args)
+    build_parser().print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""One completion, end to end: request -> prompt -> speculative generation -> what is shown.
+
+The pipeline reads as four named steps (after llm-ls):
+
+    should_complete  nothing to do for an empty budget or a disabled request
+    build_prompt     context.build_prompt with the model's FIM tokens and the budget
+    generate         engine.generate with a drafter and a lookahead policy, streaming
+    format           postprocess.ShowRules.finalize
+
+Both the one-shot CLI (`speclsp complete`) and the language server use this; the server
+adds sessions, caching and cancellation around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .context import FimTokens, OpenDocument, Prompt, PromptBudget, build_prompt, split_at
+from .controller import LookaheadPolicy, parse_lookahead
+from .drafter import Drafter, PromptLookupDrafter
+from .engine import CancelToken, Engine, GenerationStats, Step
+from .model import LoadedModel
+from .postprocess import ShowRules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    path: str
+    text: str
+    line: int  # 0-based
+    character: int  # 0-based, in code points
+    other_documents: tuple[OpenDocument, ...] = ()
+    max_tokens: int = 64
+    lookahead: str = "auto"  # fixed:K | heuristic | auto
+    speculate: bool = True  # False: plain greedy decoding of the same prompt (baseline)
+    time_budget_s: float | None = None
+    step_budget_s: float | None = None
+    max_lines: int = 16
+    budget: PromptBudget = field(default_factory=PromptBudget)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # the suggestion to insert at the cursor ("" = none)
+    raw_text: str  # what the model wrote, before the show rules
+    token_ids: tuple[int, ...]
+    stats: GenerationStats
+    steps: tuple[Step, ...]
+    prompt: Prompt
+
+
+class Completer:
+    """A model, its engine and the pipeline around it."""
+
+    def __init__(self, lm: LoadedModel):
+        self.lm = lm
+        self.engine = Engine(lm)
+        f = lm.fim
+        self.fim = (
+            FimTokens(f["<|fim_prefix|>"], f["<|fim_suffix|>"], f["<|fim_middle|>"], f["<|file_sep|>"], f["<|repo_name|>"])
+            if lm.has_fim
+            else None
+        )
+
+    def prompt_for(self, req: CompletionRequest) -> tuple[Prompt, ShowRules]:
+        prefix, suffix = split_at(req.text, req.line, req.character)
+        prompt = build_prompt(self.lm.encode, self.fim, req.path, prefix, suffix, req.other_documents, req.budget)
+        return prompt, ShowRules.at(prefix, suffix, req.max_lines)
+
+    def complete(
+        self,
+        req: CompletionRequest,
+        *,
+        drafter: Drafter | None = None,
+        policy: LookaheadPolicy | None = None,
+        cancel: CancelToken | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """Complete at the request's cursor. `on_text` gets the shown text as it grows."""
+        prompt, rules = self.prompt_for(req)
+        if req.speculate:
+            drafter = drafter or PromptLookupDrafter()
+            policy = policy or parse_lookahead(req.lookahead)
+        else:
+            drafter, policy = None, None
+        deadline = time.monotonic() + req.time_budget_s if req.time_budget_s else None
+        shown = [""]
+
+        def stream(raw: str) -> None:
+            text = rules.finalize(raw)
+            if on_text is not None and text != shown[0] and text.startswith(shown[0]):
+                shown[0] = text
+                on_text(text)
+
+        result = self.engine.generate(
+            prompt.ids,
+            max_new_tokens=req.max_tokens,
+            drafter=drafter,
+            policy=policy,
+            deadline=deadline,
+            cancel=cancel,
+            on_text=stream if on_text else None,
+            stop_text=rules.cut,
+            step_budget_s=req.step_budget_s,
+        )
+        text = rules.finalize(result.text)
+        if on_text is not None and text != shown[0]:
+            on_text(text)
+        log.debug("completion %s:%d:%d -> %d chars, %s", req.path, req.line, req.character, len(text), result.stats.stop_reason)
+        return Completion(text, result.text, tuple(result.token_ids), result.stats, tuple(result.steps), prompt)

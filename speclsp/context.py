@@ -1,0 +1,169 @@
+"""Prompt building: what the model sees for a completion at a cursor.
+
+Order matters for speed. The engine reuses the KV cache of the longest common token
+prefix with the previous prompt, so the parts that change least come first: snippets of
+other open files (chosen by identifier overlap with the code around the cursor, kept in a
+stable order), then the current file's prefix (whose start moves in coarse line steps, not
+with every keystroke), then the short suffix. For models with fill-in-the-middle tokens
+(Qwen2.5-Coder) the template is
+
+    [<|repo_name|>repo\\n <|file_sep|>other.py\\n snippet\\n ...] [<|file_sep|>this.py\\n]
+    <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>
+
+and a plain prefix otherwise. Budgets are in tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Callable, Sequence
+
+CHARS_PER_TOKEN = 3  # generous estimate used before tokenizing, so we tokenize little
+PREFIX_LINE_STEP = 16  # the prefix starts on a multiple of this many lines (cache-friendly)
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+
+
+@dataclass(frozen=True)
+class OpenDocument:
+    path: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PromptBudget:
+    max_prompt_tokens: int = 2048  # everything together
+    suffix_tokens: int = 96  # text after the cursor: recomputed on every keystroke, keep small
+    context_tokens: int = 512  # snippets of other open files
+    snippet_lines: int = 24
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    prefix: int
+    suffix: int
+    middle: int
+    file_sep: int | None = None
+    repo_name: int | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: tuple[int, ...]
+    prefix: str  # the part of the document before the cursor that the prompt holds
+    suffix: str  # the part after the cursor that the prompt holds
+    suffix_ids: tuple[int, ...]
+    context_tokens: int  # tokens spent on other files
+    snippets: tuple[str, ...]  # "path:line" of each snippet used
+
+
+def split_at(text: str, line: int, character: int) -> tuple[str, str]:
+    """Split a document at a 0-based (line, character-in-code-points) position.
+
+    Raises ValueError with a clear message when the position is outside the document.
+    """
+    lines = text.split("\n")
+    if line < 0 or line >= len(lines):
+        raise ValueError(f"line {line} is out of range: the document has {len(lines)} line(s) (0-based)")
+    if character < 0 or character > len(lines[line]):
+        raise ValueError(f"character {character} is out of range: line {line} has {len(lines[line])} character(s)")
+    offset = sum(len(s) + 1 for s in lines[:line]) + character
+    return text[:offset], text[offset:]
+
+
+def _trim_prefix(prefix: str, max_chars: int) -> str:
+    if len(prefix) <= max_chars:
+        return prefix
+    lines = prefix.split("\n")
+    # Drop whole lines from the start, in steps of PREFIX_LINE_STEP, until it fits. The
+    # start line is then stable while the user types, so the cached prefix stays valid.
+    total = len(prefix)
+    drop = 0
+    while drop < len(lines) - 1 and total > max_chars:
+        step = lines[drop : drop + PREFIX_LINE_STEP]
+        total -= sum(len(s) + 1 for s in step)
+        drop += len(step)
+    drop = min(drop, len(lines) - 1)
+    return "\n".join(lines[drop:])[-max_chars:]
+
+
+def _trim_suffix(suffix: str, max_chars: int) -> str:
+    if len(suffix) <= max_chars:
+        return suffix
+    cut = suffix.rfind("\n", 0, max_chars)
+    return suffix[: cut + 1] if cut > 0 else suffix[:max_chars]
+
+
+def _identifiers(text: str) -> set[str]:
+    return set(_IDENT.findall(text))
+
+
+def select_snippets(others: Sequence[OpenDocument], around_cursor: str, budget_chars: int, lines_per_snippet: int) -> list[tuple[str, int, str]]:
+    """Chunks of other files that share the most identifiers with the code near the cursor.
+
+    Returned in (path, start line) order, not score order, so the prompt stays the same as
+    long as the same chunks are chosen.
+    """
+    want = _identifiers(around_cursor)
+    if not want or budget_chars <= 0:
+        return []
+    scored = []
+    for doc in others:
+        lines = doc.text.split("\n")
+        for start in range(0, len(lines), lines_per_snippet):
+            chunk = "\n".join(lines[start : start + lines_per_snippet])
+            score = len(want & _identifiers(chunk))
+            if score:
+                scored.append((score, doc.path, start, chunk))
+    scored.sort(key=lambda s: (-s[0], s[1], s[2]))
+    chosen, used = [], 0
+    for _, path, start, chunk in scored:
+        if used + len(chunk) > budget_chars:
+            continue
+        chosen.append((path, start, chunk))
+        used += len(chunk)
+    chosen.sort(key=lambda c: (c[0], c[1]))
+    return chosen
+
+
+def build_prompt(
+    encode: Callable[[str], list[int]],
+    fim: FimTokens | None,
+    path: str,
+    prefix: str,
+    suffix: str,
+    others: Sequence[OpenDocument] = (),
+    budget: PromptBudget = PromptBudget(),
+) -> Prompt:
+    """The token ids for a completion at the boundary between `prefix` and `suffix`."""
+    suffix = _trim_suffix(suffix, budget.suffix_tokens * CHARS_PER_TOKEN) if fim else ""
+    suffix_ids = encode(suffix)[: budget.suffix_tokens] if suffix else []
+    around = "\n".join(prefix.split("\n")[-12:-1]) or prefix[-400:]
+    snippets = select_snippets(others, around, budget.context_tokens * CHARS_PER_TOKEN, budget.snippet_lines)
+
+    ctx_ids: list[int] = []
+    names: list[str] = []
+    if snippets and fim and fim.file_sep is not None:
+        if fim.repo_name is not None:
+            ctx_ids += [fim.repo_name] + encode("workspace\n")
+        for p, start, chunk in snippets:
+            ctx_ids += [fim.file_sep] + encode(f"{p}\n{chunk}\n")
+            names.append(f"{p}:{start}")
+        ctx_ids += [fim.file_sep] + encode(f"{PurePath(path).name}\n")
+    elif snippets:
+        for p, start, chunk in snippets:
+            ctx_ids += encode(f"# {p}\n{chunk}\n\n")
+            names.append(f"{p}:{start}")
+    ctx_ids = ctx_ids[: budget.context_tokens + 64]
+
+    room = max(16, budget.max_prompt_tokens - len(ctx_ids) - len(suffix_ids) - 3)
+    prefix = _trim_prefix(prefix, room * CHARS_PER_TOKEN)
+    prefix_ids = encode(prefix)
+    if len(prefix_ids) > room:
+        prefix_ids = prefix_ids[-room:]
+    if fim:
+        ids = ctx_ids + [fim.prefix] + prefix_ids + [fim.suffix] + suffix_ids + [fim.middle]
+    else:
+        ids = ctx_ids + prefix_ids
+    return Prompt(tuple(ids), prefix, suffix, tuple(suffix_ids), len(ctx_ids), tuple(names))
