@@ -1,0 +1,154 @@
+"""The engine is lossless: speculative output equals plain greedy output token for token.
+
+Tiny random model in float32; drafts are random, adversarial (almost right), perfect
+(taken from the greedy output itself), or from prompt lookup. Also after prefix reuse
+and after a cancelled request.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from speclsp.controller import FixedLookahead, HeuristicLookahead
+from speclsp.drafter import Draft, PromptLookupDrafter
+from speclsp.engine import CancelToken, Engine, accept, common_prefix_len
+
+
+class ScriptedDrafter:
+    """Drafts from a function of the sequence, to play random, adversarial or perfect drafters."""
+
+    def __init__(self, fn, source="test"):
+        self.fn = fn
+        self.source = source
+
+    def begin(self, prompt_ids):
+        pass
+
+    def propose(self, ids, max_tokens):
+        return Draft(tuple(self.fn(list(ids)))[:max_tokens], self.source, 1)
+
+
+def greedy(engine: Engine, prompt, n):
+    engine.reset()
+    return engine.generate(prompt, max_new_tokens=n).token_ids
+
+
+prompts = st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=48)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_lm):
+    return Engine(tiny_lm)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=prompts, seed=st.integers(0, 2**16), kind=st.sampled_from(["random", "adversarial", "perfect", "lookup"]),
+       k=st.integers(1, 64))
+def test_speculative_output_equals_greedy_for_any_draft(engine, prompt, seed, kind, k):
+    n = 24
+    expected = greedy(engine, prompt, n)
+    rng = random.Random(seed)
+    full = list(prompt) + expected
+
+    def perfect(ids):
+        return full[len(ids) : len(ids) + 64]
+
+    def adversarial(ids):  # right for a while, then one wrong token, then right again
+        d = perfect(ids)
+        if d:
+            i = rng.randrange(len(d))
+            d[i] = (d[i] + 1) % 400
+        return d
+
+    def rand(ids):
+        return [rng.randrange(400) for _ in range(rng.randrange(65))]
+
+    drafter = {"random": ScriptedDrafter(rand), "adversarial": ScriptedDrafter(adversarial),
+               "perfect": ScriptedDrafter(perfect), "lookup": PromptLookupDrafter()}[kind]
+    engine.reset()
+    got = engine.generate(prompt, max_new_tokens=n, drafter=drafter, policy=FixedLookahead(k))
+    assert got.token_ids == expected
+    if kind == "perfect" and len(expected) > 1:
+        # a perfect draft is all accepted: far fewer forwards than tokens
+        assert got.stats.forwards < len(expected)
+
+
+def test_output_is_identical_after_prefix_reuse(engine, tiny_lm):
+    base = tiny_lm.encode("def get_value(self, items):\n    return self.value\n" * 3)
+    engine.reset()
+    engine.generate(base, max_new_tokens=16, drafter=PromptLookupDrafter(), policy=FixedLookahead(8))
+    longer = base + tiny_lm.encode("def get_")
+    warm = engine.generate(longer, max_new_tokens=24, drafter=PromptLookupDrafter(), policy=HeuristicLookahead())
+    assert warm.stats.reused_tokens >= len(base) - 1
+    assert warm.token_ids == greedy(engine, longer, 24)
+
+
+def test_cancelled_request_stops_and_leaves_cache_usable(engine, tiny_lm):
+    prompt = tiny_lm.encode("class ValueStore:\n    def __init__(self, value: int = 0) -> None:\n")
+    cancel = CancelToken()
+    seen = []
+
+    def on_text(text):
+        seen.append(text)
+        if len(seen) == 3:
+            cancel.cancel()
+
+    engine.reset()
+    got = engine.generate(prompt, max_new_tokens=40, cancel=cancel, on_text=on_text)
+    assert got.stats.stop_reason == "cancelled"
+    assert got.stats.forwards == 2  # stopped within one step of the cancel
+    # The next request reuses the cache the cancelled one left and is still exact.
+    after = engine.generate(prompt, max_new_tokens=30, drafter=PromptLookupDrafter(), policy=FixedLookahead(10))
+    assert after.stats.reused_tokens == len(prompt) - 1
+    assert after.token_ids == greedy(engine, prompt, 30)
+
+
+def test_cancel_before_start_returns_nothing(engine, tiny_lm):
+    cancel = CancelToken()
+    cancel.cancel()
+    engine.reset()
+    got = engine.generate(tiny_lm.encode("x = 1\n" * 200), max_new_tokens=8, cancel=cancel)
+    assert got.token_ids == [] and got.stats.stop_reason == "cancelled"
+
+
+def test_max_tokens_and_stop_text_are_honoured(engine, tiny_lm):
+    prompt = tiny_lm.encode("import os\n")
+    engine.reset()
+    got = engine.generate(prompt, max_new_tokens=7, drafter=PromptLookupDrafter(), policy=FixedLookahead(10))
+    assert len(got.token_ids) <= 7 and got.stats.stop_reason in ("max_tokens", "eos")
+    got = engine.generate(prompt, max_new_tokens=30, stop_text=lambda t: 0 if len(t) >= 3 else None)
+    assert got.text == "" and got.stats.stop_reason == "stop_text"
+
+
+def test_stats_count_forwards_drafts_and_sources(engine, tiny_lm):
+    prompt = tiny_lm.encode("def get_value(self, items):\n    return self.value\n" * 4)
+    engine.reset()
+    got = engine.generate(prompt, max_new_tokens=32, drafter=PromptLookupDrafter(), policy=FixedLookahead(10))
+    s = got.stats
+    assert s.prompt_tokens == len(prompt) and s.new_tokens == len(got.token_ids)
+    assert s.forwards == len(got.steps)
+    assert s.drafted == sum(st.k for st in got.steps) and s.accepted == sum(st.accepted for st in got.steps)
+    assert s.accepted <= s.drafted
+    assert sum(v["drafted"] for v in s.draft_sources.values()) == s.drafted
+    assert s.ttft_ms > 0 and s.total_ms >= s.ttft_ms
+
+
+def test_accept_takes_agreeing_prefix_plus_bonus():
+    assert accept([5, 6, 7], [5, 6, 9, 1]) == [5, 6, 9]
+    assert accept([5, 6, 7], [5, 6, 7, 1]) == [5, 6, 7, 1]
+    assert accept([], [3]) == [3]
+    assert common_prefix_len([1, 2, 3], [1, 2, 4]) == 2
+
+
+def test_prompt_lookup_drafts_the_continuation_of_the_longest_match():
+    d = PromptLookupDrafter()
+    seq = [1, 2, 3, 4, 5, 9, 9, 2, 3, 4, 6, 7, 1, 2, 3, 4]
+    d.begin(seq)
+    draft = d.propose(seq, 10)
+    # "1 2 3 4" (length 4) matched at the start, continuing with 5 ...; "2 3 4 6" is shorter
+    assert draft.tokens[:3] == (5, 9, 9) and draft.match_len == 4
+    assert d.propose(seq, 0).tokens == ()
