@@ -72,20 +72,28 @@ def split_at(text: str, line: int, character: int) -> tuple[str, str]:
     return text[:offset], text[offset:]
 
 
-def _trim_prefix(prefix: str, max_chars: int) -> str:
-    if len(prefix) <= max_chars:
-        return prefix
+def _fit_prefix(prefix: str, room: int, encode: Callable[[str], list[int]]) -> tuple[str, list[int]]:
+    """The longest tail of `prefix` that fits `room` tokens, starting on a line whose
+    number is a multiple of PREFIX_LINE_STEP. The start line then stays put while the user
+    types, so the cached prompt prefix stays valid; it jumps only every few lines."""
     lines = prefix.split("\n")
-    # Drop whole lines from the start, in steps of PREFIX_LINE_STEP, until it fits. The
-    # start line is then stable while the user types, so the cached prefix stays valid.
     total = len(prefix)
-    drop = 0
-    while drop < len(lines) - 1 and total > max_chars:
-        step = lines[drop : drop + PREFIX_LINE_STEP]
+    start = 0
+    # Cheap estimate first (no tokenizing), then confirm with the tokenizer.
+    while start < len(lines) - 1 and total > room * CHARS_PER_TOKEN:
+        step = lines[start : start + PREFIX_LINE_STEP]
         total -= sum(len(s) + 1 for s in step)
-        drop += len(step)
-    drop = min(drop, len(lines) - 1)
-    return "\n".join(lines[drop:])[-max_chars:]
+        start += len(step)
+    while True:
+        start = min(start, len(lines) - 1)
+        text = "\n".join(lines[start:])
+        ids = encode(text)
+        if len(ids) <= room or start >= len(lines) - 1:
+            break
+        start += PREFIX_LINE_STEP
+    if len(ids) > room:  # one enormous line: keep its end
+        ids = ids[-room:]
+    return text, ids
 
 
 def _trim_suffix(suffix: str, max_chars: int) -> str:
@@ -158,10 +166,7 @@ def build_prompt(
     ctx_ids = ctx_ids[: budget.context_tokens + 64]
 
     room = max(16, budget.max_prompt_tokens - len(ctx_ids) - len(suffix_ids) - 3)
-    prefix = _trim_prefix(prefix, room * CHARS_PER_TOKEN)
-    prefix_ids = encode(prefix)
-    if len(prefix_ids) > room:
-        prefix_ids = prefix_ids[-room:]
+    prefix, prefix_ids = _fit_prefix(prefix, room, encode)
     if fim:
         ids = ctx_ids + [fim.prefix] + prefix_ids + [fim.suffix] + suffix_ids + [fim.middle]
     else:

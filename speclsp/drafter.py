@@ -112,5 +112,9 @@ class PromptLookupDrafter:
                 best_pos, best_len = p, m
         if best_pos < 0 or best_pos >= end:
             return NO_DRAFT
-        tokens = tuple(seq[best_pos : min(best_pos + max_tokens, end)])
-        return Draft(tokens=tokens, source=self.source, match_len=best_len)
+        # Copy the continuation; where it runs into the end of the sequence, keep copying
+        # from what was just drafted (a repeating pattern continues, as in LZ77).
+        out: list[int] = []
+        for j in range(best_pos, best_pos + max_tokens):
+            out.append(seq[j] if j < end else out[j - end])
+        return Draft(tokens=tuple(out), source=self.source, match_len=best_len)

@@ -82,8 +82,14 @@ def build(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4
         tie_word_embeddings=True,
     )
     model = Qwen2ForCausalLM(config)
-    with torch.no_grad():  # larger logits make near-ties (and so flaky comparisons) rarer
+    with torch.no_grad():
+        # Larger logits make near-ties (and so flaky comparisons) rarer.
         model.lm_head.weight.mul_(8.0)
+        # Zero rows for the special tokens (embedding and head are tied): their logit is
+        # then 0 while the best ordinary token's is positive, so the model never ends a
+        # completion at once and tests see real text.
+        for t in SPECIAL_TOKENS:
+            model.lm_head.weight[tk.token_to_id(t)] = 0.0
     model.save_pretrained(str(out), safe_serialization=True)
     (out / READY_MARKER).write_text(json.dumps({"name": "tiny", "seed": seed}))
     return out

@@ -1,0 +1,248 @@
+"""`speclsp bench engine`: this engine against plain greedy and transformers' prompt lookup.
+
+One process, one model, the same prompts for every system:
+
+- greedy        the engine with no drafts (one token per forward): the baseline
+- hf-lookup     transformers `generate(prompt_lookup_num_tokens=10)`
+- fixed:10      this engine, prompt-lookup drafter, 10 drafted tokens per step
+- heuristic     same drafter, transformers' +2/-1 schedule
+- auto          same drafter, the lookahead controller
+
+Prompts are FIM prompts built the way the server builds them, at real cursor positions:
+code-editing cases (continuing a file whose structure repeats) and novel cases (little to
+copy). Outputs are compared token for token with greedy. A second table shows time to
+first token for a request that extends the previous prompt by a few characters (prefix
+reuse) against the same request cold. Prints Markdown tables, writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..completer import Completer, CompletionRequest
+from ..controller import parse_lookahead
+from ..drafter import PromptLookupDrafter
+
+SYSTEMS = ("greedy", "hf-lookup", "fixed:10", "heuristic", "auto")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # "edit" or "novel"
+    path: str
+    text: str
+    line: int
+    character: int
+
+
+def _cursor_at_def(path: Path, nth_from_end: int = 1) -> Case | None:
+    """Cursor at the end of the signature line of a method late in a real file."""
+    text = path.read_text()
+    lines = text.split("\n")
+    defs = [i for i, s in enumerate(lines) if s.startswith("    def ") and s.rstrip().endswith(":")]
+    if len(defs) < nth_from_end + 3:
+        return None
+    i = defs[-nth_from_end]
+    return Case(f"edit:{path.name}", "edit", str(path), "\n".join(lines[: i + 1]) + "\n", i, len(lines[i]))
+
+
+def cases(quick: bool) -> list[Case]:
+    demo = Path(__file__).resolve().parent.parent / "demo_file.py"
+    text = demo.read_text()
+    i = text[: text.rindex("    def area(self):")].count("\n")
+    out = [Case("edit:demo_file.py", "edit", str(demo), text, i, len("    def area(self):"))]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for rel in ("unittest/case.py", "json/encoder.py", "fractions.py")[: 1 if quick else 3]:
+        c = _cursor_at_def(stdlib / rel, nth_from_end=3)
+        if c:
+            out.append(c)
+    novel = [
+        ("novel:fib", "def fibonacci(n):\n    "),
+        ("novel:csv", "import csv\n\n\ndef average_of_column(path, column):\n    "),
+        ("novel:http", "# A tiny HTTP health checker\nimport urllib.request\n\n\ndef check(url, timeout=2.0):\n    "),
+    ]
+    for name, src in novel[: 1 if quick else 3]:
+        lines = src.split("\n")
+        out.append(Case(name, "novel", f"{name[6:]}.py", src, len(lines) - 1, len(lines[-1])))
+    return out
+
+
+class ForwardCounter:
+    """Counts forward calls of a torch module (to report transformers' forwards)."""
+
+    def __init__(self, module):
+        self.n = 0
+        self._h = module.register_forward_hook(self._hook)
+
+    def _hook(self, *_):
+        self.n += 1
+
+    def close(self):
+        self._h.remove()
+
+
+def run_hf_lookup(lm, prompt_ids, max_new):
+    import torch
+
+    x = torch.tensor([list(prompt_ids)], device=lm.device)
+    counter = ForwardCounter(lm.model)
+    lm.sync()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=False,
+                                prompt_lookup_num_tokens=10, eos_token_id=sorted(lm.end_ids),
+                                pad_token_id=sorted(lm.end_ids)[0])
+    lm.sync()
+    dt = time.perf_counter() - t0
+    counter.close()
+    ids = out[0, len(prompt_ids):].tolist()
+    while ids and ids[-1] in lm.end_ids:
+        ids.pop()
+    return ids, dt, counter.n
+
+
+def run_system(completer: Completer, system: str, prompt_ids, max_new):
+    """(token ids, seconds, forwards, drafted, accepted) for one system on one prompt."""
+    if system == "hf-lookup":
+        ids, dt, fw = run_hf_lookup(completer.lm, prompt_ids, max_new)
+        return ids, dt, fw, None, None
+    engine = completer.engine
+    engine.reset()  # cold: every system pays the same prefill
+    if system == "greedy":
+        r = engine.generate(prompt_ids, max_new_tokens=max_new)
+    else:
+        r = engine.generate(prompt_ids, max_new_tokens=max_new, drafter=PromptLookupDrafter(), policy=parse_lookahead(system))
+    s = r.stats
+    return r.token_ids, s.total_ms / 1e3, s.forwards + s.prefill_forwards, s.drafted, s.accepted
+
+
+def prefix_reuse(completer: Completer, case: Case, repeats: int = 3) -> dict:
+    """TTFT of a request extending the previous one by a few characters, warm vs cold."""
+    lm, engine = completer.lm, completer.engine
+    req = CompletionRequest(case.path, case.text, case.line, case.character, max_tokens=1)
+    p1, _ = completer.prompt_for(req)
+    typed = case.text.split("\n")
+    typed[case.line] += "\n        ret"  # the user types a few characters
+    text2 = "\n".join(typed)
+    req2 = CompletionRequest(case.path, text2, case.line + 1, len("        ret"), max_tokens=1)
+    p2, _ = completer.prompt_for(req2)
+    warm, cold, reused = [], [], 0
+    for _ in range(repeats):
+        engine.reset()
+        engine.generate(p1.ids, max_new_tokens=1)
+        r = engine.generate(p2.ids, max_new_tokens=1)
+        warm.append(r.stats.ttft_ms)
+        reused = r.stats.reused_tokens
+        engine.reset()
+        cold.append(engine.generate(p2.ids, max_new_tokens=1).stats.ttft_ms)
+    return {"case": case.name, "prompt_tokens": len(p2.ids), "reused_tokens": reused,
+            "cold_ttft_ms": statistics.median(cold), "warm_ttft_ms": statistics.median(warm),
+            "speedup": _ratio(statistics.median(cold), statistics.median(warm))}
+
+
+def _fmt(x, nd=2):
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def main(args) -> dict:
+    from tqdm import tqdm
+
+    from .. import model as model_mod
+
+    quick = getattr(args, "quick", False)
+    max_new = 48 if quick else getattr(args, "max_tokens", 96)
+    lm = model_mod.load(getattr(args, "model", None), device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
+                        progress=lambda m: print(f"speclsp: {m}", file=sys.stderr))
+    completer = Completer(lm)
+    all_cases = cases(quick)
+    rows = []
+    with tqdm(total=len(all_cases) * len(SYSTEMS), desc="bench engine", file=sys.stderr) as bar:
+        for case in all_cases:
+            req = CompletionRequest(case.path, case.text, case.line, case.character, max_tokens=max_new)
+            prompt, _ = completer.prompt_for(req)
+            results = {}
+            for system in SYSTEMS:
+                bar.set_postfix_str(f"{case.name} {system}")
+                results[system] = run_system(completer, system, prompt.ids, max_new)
+                bar.update(1)
+            base_ids = results["greedy"][0]
+            for system, (ids, dt, fw, drafted, accepted) in results.items():
+                n = len(ids)
+                rows.append({
+                    "case": case.name, "kind": case.kind, "system": system, "prompt_tokens": len(prompt.ids),
+                    "tokens": n, "seconds": dt, "tokens_per_s": n / dt if dt else 0.0,
+                    "forwards": fw, "forwards_per_token": fw / n if n else None,
+                    "drafted": drafted, "accepted": accepted,
+                    "acceptance": (accepted / drafted) if drafted else None,
+                    "identical": ids == base_ids,
+                    "agreement": _agreement(ids, base_ids),
+                })
+    summary = _summarise(rows)
+    reuse = [prefix_reuse(completer, c) for c in all_cases if c.kind == "edit"][:2]
+    report = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
+              "max_new_tokens": max_new, "rows": rows, "summary": summary, "prefix_reuse": reuse}
+    print(render(report))
+    out = Path(getattr(args, "out", "bench-out"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "engine.json").write_text(json.dumps(report, indent=2))
+    print(f"\nreport: {out / 'engine.json'}", file=sys.stderr)
+    return report
+
+
+def _agreement(ids, base):
+    """Fraction of greedy's tokens reproduced before the first difference."""
+    n = 0
+    while n < min(len(ids), len(base)) and ids[n] == base[n]:
+        n += 1
+    return n / len(base) if base else 1.0
+
+
+def _ratio(a, b):
+    return a / b if b else None
+
+
+def _summarise(rows):
+    """Per (kind, system): total tokens / total seconds, and speedups on that basis."""
+    out = {}
+    for kind in sorted({r["kind"] for r in rows}):
+        per = {}
+        for system in SYSTEMS:
+            rs = [r for r in rows if r["kind"] == kind and r["system"] == system]
+            toks, secs, fw = sum(r["tokens"] for r in rs), sum(r["seconds"] for r in rs), sum(r["forwards"] for r in rs)
+            dr = sum(r["drafted"] or 0 for r in rs)
+            ac = sum(r["accepted"] or 0 for r in rs)
+            per[system] = {"tokens_per_s": toks / secs if secs else 0.0, "forwards_per_token": fw / toks if toks else None,
+                           "acceptance": ac / dr if dr else None, "identical": sum(r["identical"] for r in rs), "cases": len(rs)}
+        for system in SYSTEMS:
+            per[system]["vs_greedy"] = _ratio(per[system]["tokens_per_s"], per["greedy"]["tokens_per_s"])
+            per[system]["vs_hf_lookup"] = _ratio(per[system]["tokens_per_s"], per["hf-lookup"]["tokens_per_s"])
+        out[kind] = per
+    return out
+
+
+def render(report) -> str:
+    lines = [f"model {report['model']} on {report['device']} ({report['dtype']}), {report['max_new_tokens']} new tokens max", ""]
+    lines.append("| workload | system | tokens/s | forwards/token | acceptance | vs greedy | vs hf-lookup | identical |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for kind, per in report["summary"].items():
+        for system, s in per.items():
+            lines.append(f"| {kind} | {system} | {s['tokens_per_s']:.1f} | {_fmt(s['forwards_per_token'])} | "
+                         f"{_fmt(s['acceptance'])} | {_fmt(s['vs_greedy'])}x | {_fmt(s['vs_hf_lookup'])}x | {s['identical']}/{s['cases']} |")
+    lines += ["", "| case | system | tokens | tokens/s | forwards | accepted/drafted | identical |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        ad = "–" if r["drafted"] is None else f"{r['accepted']}/{r['drafted']}"
+        lines.append(f"| {r['case']} | {r['system']} | {r['tokens']} | {r['tokens_per_s']:.1f} | {r['forwards']} | {ad} | "
+                     f"{'yes' if r['identical'] else 'no (%.0f%% agree)' % (100 * r['agreement'])} |")
+    if report["prefix_reuse"]:
+        lines += ["", "| prefix reuse: case | prompt tokens | reused | cold TTFT ms | warm TTFT ms | speedup |", "|---|---:|---:|---:|---:|---:|"]
+        for p in report["prefix_reuse"]:
+            lines.append(f"| {p['case']} | {p['prompt_tokens']} | {p['reused_tokens']} | {p['cold_ttft_ms']:.0f} | "
+                         f"{p['warm_ttft_ms']:.0f} | {_fmt(p['speedup'], 1)}x |")
+    return "\n".join(lines)
