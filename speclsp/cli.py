@@ -177,9 +177,9 @@ def run_server(args: argparse.Namespace) -> int:
         if host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("listening on %s: reachable from other machines", host)
         print(f"speclsp: listening on {host}:{port} (loopback only unless a host was given)", file=sys.stderr)
-        server.serve_tcp(host, int(port), model=args.model, device=args.device)
+        server.serve_tcp(host, int(port), model=args.model, device=args.device, dtype=args.dtype)
     else:
-        server.serve_stdio(model=args.model, device=args.device)
+        server.serve_stdio(model=args.model, device=args.device, dtype=args.dtype)
     return 0
 
 
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("workload", choices=["engine", "index"])
     b.add_argument("--max-tokens", type=int, default=96)
     b.add_argument("--quick", action="store_true", help="fewer prompts")
+    b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt; the fastest counts")
     b.add_argument("--out", default="bench-out", help="directory for the JSON report")
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")
