@@ -9,8 +9,9 @@ the number of forward passes differs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import bisect
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
 
 from .drafter import MAX_DRAFT, Draft
 
@@ -77,6 +78,221 @@ def parse_lookahead(spec: str) -> LookaheadPolicy:
     if spec == "heuristic":
         return HeuristicLookahead()
     if spec == "auto":
-        # Until the cost-aware controller exists, auto means a fixed lookahead of 10.
-        return FixedLookahead(10)
+        return CostAwareLookahead()
     raise ValueError(f"bad lookahead {spec!r}: expected fixed:K, heuristic or auto")
+
+
+# --- the cost- and keystroke-aware controller ------------------------------------------
+
+# Seconds per verify pass over 1 + k tokens, measured on CPU (2 cores, bf16) with Qwen2.5
+# 0.5B after a 512-token prefix (docs/architecture.md). Used until a calibration arrives.
+DEFAULT_COSTS: dict[int, float] = {0: 0.140, 1: 0.142, 8: 0.170, 64: 0.355}
+
+
+@dataclass
+class CostModel:
+    """Seconds per verify pass as a function of k: a calibration table, refined online.
+
+    Between measured points the cost is interpolated linearly, beyond the last one it is
+    extrapolated with the last slope. `observe` moves the point at k (created on first
+    sight from the interpolation) towards the measurement by an exponential moving average.
+    """
+
+    table: dict[int, float] = field(default_factory=lambda: dict(DEFAULT_COSTS))
+    alpha: float = 0.2  # weight of one new measurement
+
+    def __post_init__(self) -> None:
+        if not self.table:
+            raise ValueError("empty cost table")
+        self.table = {int(k): float(v) for k, v in self.table.items()}
+        self._keys = sorted(self.table)
+
+    def cost(self, k: int) -> float:
+        ks, t = self._keys, self.table
+        if k in t:
+            return t[k]
+        if len(ks) == 1:
+            return t[ks[0]]
+        i = bisect.bisect_left(ks, k)
+        if i == 0:
+            return t[ks[0]]
+        if i == len(ks):
+            i = len(ks) - 1  # extrapolate with the last segment's slope
+        k0, k1 = ks[i - 1], ks[i]
+        c = t[k0] + (t[k1] - t[k0]) * (k - k0) / (k1 - k0)
+        return max(c, 1e-6)
+
+    def observe(self, k: int, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        old = self.cost(k)
+        if k not in self.table:
+            bisect.insort(self._keys, k)
+        self.table[k] = (1 - self.alpha) * old + self.alpha * seconds
+
+
+def match_bucket(match_len: int) -> int:
+    """0: <4 tokens, 1: <8, 2: <16, 3: <32, 4: 32+ tokens of matched context."""
+    return sum(match_len >= b for b in (4, 8, 16, 32))
+
+
+def agreement_bucket(agreement: float) -> int:
+    """0: <0.7 of the vote, 1: <0.9, 2: <1, 3: unanimous."""
+    return sum(agreement >= b for b in (0.7, 0.9, 1.0))
+
+
+# Prior P(accept) per match bucket before any observation: longer matches of the user's own
+# text continue more often. Deliberately modest: over-trusting a cold model wastes passes.
+PRIOR_BY_MATCH = (0.30, 0.45, 0.60, 0.70, 0.80)
+
+
+@dataclass
+class AcceptanceModel:
+    """P(next drafted token accepted | all before it were), per (source, match, agreement).
+
+    Learned online by exponential moving averages; an unseen key starts at its prior,
+    which depends on the match length bucket and is scaled down for split votes.
+    """
+
+    alpha: float = 0.1
+    floor: float = 0.02
+    ceiling: float = 0.98
+    _p: dict[tuple[str, int, int], float] = field(default_factory=dict)
+
+    def key(self, draft: Draft, i: int) -> tuple[str, int, int]:
+        a = draft.agreement[i] if i < len(draft.agreement) else 1.0
+        return draft.source, match_bucket(draft.match_len), agreement_bucket(a)
+
+    def prior(self, key: tuple[str, int, int]) -> float:
+        _, mb, ab = key
+        return PRIOR_BY_MATCH[mb] * (0.7, 0.85, 0.95, 1.0)[ab]
+
+    def p(self, draft: Draft, i: int) -> float:
+        key = self.key(draft, i)
+        return self._p.get(key, self.prior(key))
+
+    def observe(self, draft: Draft, k: int, accepted: int) -> None:
+        """Tokens 0..accepted-1 were accepted; token `accepted` (if < k) was rejected."""
+        for i in range(min(k, accepted + 1)):
+            key = self.key(draft, i)
+            old = self._p.get(key, self.prior(key))
+            hit = 1.0 if i < accepted else 0.0
+            self._p[key] = min(self.ceiling, max(self.floor, (1 - self.alpha) * old + self.alpha * hit))
+
+
+def expected_accepted(ps: list[float], k: int) -> float:
+    """E[accepted | verify k] = sum_{i<k} prod_{j<=i} p_j (acceptance stops at the first miss)."""
+    total, run = 0.0, 1.0
+    for p in ps[:k]:
+        run *= p
+        total += run
+    return total
+
+
+@dataclass
+class CostAwareLookahead:
+    """Pick k maximising expected tokens per second: (1 + E[accepted | k]) / cost(k).
+
+    The 1 is the token every verify pass yields anyway. k = 0 (plain decoding) when the
+    draft is empty or when no k pays for its extra cost, so a workspace without useful
+    n-grams is never slower than greedy. A k whose predicted cost exceeds the step budget
+    (from the keystroke clock) is never chosen; k = 0 always is allowed.
+    """
+
+    costs: CostModel = field(default_factory=CostModel)
+    acceptance: AcceptanceModel = field(default_factory=AcceptanceModel)
+    max_k: int = MAX_DRAFT
+    name: str = "auto"
+
+    @classmethod
+    def calibrated(cls, table: Mapping[int, float], **kw) -> "CostAwareLookahead":
+        """From `LoadedModel.profile_costs()` ({k: seconds per verify pass})."""
+        return cls(costs=CostModel(dict(table)), **kw)
+
+    def choose_k(self, draft: Draft, step_budget_s: float | None = None) -> int:
+        n = min(len(draft.tokens), self.max_k)
+        if n == 0:
+            return 0
+        ps = [self.acceptance.p(draft, i) for i in range(n)]
+        best_k, best = 0, 1.0 / self.costs.cost(0)
+        total, run = 0.0, 1.0
+        for k in range(1, n + 1):
+            run *= ps[k - 1]
+            total += run
+            c = self.costs.cost(k)
+            if step_budget_s is not None and c > step_budget_s:
+                break  # cost grows with k: no larger k fits either
+            rate = (1.0 + total) / c
+            if rate > best:
+                best_k, best = k, rate
+        return best_k
+
+    def record(self, draft: Draft, k: int, accepted: int, seconds: float) -> None:
+        self.costs.observe(k, seconds)
+        if k:
+            self.acceptance.observe(draft, k, accepted)
+
+
+@dataclass
+class KeystrokeClock:
+    """Per-document typing pace from edit timestamps -> step budget and completion length.
+
+    The typical inter-key interval is an EMA over intervals shorter than `pause_s` (longer
+    gaps are pauses, not typing pace). While the user types (idle < `pause_s`), one verify
+    step must fit in `step_fraction` of the typical interval so the next key can cancel
+    promptly, and completions are short; once paused, steps may take up to `max_step_s`
+    and completions grow linearly to `long_tokens` at 2 x `pause_s` idle. All times are
+    passed in (seconds, any monotonic clock), so the class is deterministic.
+    """
+
+    alpha: float = 0.3
+    pause_s: float = 1.0
+    step_fraction: float = 0.8
+    min_step_s: float = 0.05  # below this even k = 0 would not fit; never ask for less
+    max_step_s: float = 1.0
+    short_tokens: int = 16
+    long_tokens: int = 128
+    _last: dict[str, float] = field(default_factory=dict)
+    _interval: dict[str, float] = field(default_factory=dict)
+
+    def on_edit(self, uri: str, t: float) -> None:
+        prev = self._last.get(uri)
+        self._last[uri] = t
+        if prev is None:
+            return
+        dt = t - prev
+        if 0 <= dt < self.pause_s:
+            old = self._interval.get(uri)
+            self._interval[uri] = dt if old is None else (1 - self.alpha) * old + self.alpha * dt
+
+    def forget(self, uri: str) -> None:
+        self._last.pop(uri, None)
+        self._interval.pop(uri, None)
+
+    def interval(self, uri: str) -> float | None:
+        """Typical seconds between keys in this document (None: not seen typing yet)."""
+        return self._interval.get(uri)
+
+    def idle(self, uri: str, now: float) -> float:
+        last = self._last.get(uri)
+        return float("inf") if last is None else max(0.0, now - last)
+
+    def typing(self, uri: str, now: float) -> bool:
+        return self.idle(uri, now) < self.pause_s and uri in self._interval
+
+    def step_budget(self, uri: str, now: float) -> float:
+        """Longest verify step (seconds) the controller may plan for this document now."""
+        if not self.typing(uri, now):
+            return self.max_step_s
+        b = self.step_fraction * self._interval[uri]
+        return min(self.max_step_s, max(self.min_step_s, b))
+
+    def max_tokens(self, uri: str, now: float) -> int:
+        """Completion length: short while typing fast, longer the longer the user pauses."""
+        idle = self.idle(uri, now)
+        if uri not in self._interval or idle >= 2 * self.pause_s:
+            return self.long_tokens
+        if idle <= self.pause_s:
+            return self.short_tokens
+        f = (idle - self.pause_s) / self.pause_s
+        return int(round(self.short_tokens + f * (self.long_tokens - self.short_tokens)))
