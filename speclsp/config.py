@@ -1,0 +1,126 @@
+"""Server options: one fully defaulted dataclass, parsed from what editors send.
+
+Editors send options as camelCase JSON, in `initializationOptions` and (under
+`settings.speclsp`) in `workspace/didChangeConfiguration`. `parse_options` overlays the keys
+present onto a base `Config` and never raises: a bad value becomes a warning naming the key
+(the server shows it with `window/showMessage`) and that key keeps its previous value.
+Unknown keys are warned about too, so a typo does not silently do nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from .models import DEFAULT_MODEL
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str = DEFAULT_MODEL  # registered name, local directory, .gguf or HF id
+    device: str = "auto"
+    dtype: str = "auto"
+    max_tokens: int = 64  # per completion; each costs at least one verify pass without drafts
+    lookahead: str = "auto"  # fixed:K | heuristic | auto
+    # Send speclsp/inlineCompletionUpdate to clients that opted in (docs/protocol.md).
+    streaming: bool = True
+    context_budget: int = 2048  # prompt tokens in total: prefill cost grows with it
+    languages: Mapping[str, bool] = field(default_factory=dict)  # {"markdown": False, "*": False}
+    enabled: bool = True
+    # An inline completion is answered when generation ends or, with text to show, after
+    # this long; generation goes on and a repeat request (or a streaming client) gets the
+    # rest. 1.5 s is about where a suggestion stops being useful while typing.
+    deadline_ms: int = 1500
+
+    def enabled_for(self, language_id: str | None) -> bool:
+        if not self.enabled:
+            return False
+        if language_id and language_id in self.languages:
+            return bool(self.languages[language_id])
+        return bool(self.languages.get("*", True))
+
+    @property
+    def model_key(self) -> tuple[str, str, str]:
+        """What decides which model is loaded: a change means a reload."""
+        return (self.model, self.device, self.dtype)
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+_KEYS = {camel(f.name): f.name for f in fields(Config)}
+
+
+def _check(key: str, value: Any) -> Any:
+    """The value to store for `key`, or raise ValueError saying what is wrong."""
+    if key in ("model", "lookahead"):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("expected a non-empty string")
+        if key == "lookahead":
+            from .controller import parse_lookahead
+
+            parse_lookahead(value)  # raises ValueError with the reason
+        return value.strip()
+    if key == "device":
+        if not isinstance(value, str) or not (value in DEVICES or (value.startswith("cuda:") and value[5:].isdigit())):
+            raise ValueError(f"expected one of {', '.join(DEVICES)} or cuda:N")
+        return value
+    if key == "dtype":
+        if value not in DTYPES:
+            raise ValueError(f"expected one of {', '.join(DTYPES)}")
+        return value
+    if key in ("streaming", "enabled"):
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
+    if key in ("max_tokens", "context_budget", "deadline_ms"):
+        low, high = {"max_tokens": (1, 1024), "context_budget": (64, 32768), "deadline_ms": (0, 60000)}[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"expected an integer in {low}..{high}")
+        return value
+    if key == "languages":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, bool) for k, v in value.items()):
+            raise ValueError('expected an object of language id -> true/false, e.g. {"markdown": false}')
+        return dict(value)
+    raise AssertionError(key)
+
+
+def parse_options(raw: Any, base: Config | None = None) -> tuple[Config, list[str]]:
+    """Overlay the options in `raw` onto `base`; returns the config and warnings."""
+    base = base or Config()
+    if raw is None:
+        return base, []
+    if not isinstance(raw, Mapping):
+        return base, [f"speclsp options must be an object, got {type(raw).__name__}; using defaults"]
+    changes: dict[str, Any] = {}
+    warnings: list[str] = []
+    for key, value in raw.items():
+        name = _KEYS.get(key)
+        if name is None:
+            warnings.append(f"speclsp: unknown option {key!r} ignored (known: {', '.join(sorted(_KEYS))})")
+            continue
+        if value is None:
+            continue  # editors send null for "not set"
+        try:
+            changes[name] = _check(name, value)
+        except ValueError as e:
+            warnings.append(f"speclsp: bad value for {key!r}: {value!r}: {e}; using {getattr(base, name)!r}")
+    return replace(base, **changes), warnings
+
+
+def settings_section(settings: Any) -> Any:
+    """`settings.speclsp` from a didChangeConfiguration payload.
+
+    A flat object is taken as the options only if every key is one of ours; anything else
+    (another tool's settings, null) holds no speclsp options.
+    """
+    if not isinstance(settings, Mapping):
+        return None
+    if "speclsp" in settings:
+        return settings["speclsp"]
+    return settings if settings and all(k in _KEYS for k in settings) else None

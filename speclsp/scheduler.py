@@ -1,0 +1,114 @@
+"""The model worker: one thread runs every model call, the latest job per key wins.
+
+The model can only do one thing at a time, and a completion for a document is worthless
+once the user has typed on. Jobs are submitted with a key (the document URI, or "model"
+for loading); submitting a job cancels the previous job with the same key, dropping it
+if it has not started and setting its CancelToken if it is running (the engine checks the
+token between decode steps). Jobs with different keys run first come, first served.
+
+Results come back as `concurrent.futures.Future`s, which asyncio code awaits with
+`asyncio.wrap_future`. The debounce lives in the caller (see session.py), because it
+depends on when the *next* request arrives, which only the event loop knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .engine import CancelToken
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    key: str
+    run: Callable[[CancelToken], Any]
+    cancel: CancelToken
+    future: Future = field(default_factory=Future)
+
+
+class ModelWorker:
+    """A single daemon thread and a queue holding at most one job per key."""
+
+    def __init__(self, name: str = "speclsp-model"):
+        self._cv = threading.Condition()
+        self._pending: dict[str, _Job] = {}  # insertion order: first come, first served
+        self._running: _Job | None = None
+        self._stopped = False
+        self.superseded = 0  # jobs dropped or cancelled because a newer one came for their key
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, key: str, run: Callable[[CancelToken], Any], cancel: CancelToken | None = None) -> Future:
+        """Queue `run(cancel)`; any older job for `key` is dropped or cancelled."""
+        job = _Job(key, run, cancel or CancelToken())
+        with self._cv:
+            if self._stopped:
+                job.future.cancel()
+                return job.future
+            self._cancel_locked(key)
+            self._pending[key] = job
+            self._cv.notify()
+        return job.future
+
+    def cancel(self, key: str) -> bool:
+        """Drop the pending job for `key` and cancel the running one; True if there was one."""
+        with self._cv:
+            return self._cancel_locked(key)
+
+    def _cancel_locked(self, key: str) -> bool:
+        found = False
+        old = self._pending.pop(key, None)
+        if old is not None:
+            old.cancel.cancel()
+            old.future.cancel()
+            found = True
+        if self._running is not None and self._running.key == key and not self._running.cancel.cancelled:
+            self._running.cancel.cancel()
+            found = True
+        self.superseded += found
+        return found
+
+    def busy(self) -> bool:
+        with self._cv:
+            return self._running is not None or bool(self._pending)
+
+    def stop(self) -> None:
+        """Cancel everything; the thread ends after the job it is running (if any)."""
+        with self._cv:
+            self._stopped = True
+            for job in self._pending.values():
+                job.cancel.cancel()
+                job.future.cancel()
+            self._pending.clear()
+            if self._running is not None:
+                self._running.cancel.cancel()
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._stopped:
+                    self._cv.wait()
+                if self._stopped:
+                    return
+                key = next(iter(self._pending))
+                job = self._pending.pop(key)
+                if not job.future.set_running_or_notify_cancel():
+                    continue  # cancelled by its awaiter before it started
+                self._running = job
+            try:
+                result = job.run(job.cancel)
+            except BaseException as e:  # the job's owner decides what an error means
+                log.exception("model job %s failed", key)
+                job.future.set_exception(e)
+            else:
+                job.future.set_result(result)
+            finally:
+                with self._cv:
+                    self._running = None
