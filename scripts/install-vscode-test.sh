@@ -90,8 +90,12 @@ else
         -C "$(dirname "$RG")" "$(basename "$RG")"
     done
   done
-  # Root installs need unsafe-perm for code-server's postinstall.
-  TMPDIR="$RG_TMP" npm_config_unsafe_perm=true npm_install "$E2E"
+  # npm >= 11.x skips dependencies' install scripts unless allowed, and code-server's
+  # postinstall runs nested `npm install`s (VS Code's native modules) that no allowScripts
+  # list in our package.json reaches: allow them through the environment, for this tree only.
+  # Root installs also need unsafe-perm for code-server's postinstall.
+  TMPDIR="$RG_TMP" npm_config_dangerously_allow_all_scripts=true npm_config_unsafe_perm=true \
+    npm_install "$E2E"
 fi
 
 [[ -x /usr/bin/chromium ]] || { log "chromium missing at /usr/bin/chromium"; exit 1; }
