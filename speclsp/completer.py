@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .context import FimTokens, OpenDocument, Prompt, PromptBudget, build_prompt, split_at
-from .controller import LookaheadPolicy, parse_lookahead
-from .drafter import Drafter, PromptLookupDrafter
+from .controller import CostAwareLookahead, LookaheadPolicy, parse_lookahead
+from .drafter import Drafter
 from .engine import CancelToken, Engine, GenerationStats, Step
 from .model import LoadedModel
+from .ngram import NgramIndex, WorkspaceDrafter, make_tokenize
 from .postprocess import ShowRules
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,31 @@ class Completer:
             else None
         )
 
+        self.tokenize = make_tokenize(lm.tokenizer)
+        self._auto: CostAwareLookahead | None = None
+
+    def auto_policy(self) -> CostAwareLookahead:
+        """The controller, calibrated once per model and device, kept so it keeps learning."""
+        if self._auto is None:
+            self._auto = CostAwareLookahead.calibrated(self.lm.step_costs())
+        return self._auto
+
+    def policy_for(self, lookahead: str) -> LookaheadPolicy:
+        return self.auto_policy() if lookahead.strip().lower() == "auto" else parse_lookahead(lookahead)
+
+    def drafter_for(self, req: CompletionRequest, index: NgramIndex | None = None) -> WorkspaceDrafter:
+        """A workspace drafter over `index`, or over an index of the request's own documents."""
+        if index is None:
+            index = NgramIndex(self.tokenize)
+            for doc in req.other_documents:
+                index.open(doc.path, doc.text, source="workspace")
+            index.open(req.path, req.text)
+        drafter = WorkspaceDrafter(index, fim_suffix_id=self.fim.suffix if self.fim else None,
+                                   fim_middle_id=self.fim.middle if self.fim else None)
+        prefix, _ = split_at(req.text, req.line, req.character)
+        drafter.set_request(req.path, len(prefix))
+        return drafter
+
     def prompt_for(self, req: CompletionRequest) -> tuple[Prompt, ShowRules]:
         prefix, suffix = split_at(req.text, req.line, req.character)
         prompt = build_prompt(self.lm.encode, self.fim, req.path, prefix, suffix, req.other_documents, req.budget)
@@ -84,8 +110,8 @@ class Completer:
         """Complete at the request's cursor. `on_text` gets the shown text as it grows."""
         prompt, rules = self.prompt_for(req)
         if req.speculate:
-            drafter = drafter or PromptLookupDrafter()
-            policy = policy or parse_lookahead(req.lookahead)
+            drafter = drafter or self.drafter_for(req)
+            policy = policy or self.policy_for(req.lookahead)
         else:
             drafter, policy = None, None
         deadline = time.monotonic() + req.time_budget_s if req.time_budget_s else None

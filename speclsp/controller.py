@@ -106,8 +106,9 @@ class CostModel:
             raise ValueError("empty cost table")
         self.table = {int(k): float(v) for k, v in self.table.items()}
         self._keys = sorted(self.table)
+        self._rebuild()
 
-    def cost(self, k: int) -> float:
+    def _interp(self, k: int) -> float:
         ks, t = self._keys, self.table
         if k in t:
             return t[k]
@@ -122,13 +123,30 @@ class CostModel:
         c = t[k0] + (t[k1] - t[k0]) * (k - k0) / (k1 - k0)
         return max(c, 1e-6)
 
+    def _rebuild(self) -> None:
+        # Verifying more tokens never costs less: a running maximum irons out measurement
+        # noise (a stalled calibration pass must not make k=32 look cheaper than k=16).
+        mono, top = [], 0.0
+        for k in range(MAX_DRAFT + 1):
+            top = max(top, self._interp(k))
+            mono.append(top)
+        self._mono = mono
+
+    def cost(self, k: int) -> float:
+        if 0 <= k <= MAX_DRAFT:
+            return self._mono[k]
+        return max(self._interp(k), self._mono[-1])
+
     def observe(self, k: int, seconds: float) -> None:
         if seconds <= 0:
             return
         old = self.cost(k)
+        # One stalled step (GC, another process) moves the estimate at most 2x per update.
+        seconds = min(max(seconds, old / 2), old * 2)
         if k not in self.table:
             bisect.insort(self._keys, k)
         self.table[k] = (1 - self.alpha) * old + self.alpha * seconds
+        self._rebuild()
 
 
 def match_bucket(match_len: int) -> int:

@@ -158,7 +158,11 @@ class LoadedModel:
         self.sync()
         return time.perf_counter() - t0
 
-    def profile_costs(self, ks: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64), context: int = 256, repeats: int = 2) -> dict[int, float]:
+    def step_costs(self) -> dict[int, float]:
+        """`profile_costs`, measured once per model/device/dtype/threads and cached on disk."""
+        return _cached_step_costs(self)
+
+    def profile_costs(self, ks: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64), context: int = 256, repeats: int = 3) -> dict[int, float]:
         """Seconds for one verify pass over 1 + k tokens after a `context`-token prefix."""
         base = (self.encode("import os\n" * 200) or [0]) * 8
         kv = KVState()
@@ -175,6 +179,37 @@ class LoadedModel:
                 best = min(best, time.perf_counter() - t0)
             costs[k] = best
         return costs
+
+
+def _calibration_path(lm: "LoadedModel") -> Path:
+    import hashlib
+
+    key = f"{lm.name}|{lm.device}|{lm.dtype}|{torch.get_num_threads()}|{torch.__version__}"
+    return models.cache_dir() / "calibration" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+
+
+def _cached_step_costs(lm: "LoadedModel") -> dict[int, float]:
+    """`profile_costs` for this model, device, dtype and thread count, measured once and
+    cached on disk (a few seconds on CPU); the controller refines it online."""
+    import json
+
+    path = _calibration_path(lm)
+    try:
+        return {int(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError):
+        pass
+    t0 = time.perf_counter()
+    costs = lm.profile_costs()
+    log.info("calibrated verify cost per draft length in %.1fs: %s", time.perf_counter() - t0,
+             {k: round(v * 1e3, 1) for k, v in costs.items()})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(costs))
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("could not cache calibration: %s", e)
+    return costs
 
 
 def load(
