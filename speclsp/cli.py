@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-tokens", type=int, default=96)
     b.add_argument("--quick", action="store_true", help="fewer prompts")
     b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt; the fastest counts")
+    b.add_argument("--repo", default=None, help="git repository whose commits give edit-replay cases")
+    b.add_argument("--commits", type=int, default=20, help="newest non-merge commits to replay")
+    b.add_argument("--max-cases", type=int, default=24, help="edit-replay cases at most")
     b.add_argument("--out", default="bench-out", help="directory for the JSON report")
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")

@@ -124,12 +124,12 @@ class CostModel:
         return max(c, 1e-6)
 
     def _rebuild(self) -> None:
-        # Verifying more tokens never costs less: a running maximum irons out measurement
-        # noise (a stalled calibration pass must not make k=32 look cheaper than k=16).
-        mono, top = [], 0.0
-        for k in range(MAX_DRAFT + 1):
-            top = max(top, self._interp(k))
-            mono.append(top)
+        # Verifying more tokens never costs less. Timing noise only ever adds time, so
+        # where a smaller k measured dearer than a larger one, the smaller (later) figure
+        # wins: a running minimum from the right gives a non-decreasing curve.
+        mono = [self._interp(k) for k in range(MAX_DRAFT + 1)]
+        for k in range(MAX_DRAFT - 1, -1, -1):
+            mono[k] = min(mono[k], mono[k + 1])
         self._mono = mono
 
     def cost(self, k: int) -> float:
@@ -141,11 +141,16 @@ class CostModel:
         if seconds <= 0:
             return
         old = self.cost(k)
-        # One stalled step (GC, another process) moves the estimate at most 2x per update.
-        seconds = min(max(seconds, old / 2), old * 2)
+        # Timing noise only ever adds time, so a fast measurement is trusted more than a
+        # slow one, and one stalled step (GC, another process) moves the estimate at most 2x.
+        alpha = 0.75 if seconds < old else self.alpha
+        seconds = min(seconds, old * 2)
         if k not in self.table:
             bisect.insort(self._keys, k)
-        self.table[k] = (1 - self.alpha) * old + self.alpha * seconds
+        new = self.table[k] = (1 - alpha) * old + alpha * seconds
+        for kk in self._keys:  # what k costs, every larger k costs at least
+            if kk > k and self.table[kk] < new:
+                self.table[kk] = new
         self._rebuild()
 
 
@@ -221,6 +226,12 @@ class CostAwareLookahead:
     acceptance: AcceptanceModel = field(default_factory=AcceptanceModel)
     max_k: int = MAX_DRAFT
     name: str = "auto"
+    # Every `explore_every`-th step with a draft probes twice the chosen k (at least
+    # `explore_k`), so a cost table spoilt by a noisy calibration is corrected by real
+    # steps instead of keeping k small forever. Deterministic: a step counter, not a coin.
+    explore_every: int = 16
+    explore_k: int = 2
+    _steps: int = 0
 
     @classmethod
     def calibrated(cls, table: Mapping[int, float], **kw) -> "CostAwareLookahead":
@@ -243,6 +254,11 @@ class CostAwareLookahead:
             rate = (1.0 + total) / c
             if rate > best:
                 best_k, best = k, rate
+        self._steps += 1
+        if self.explore_every and best_k < n and self._steps % self.explore_every == 0:
+            k = min(n, max(self.explore_k, 2 * best_k))
+            if step_budget_s is None or self.costs.cost(k) <= step_budget_s:
+                return k
         return best_k
 
     def record(self, draft: Draft, k: int, accepted: int, seconds: float) -> None:

@@ -165,3 +165,22 @@ def test_step_budget_never_drops_below_the_floor():
     clock = KeystrokeClock(min_step_s=0.05)
     typed(clock, "a", [i * 0.01 for i in range(10)])
     assert clock.step_budget("a", 0.095) == 0.05
+
+
+def test_a_spoilt_calibration_is_corrected_by_real_steps():
+    """A stalled calibration made drafting look 100x dearer than it is: the controller
+    still verifies short drafts now and then, learns the true cost, and drafts again."""
+    from speclsp.controller import CostAwareLookahead
+    from speclsp.drafter import Draft
+
+    true_cost = {k: 0.10 + 0.001 * k for k in range(65)}
+    spoilt = {0: 0.10, 1: 10.0, 2: 10.0, 4: 10.0, 8: 10.0, 16: 10.0, 32: 10.0, 64: 10.0}
+    ctl = CostAwareLookahead.calibrated(spoilt)
+    draft = Draft(tokens=tuple(range(16)), source="document", match_len=12, agreement=(1.0,) * 16)
+    chosen = []
+    for _ in range(400):
+        k = ctl.choose_k(draft)
+        chosen.append(k)
+        ctl.record(draft, k, k, true_cost[k])  # every drafted token is right
+    assert chosen[0] == 0
+    assert all(k >= 8 for k in chosen[-50:])

@@ -2,17 +2,20 @@
 
 One process, one model, the same prompts for every system:
 
-- greedy        the engine with no drafts (one token per forward): the baseline
-- hf-lookup     transformers `generate(prompt_lookup_num_tokens=10)`
-- fixed:10      this engine, prompt-lookup drafter, 10 drafted tokens per step
-- heuristic     same drafter, transformers' +2/-1 schedule
-- auto          same drafter, the lookahead controller
+- greedy            the engine with no drafts (one token per forward): the baseline
+- hf-lookup         transformers `generate(prompt_lookup_num_tokens=10)`
+- lookup:fixed:10   this engine, prompt-lookup drafter (the prompt only), 10 tokens per step
+- ws:fixed:10       workspace n-gram drafter (open documents + prompt + generated), k = 10
+- ws:heuristic      same drafter, transformers' +2/-1 schedule
+- ws:auto           same drafter, the cost-aware lookahead controller
 
 Prompts are FIM prompts built the way the server builds them, at real cursor positions:
-code-editing cases (continuing a file whose structure repeats) and novel cases (little to
-copy). Outputs are compared token for token with greedy. A second table shows time to
-first token for a request that extends the previous prompt by a few characters (prefix
-reuse) against the same request cold. Prints Markdown tables, writes JSON.
+code-editing cases (continuing a file whose structure repeats, or with `--repo`, the hunks
+of real commits with the commit's other files open) and novel cases (little to copy).
+Greedy runs first with the show rules and sets the number of tokens N every other system
+then generates, so all do the same work; outputs are compared token for token. A second
+table shows time to first token for a request that extends the previous prompt by a few
+characters (prefix reuse) against the same request cold. Prints Markdown tables, writes JSON.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..completer import Completer, CompletionRequest
+from ..context import OpenDocument
 from ..controller import parse_lookahead
 from ..drafter import PromptLookupDrafter
 
-SYSTEMS = ("greedy", "hf-lookup", "fixed:10", "heuristic", "auto")
+SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,19 @@ class Case:
     text: str
     line: int
     character: int
+    others: tuple[OpenDocument, ...] = ()
+    expected: str | None = None  # what the author wrote (history cases)
+
+    def request(self, max_new: int) -> CompletionRequest:
+        return CompletionRequest(self.path, self.text, self.line, self.character, self.others, max_tokens=max_new)
+
+
+def history_cases(repo: str, commits: int, max_cases: int) -> list[Case]:
+    from .history import edit_cases
+
+    return [Case(f"{c.name}", "edit-replay", c.path, c.text, c.line, c.character,
+                 tuple(OpenDocument(p, t) for p, t in c.others), c.expected)
+            for c in edit_cases(repo, commits=commits, max_cases=max_cases)]
 
 
 def _cursor_at_def(path: Path, nth_from_end: int = 1) -> Case | None:
@@ -108,24 +125,27 @@ def run_hf_lookup(lm, prompt_ids, max_new):
     return ids, dt, counter.n
 
 
-def run_system(completer: Completer, system: str, prompt_ids, max_new):
-    """(token ids, seconds, forwards, drafted, accepted) for one system on one prompt."""
+def run_system(completer: Completer, system: str, req: CompletionRequest, prompt_ids, max_new, stop_text=None):
+    """(token ids, seconds, forwards, drafted, accepted, text) for one system on one prompt."""
     if system == "hf-lookup":
         ids, dt, fw = run_hf_lookup(completer.lm, prompt_ids, max_new)
-        return ids, dt, fw, None, None
+        return ids, dt, fw, None, None, None
     engine = completer.engine
     engine.reset()  # cold: every system pays the same prefill
     if system == "greedy":
-        r = engine.generate(prompt_ids, max_new_tokens=max_new)
+        r = engine.generate(prompt_ids, max_new_tokens=max_new, stop_text=stop_text)
     else:
-        r = engine.generate(prompt_ids, max_new_tokens=max_new, drafter=PromptLookupDrafter(), policy=parse_lookahead(system))
+        drafter_kind, lookahead = system.split(":", 1)
+        drafter = PromptLookupDrafter() if drafter_kind == "lookup" else completer.drafter_for(req)
+        r = engine.generate(prompt_ids, max_new_tokens=max_new, drafter=drafter, policy=completer.policy_for(lookahead),
+                            stop_text=stop_text)
     s = r.stats
-    return r.token_ids, s.total_ms / 1e3, s.forwards + s.prefill_forwards, s.drafted, s.accepted
+    return r.token_ids, s.total_ms / 1e3, s.forwards + s.prefill_forwards, s.drafted, s.accepted, r.text
 
 
 def prefix_reuse(completer: Completer, case: Case, repeats: int = 3) -> dict:
     """TTFT of a request extending the previous one by a few characters, warm vs cold."""
-    lm, engine = completer.lm, completer.engine
+    engine = completer.engine
     req = CompletionRequest(case.path, case.text, case.line, case.character, max_tokens=1)
     p1, _ = completer.prompt_for(req)
     typed = case.text.split("\n")
@@ -162,21 +182,36 @@ def main(args) -> dict:
     lm = model_mod.load(getattr(args, "model", None), device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
                         progress=lambda m: print(f"speclsp: {m}", file=sys.stderr))
     completer = Completer(lm)
+    completer.auto_policy()  # calibrate before timing anything
     all_cases = cases(quick)
+    if getattr(args, "repo", None):
+        all_cases = [c for c in all_cases if c.kind != "edit"] + history_cases(
+            args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24))
     rows = []
     with tqdm(total=len(all_cases) * len(SYSTEMS), desc="bench engine", file=sys.stderr) as bar:
         for case in all_cases:
-            req = CompletionRequest(case.path, case.text, case.line, case.character, max_tokens=max_new)
-            prompt, _ = completer.prompt_for(req)
+            req = case.request(max_new)
+            prompt, rules = completer.prompt_for(req)
             results = {}
+            n = max_new
             for system in SYSTEMS:
                 bar.set_postfix_str(f"{case.name} {system}")
+                # Greedy ends where the suggestion ends (show rules) and fixes N for the rest.
+                stop = rules.cut if system == "greedy" else None
                 # Best of `repeats` runs: the outputs are deterministic, the timing is not.
-                runs = [run_system(completer, system, prompt.ids, max_new) for _ in range(repeats)]
+                runs = [run_system(completer, system, req, prompt.ids, n, stop) for _ in range(repeats)]
                 results[system] = min(runs, key=lambda r: r[1])
+                if system == "greedy":
+                    n = max(1, len(results[system][0]))
                 bar.update(1)
-            base_ids = results["greedy"][0]
-            for system, (ids, dt, fw, drafted, accepted) in results.items():
+            base_ids, shown = results["greedy"][0], rules.finalize(results["greedy"][5] or "")
+            quality = None
+            if case.expected is not None:
+                from .history import exact_match
+
+                chars, lines = exact_match(shown, case.expected)
+                quality = {"exact_chars": chars, "exact_lines": lines, "expected_lines": case.expected.count("\n") + 1}
+            for system, (ids, dt, fw, drafted, accepted, _) in results.items():
                 n = len(ids)
                 rows.append({
                     "case": case.name, "kind": case.kind, "system": system, "prompt_tokens": len(prompt.ids),
@@ -184,11 +219,13 @@ def main(args) -> dict:
                     "forwards": fw, "forwards_per_token": fw / n if n else None,
                     "drafted": drafted, "accepted": accepted,
                     "acceptance": (accepted / drafted) if drafted else None,
+                    "accepted_per_forward": (accepted / fw) if accepted is not None and fw else None,
                     "identical": ids == base_ids,
                     "agreement": _agreement(ids, base_ids),
+                    "quality": quality,
                 })
     summary = _summarise(rows)
-    reuse = [prefix_reuse(completer, c) for c in all_cases if c.kind == "edit"][:2]
+    reuse = [prefix_reuse(completer, c) for c in all_cases if c.kind != "novel"][:2]
     report = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
               "max_new_tokens": max_new, "repeats": repeats, "threads": _threads(), "rows": rows, "summary": summary, "prefix_reuse": reuse}
     print(render(report))
@@ -228,7 +265,12 @@ def _summarise(rows):
             dr = sum(r["drafted"] or 0 for r in rs)
             ac = sum(r["accepted"] or 0 for r in rs)
             per[system] = {"tokens_per_s": toks / secs if secs else 0.0, "forwards_per_token": fw / toks if toks else None,
+                           "accepted_per_forward": ac / fw if fw and system not in ("greedy", "hf-lookup") else None,
                            "acceptance": ac / dr if dr else None, "identical": sum(r["identical"] for r in rs), "cases": len(rs)}
+            qs = [r["quality"] for r in rs if r["quality"]]
+            if qs:
+                per[system]["exact_chars"] = sum(q["exact_chars"] for q in qs) / len(qs)
+                per[system]["exact_lines"] = sum(q["exact_lines"] for q in qs) / sum(q["expected_lines"] for q in qs)
         for system in SYSTEMS:
             per[system]["vs_greedy"] = _ratio(per[system]["tokens_per_s"], per["greedy"]["tokens_per_s"])
             per[system]["vs_hf_lookup"] = _ratio(per[system]["tokens_per_s"], per["hf-lookup"]["tokens_per_s"])
@@ -239,12 +281,18 @@ def _summarise(rows):
 def render(report) -> str:
     lines = [f"model {report['model']} on {report['device']} ({report['dtype']}, {report['threads']} threads), "
              f"{report['max_new_tokens']} new tokens max, best of {report['repeats']} run(s); times include prefill", ""]
-    lines.append("| workload | system | tokens/s | forwards/token | acceptance | vs greedy | vs hf-lookup | identical |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    lines.append("| workload | system | tokens/s | accepted/forward | forwards/token | acceptance | vs greedy | vs hf-lookup | identical |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind, per in report["summary"].items():
         for system, s in per.items():
-            lines.append(f"| {kind} | {system} | {s['tokens_per_s']:.1f} | {_fmt(s['forwards_per_token'])} | "
-                         f"{_fmt(s['acceptance'])} | {_fmt(s['vs_greedy'])}x | {_fmt(s['vs_hf_lookup'])}x | {s['identical']}/{s['cases']} |")
+            lines.append(f"| {kind} | {system} | {s['tokens_per_s']:.1f} | {_fmt(s['accepted_per_forward'])} | "
+                         f"{_fmt(s['forwards_per_token'])} | {_fmt(s['acceptance'])} | {_fmt(s['vs_greedy'])}x | "
+                         f"{_fmt(s['vs_hf_lookup'])}x | {s['identical']}/{s['cases']} |")
+    for kind, per in report["summary"].items():
+        if "exact_chars" in per["greedy"]:
+            g = per["greedy"]
+            lines.append(f"\nquality on {kind} (same for every lossless system): {100 * g['exact_chars']:.0f}% of the "
+                         f"author's characters matched from the cursor on average, {100 * g['exact_lines']:.0f}% of lines exact")
     lines += ["", "| case | system | tokens | tokens/s | forwards | accepted/drafted | identical |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         ad = "–" if r["drafted"] is None else f"{r['accepted']}/{r['drafted']}"
