@@ -152,3 +152,25 @@ def test_prompt_lookup_drafts_the_continuation_of_the_longest_match():
     # "1 2 3 4" (length 4) matched at the start, continuing with 5 ...; "2 3 4 6" is shorter
     assert draft.tokens[:3] == (5, 9, 9) and draft.match_len == 4
     assert d.propose(seq, 0).tokens == ()
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=prompts, docs=st.lists(st.lists(st.integers(0, 400), max_size=80), max_size=3),
+       lookahead=st.sampled_from(["auto", "heuristic", "fixed:10", "fixed:64"]), copy=st.booleans())
+def test_workspace_drafter_and_controller_stay_lossless(engine, tiny_lm, prompt, docs, lookahead, copy):
+    """Workspace documents that contain the greedy continuation (or not), any policy."""
+    from speclsp.completer import Completer
+    from speclsp.ngram import NgramIndex, WorkspaceDrafter
+
+    n = 24
+    expected = greedy(engine, prompt, n)
+    index = NgramIndex()
+    for i, d in enumerate(docs):
+        index.open_ids(f"doc{i}", d, "workspace")
+    if copy:  # a document that already holds what the model will write
+        index.open_ids("copy", list(prompt) + expected, "document")
+    drafter = WorkspaceDrafter(index)
+    policy = Completer(tiny_lm).policy_for(lookahead)
+    engine.reset()
+    got = engine.generate(prompt, max_new_tokens=n, drafter=drafter, policy=policy)
+    assert got.token_ids == expected
