@@ -105,7 +105,22 @@ class ForwardCounter:
         self._h.remove()
 
 
-def run_hf_lookup(lm, prompt_ids, max_new):
+@dataclass
+class Run:
+    """One system on one prompt."""
+
+    ids: list[int]
+    seconds: float
+    forwards: int
+    ttft_s: float | None = None  # None where transformers gives no way to see it
+    drafted: int | None = None
+    accepted: int | None = None
+    text: str | None = None
+    steps: list[tuple[int, int]] | None = None  # (k, accepted) per verify pass
+
+
+def run_hf(lm, prompt_ids, max_new, **generate_kwargs) -> Run:
+    """transformers' own generate (prompt lookup, or assisted generation with a draft model)."""
     import torch
 
     x = torch.tensor([list(prompt_ids)], device=lm.device)
@@ -114,24 +129,27 @@ def run_hf_lookup(lm, prompt_ids, max_new):
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=False,
-                                prompt_lookup_num_tokens=10, eos_token_id=sorted(lm.end_ids),
-                                pad_token_id=sorted(lm.end_ids)[0])
+                                eos_token_id=sorted(lm.end_ids), pad_token_id=sorted(lm.end_ids)[0], **generate_kwargs)
     lm.sync()
     dt = time.perf_counter() - t0
     counter.close()
     ids = out[0, len(prompt_ids):].tolist()
     while ids and ids[-1] in lm.end_ids:
         ids.pop()
-    return ids, dt, counter.n
+    return Run(ids, dt, counter.n)
 
 
-def run_system(completer: Completer, system: str, req: CompletionRequest, prompt_ids, max_new, stop_text=None):
-    """(token ids, seconds, forwards, drafted, accepted, text) for one system on one prompt."""
+def run_system(completer: Completer, system: str, req: CompletionRequest, prompt_ids, max_new, stop_text=None,
+               assistant=None) -> Run:
+    """Run one system on one prompt, from a cold cache (every system pays the same prefill)."""
     if system == "hf-lookup":
-        ids, dt, fw = run_hf_lookup(completer.lm, prompt_ids, max_new)
-        return ids, dt, fw, None, None, None
+        return run_hf(completer.lm, prompt_ids, max_new, prompt_lookup_num_tokens=10)
+    if system == "hf-assisted":
+        # transformers' assisted generation; its default schedule for the number of draft
+        # tokens adapts (the "heuristic" schedule plus a confidence threshold).
+        return run_hf(completer.lm, prompt_ids, max_new, assistant_model=assistant.model)
     engine = completer.engine
-    engine.reset()  # cold: every system pays the same prefill
+    engine.reset()
     if system == "greedy":
         r = engine.generate(prompt_ids, max_new_tokens=max_new, stop_text=stop_text)
     else:
@@ -140,7 +158,54 @@ def run_system(completer: Completer, system: str, req: CompletionRequest, prompt
         r = engine.generate(prompt_ids, max_new_tokens=max_new, drafter=drafter, policy=completer.policy_for(lookahead),
                             stop_text=stop_text)
     s = r.stats
-    return r.token_ids, s.total_ms / 1e3, s.forwards + s.prefill_forwards, s.drafted, s.accepted, r.text
+    return Run(r.token_ids, s.total_ms / 1e3, s.forwards + s.prefill_forwards, s.ttft_ms / 1e3, s.drafted, s.accepted,
+               r.text, [(st.k, st.accepted) for st in r.steps])
+
+
+def measure(completer: Completer, all_cases: list[Case], systems: tuple[str, ...], max_new: int, repeats: int = 1,
+            assistant=None, desc: str = "bench") -> list[dict]:
+    """Every system on every case; one row per (case, system)."""
+    from tqdm import tqdm
+
+    rows = []
+    with tqdm(total=len(all_cases) * len(systems), desc=desc, file=sys.stderr) as bar:
+        for case in all_cases:
+            req = case.request(max_new)
+            prompt, rules = completer.prompt_for(req)
+            results: dict[str, Run] = {}
+            n = max_new
+            for system in systems:
+                bar.set_postfix_str(f"{case.name} {system}")
+                # Greedy ends where the suggestion ends (show rules) and fixes N for the rest.
+                stop = rules.cut if system == "greedy" else None
+                # Best of `repeats` runs: the outputs are deterministic, the timing is not.
+                runs = [run_system(completer, system, req, prompt.ids, n, stop, assistant) for _ in range(repeats)]
+                results[system] = min(runs, key=lambda r: r.seconds)
+                if system == "greedy":
+                    n = max(1, len(results[system].ids))
+                bar.update(1)
+            base = results["greedy"]
+            quality = None
+            if case.expected is not None:
+                from .history import exact_match
+
+                chars, lines = exact_match(rules.finalize(base.text or ""), case.expected)
+                quality = {"exact_chars": chars, "exact_lines": lines, "expected_lines": case.expected.count("\n") + 1}
+            for system, r in results.items():
+                n = len(r.ids)
+                rows.append({
+                    "case": case.name, "kind": case.kind, "system": system, "prompt_tokens": len(prompt.ids),
+                    "tokens": n, "seconds": r.seconds, "ttft_s": r.ttft_s, "tokens_per_s": n / r.seconds if r.seconds else 0.0,
+                    "forwards": r.forwards, "forwards_per_token": r.forwards / n if n else None,
+                    "drafted": r.drafted, "accepted": r.accepted,
+                    "acceptance": (r.accepted / r.drafted) if r.drafted else None,
+                    "accepted_per_forward": (r.accepted / r.forwards) if r.accepted is not None and r.forwards else None,
+                    "identical": r.ids == base.ids,
+                    "agreement": _agreement(r.ids, base.ids),
+                    "quality": quality,
+                    "steps": r.steps,
+                })
+    return rows
 
 
 def prefix_reuse(completer: Completer, case: Case, repeats: int = 3) -> dict:
@@ -172,8 +237,6 @@ def _fmt(x, nd=2):
 
 
 def main(args) -> dict:
-    from tqdm import tqdm
-
     from .. import model as model_mod
 
     quick = getattr(args, "quick", False)
@@ -187,43 +250,7 @@ def main(args) -> dict:
     if getattr(args, "repo", None):
         all_cases = [c for c in all_cases if c.kind != "edit"] + history_cases(
             args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24))
-    rows = []
-    with tqdm(total=len(all_cases) * len(SYSTEMS), desc="bench engine", file=sys.stderr) as bar:
-        for case in all_cases:
-            req = case.request(max_new)
-            prompt, rules = completer.prompt_for(req)
-            results = {}
-            n = max_new
-            for system in SYSTEMS:
-                bar.set_postfix_str(f"{case.name} {system}")
-                # Greedy ends where the suggestion ends (show rules) and fixes N for the rest.
-                stop = rules.cut if system == "greedy" else None
-                # Best of `repeats` runs: the outputs are deterministic, the timing is not.
-                runs = [run_system(completer, system, req, prompt.ids, n, stop) for _ in range(repeats)]
-                results[system] = min(runs, key=lambda r: r[1])
-                if system == "greedy":
-                    n = max(1, len(results[system][0]))
-                bar.update(1)
-            base_ids, shown = results["greedy"][0], rules.finalize(results["greedy"][5] or "")
-            quality = None
-            if case.expected is not None:
-                from .history import exact_match
-
-                chars, lines = exact_match(shown, case.expected)
-                quality = {"exact_chars": chars, "exact_lines": lines, "expected_lines": case.expected.count("\n") + 1}
-            for system, (ids, dt, fw, drafted, accepted, _) in results.items():
-                n = len(ids)
-                rows.append({
-                    "case": case.name, "kind": case.kind, "system": system, "prompt_tokens": len(prompt.ids),
-                    "tokens": n, "seconds": dt, "tokens_per_s": n / dt if dt else 0.0,
-                    "forwards": fw, "forwards_per_token": fw / n if n else None,
-                    "drafted": drafted, "accepted": accepted,
-                    "acceptance": (accepted / drafted) if drafted else None,
-                    "accepted_per_forward": (accepted / fw) if accepted is not None and fw else None,
-                    "identical": ids == base_ids,
-                    "agreement": _agreement(ids, base_ids),
-                    "quality": quality,
-                })
+    rows = measure(completer, all_cases, SYSTEMS, max_new, repeats, desc="bench engine")
     summary = _summarise(rows)
     reuse = [prefix_reuse(completer, c) for c in all_cases if c.kind != "novel"][:2]
     report = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
@@ -259,21 +286,21 @@ def _summarise(rows):
     out = {}
     for kind in sorted({r["kind"] for r in rows}):
         per = {}
-        for system in SYSTEMS:
+        for system in dict.fromkeys(r["system"] for r in rows):
             rs = [r for r in rows if r["kind"] == kind and r["system"] == system]
             toks, secs, fw = sum(r["tokens"] for r in rs), sum(r["seconds"] for r in rs), sum(r["forwards"] for r in rs)
             dr = sum(r["drafted"] or 0 for r in rs)
             ac = sum(r["accepted"] or 0 for r in rs)
             per[system] = {"tokens_per_s": toks / secs if secs else 0.0, "forwards_per_token": fw / toks if toks else None,
-                           "accepted_per_forward": ac / fw if fw and system not in ("greedy", "hf-lookup") else None,
+                           "accepted_per_forward": ac / fw if fw and not system.startswith(("greedy", "hf-")) else None,
                            "acceptance": ac / dr if dr else None, "identical": sum(r["identical"] for r in rs), "cases": len(rs)}
             qs = [r["quality"] for r in rs if r["quality"]]
             if qs:
                 per[system]["exact_chars"] = sum(q["exact_chars"] for q in qs) / len(qs)
                 per[system]["exact_lines"] = sum(q["exact_lines"] for q in qs) / sum(q["expected_lines"] for q in qs)
-        for system in SYSTEMS:
+        for system in per:
             per[system]["vs_greedy"] = _ratio(per[system]["tokens_per_s"], per["greedy"]["tokens_per_s"])
-            per[system]["vs_hf_lookup"] = _ratio(per[system]["tokens_per_s"], per["hf-lookup"]["tokens_per_s"])
+            per[system]["vs_hf_lookup"] = _ratio(per[system]["tokens_per_s"], per.get("hf-lookup", {}).get("tokens_per_s"))
         out[kind] = per
     return out
 
