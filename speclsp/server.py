@@ -316,7 +316,8 @@ def build_server(config: Config | None = None) -> SpeclspServer:
 
     @ls.feature(DID_ACCEPT)
     def did_accept(ls: SpeclspServer, params: Any) -> None:
-        p = params if isinstance(params, dict) else getattr(params, "__dict__", {})
+        # pygls hands the params of methods it does not know over as a namedtuple.
+        p = params._asdict() if hasattr(params, "_asdict") else params if isinstance(params, dict) else {}
         uri, text, kind = p.get("uri"), p.get("text"), p.get("kind", "full")
         if isinstance(uri, str) and isinstance(text, str):
             ls.session.accepted(uri, text, str(kind))

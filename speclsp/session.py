@@ -45,6 +45,7 @@ _WORD_TAIL = re.compile(r"\w+$")
 MAX_OTHER_DOCUMENTS = 16  # most recently edited documents offered as prompt context
 GENERATIONS_PER_DOCUMENT = 4  # completion cache entries kept per document
 GENERATION_TIME_CAP_S = 10.0  # no completion occupies the model longer than this
+CANCEL_GRACE_S = 0.25  # a cancelled request's generation waits this long for a typed-through successor
 PROFILE_KS = (0, 1, 4, 16, 64)  # draft lengths timed at load for the auto controller's cost table
 
 
@@ -165,6 +166,7 @@ class Subscriber:
     request_id: Any
     version: int
     typed: int  # characters the user typed into the suggestion before this request
+    typed_text: str
     line: int  # position of this request, client units
     character: int
     answered: bool = False
@@ -532,11 +534,12 @@ class Session:
         word = m.group(0) if (m := _WORD_TAIL.search(line_text[:col])) else ""
         where = dict(line=line, character=from_codepoints(line_text, col, self.encoding), version=doc.version, word=word,
                      word_start=from_codepoints(line_text, col - len(word), self.encoding))
-        sub = Subscriber(request_id, doc.version, 0, line, character)
+        sub = Subscriber(request_id, doc.version, 0, "", line, where["character"])
 
         gen = self._find_generation(uri, prefix, suffix)
         if gen is not None:
             sub.typed = gen.typed_through(prefix, suffix) or 0
+            sub.typed_text = prefix[len(prefix) - sub.typed :]
             gen.subscribers.append(sub)
             self.stats.cache_hits += 1
             reason = "cache"
@@ -557,17 +560,28 @@ class Session:
             await self._wait(gen, sub, doc, repeat=reason == "cache")
         except asyncio.CancelledError:
             if gen.latest is sub and not gen.done:
-                gen.cancel.cancel()  # nobody newer is waiting for it
+                # Editors cancel the previous request on every keystroke, just before they
+                # ask again; if the next request types through this suggestion it carries
+                # on. If none does within the grace period, stop the model.
+                self.loop.call_later(CANCEL_GRACE_S, self._cancel_if_unwanted, gen, sub)
             raise
         finally:
             sub.answered = True
         if doc.version != sub.version or self.documents.get(uri) is not doc:
             self.stats.stale += 1
             return replace(EMPTY, reason="stale", **where), gen
-        text = gen.text[sub.typed :]
+        if gen.done and gen.stop_reason in ("cancelled", "superseded") and self._latest_request.get(uri) != request_id:
+            self.stats.superseded += 1  # a newer request moved on: this partial text is outdated
+            return replace(EMPTY, reason="superseded", **where), gen
+        text = gen.text[sub.typed :] if gen.text.startswith(prefix[len(gen.prefix) :]) else ""
         if not text.strip():
             return replace(EMPTY, reason=gen.stop_reason or "empty", **where), gen
         return Answer(text=text, reason=reason, **where), gen
+
+    def _cancel_if_unwanted(self, gen: Generation, sub: Subscriber) -> None:
+        if gen.latest is sub and not gen.done:
+            log.info("gen %d: cancelled request %s not followed by a matching one; stopping", gen.id, sub.request_id)
+            gen.cancel.cancel()
 
     def _find_generation(self, uri: str, prefix: str, suffix: str) -> Generation | None:
         for gen in reversed(self.generations.get(uri, ())):
@@ -669,7 +683,7 @@ class Session:
         doc = self.documents.get(gen.uri)
         if sub is None or doc is None or doc.version != sub.version:
             return  # nobody is looking at this version any more
-        text = gen.text[sub.typed :] if gen.text.startswith(gen.text[: sub.typed]) else ""
+        text = gen.text[sub.typed :] if gen.text.startswith(sub.typed_text) else ""
         self.client.inline_update({
             "uri": gen.uri, "version": sub.version,
             "position": {"line": sub.line, "character": sub.character},

@@ -1,0 +1,187 @@
+"""End-to-end tests that need a server of their own: cancellation, staleness, superseding,
+configuration changes, model loading states, shutdown/exit, and the editor going away.
+
+Slow generations come from `lookahead: fixed:0` (one token per forward) with many tokens
+and no answer deadline, so a request is still running when the test interferes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcRequestCancelled
+
+from conftest import SERVER_ENV, server_command
+
+SLOW = {"maxTokens": 1024, "lookahead": "fixed:0", "deadlineMs": 0}
+
+
+def uri_in(tmp_path, name: str = "a.py") -> str:
+    return (tmp_path / name).as_uri()
+
+
+async def _start_slow_request(ed, uri, msg_id):
+    """Send an invoked inline completion and wait until it streams (it is generating then)."""
+    params = ed.inline_params(uri, invoked=True)
+    fut = asyncio.wrap_future(ed.client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id))
+    await ed.wait_for(lambda: any(u["requestId"] == msg_id and u["text"] for u in ed.updates))
+    return fut
+
+
+async def _finished(ed, request_id):
+    """Stats once the generation started by `request_id` has ended."""
+    for _ in range(400):
+        stats = await ed.stats()
+        if stats["last"] and stats["last"].get("requestId") == request_id:
+            return stats
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no finished generation for {request_id}: {stats}")
+
+
+# --- cancellation and staleness ---------------------------------------------------------------
+
+
+async def test_cancel_request_stops_a_running_completion(start_server, tmp_path):
+    async with start_server("vscode", SLOW) as ed:
+        uri = uri_in(tmp_path)
+        ed.open(uri, "def f(")
+        fut = await _start_slow_request(ed, uri, "slow-1")
+        ed.client.cancel_request(types.CancelParams(id="slow-1"))
+        with pytest.raises(JsonRpcRequestCancelled):
+            await asyncio.wait_for(fut, 30)
+        stats = await _finished(ed, "slow-1")  # stopped after the grace period, not at 1024 tokens
+        assert stats["cancelled"] == 1
+        assert stats["last"]["stop_reason"] == "cancelled" and stats["last"]["new_tokens"] < 1024
+        ed.configure({"maxTokens": 8})  # and the server carries on
+        assert (await ed.inline(uri, invoked=True)).items
+
+
+async def test_edit_during_generation_drops_the_outdated_answer(start_server, tmp_path):
+    async with start_server("vscode", SLOW) as ed:
+        uri = uri_in(tmp_path)
+        ed.open(uri, "def f(")
+        fut = await _start_slow_request(ed, uri, "stale-1")
+        ed.insert(uri, "\n# not what was suggested")
+        result = await asyncio.wait_for(fut, 30)
+        assert result.items == ()  # exactly one answer, and empty
+        stats = await _finished(ed, "stale-1")
+        assert stats["stale"] == 1 and stats["last"]["stop_reason"] == "cancelled"
+
+
+async def test_newer_request_for_the_document_supersedes_the_running_one(start_server, tmp_path):
+    async with start_server("vscode", SLOW) as ed:
+        uri = uri_in(tmp_path)
+        ed.open(uri, "x = 1\ndef f(")
+        old = await _start_slow_request(ed, uri, "old-1")  # at the end
+        ed.configure({"maxTokens": 8})
+        newer = await ed.inline(uri, invoked=True, position=types.Position(0, 5))  # the cursor moved up
+        assert (await asyncio.wait_for(old, 30)).items == ()
+        assert newer.items and newer.items[0].range.end == types.Position(0, 5)
+        stats = await ed.stats()
+        assert stats["superseded"] >= 1 and stats["modelCalls"] == 2
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+async def test_configuration_changes_apply_and_bad_values_warn(start_server, tmp_path):
+    async with start_server("vscode", {"maxTokens": 0, "colour": "blue"}) as ed:
+        await ed.wait_for(lambda: len(ed.client.messages) >= 2)
+        warned = " ".join(m.message for m in ed.client.messages)
+        assert "'maxTokens'" in warned and "'colour'" in warned
+        assert all(m.type == types.MessageType.Warning for m in ed.client.messages)
+
+        uri = uri_in(tmp_path)
+        ed.open(uri, "def f(")
+        ed.configure({"maxTokens": 5, "lookahead": "sideways"})
+        await ed.wait_for(lambda: len(ed.client.messages) >= 3)
+        assert "'lookahead'" in ed.client.messages[2].message
+        assert (await ed.inline(uri, invoked=True)).items
+        assert (await ed.stats())["last"]["new_tokens"] <= 5  # maxTokens applied, the bad lookahead ignored
+
+        ed.configure({"languages": {"python": False}})
+        assert (await ed.inline(uri, invoked=True)).items == ()
+        ed.configure({"languages": {}, "enabled": False})
+        assert (await ed.inline(uri, invoked=True)).items == ()
+        assert (await ed.stats())["modelCalls"] == 1
+        assert len(ed.client.messages) == 3
+
+
+# --- model loading ----------------------------------------------------------------------------
+
+
+async def test_completion_before_the_model_is_ready_is_empty_and_quick(start_server, tmp_path):
+    async with start_server("vscode", wait_ready=False) as ed:
+        uri = uri_in(tmp_path)
+        ed.open(uri, "def f(")
+        t0 = time.monotonic()
+        result = await ed.inline(uri, invoked=True)
+        assert time.monotonic() - t0 < 1.0
+        assert result.items == ()
+        assert not any(s["state"] == "ready" for s in ed.statuses)
+        await ed.wait_ready()
+        assert (await ed.inline(uri, invoked=True)).items
+    assert "no completion, model loading" in ed.log.read_text()
+
+
+async def test_unloadable_model_reports_error_and_completes_nothing(start_server, tmp_path):
+    async with start_server("neovim", model=str(tmp_path / "no-such-model"), wait_ready=False) as ed:
+        await ed.wait_for(lambda: any(s["state"] == "error" for s in ed.statuses))
+        await ed.wait_for(lambda: ed.client.messages)
+        assert "no-such-model" in ed.client.messages[0].message
+        uri = uri_in(tmp_path)
+        ed.open(uri, "x = ")
+        assert (await ed.inline(uri, invoked=True)).items == ()
+
+
+# --- shutdown, exit, and the editor going away ------------------------------------------------
+
+
+async def test_exit_without_shutdown_ends_the_server_with_code_1(start_server):
+    async with start_server("neovim", wait_ready=False) as ed:
+        ed.client.exit(None)
+        await asyncio.wait_for(ed.client._server.wait(), 30)
+        assert ed.client._server.returncode == 1
+    # (a normal shutdown + exit, ending with code 0, closes every other test's server)
+
+
+def _frame(msg: dict) -> bytes:
+    body = json.dumps(msg).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def _start_raw_server(tmp_path, process_id: int) -> subprocess.Popen:
+    proc = subprocess.Popen(server_command(str(tmp_path / "none")), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=SERVER_ENV)
+    proc.stdin.write(_frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                             "params": {"processId": process_id, "rootUri": None, "capabilities": {}}}))
+    proc.stdin.flush()
+    assert b"Content-Length" in proc.stdout.readline()  # answered
+    return proc
+
+
+def test_server_exits_when_the_client_closes_its_pipe(tmp_path):
+    proc = _start_raw_server(tmp_path, os.getpid())
+    proc.stdin.close()
+    assert proc.wait(timeout=20) == 1
+
+
+def test_server_exits_when_the_client_process_dies(tmp_path):
+    editor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc = _start_raw_server(tmp_path, editor.pid)
+    try:
+        editor.send_signal(signal.SIGKILL)
+        editor.wait()
+        assert proc.wait(timeout=20) == 1  # stdin is still open: the parent-process watch did it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
