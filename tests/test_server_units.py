@@ -1,0 +1,133 @@
+"""Unit tests of the server's pure parts: position encodings, options, the model worker's
+"latest job per key wins", the debounce, and typed-through matching. No model, no server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from speclsp.config import Config, parse_options, settings_section
+from speclsp.engine import CancelToken
+from speclsp.positions import UTF8, UTF16, UTF32, Lines, from_codepoints, to_codepoints
+from speclsp.scheduler import ModelWorker
+from speclsp.session import Document, Generation, debounce_s
+
+LINE = 'x = "é😀𝔘" + y'  # é: 1 UTF-16 unit / 2 bytes; 😀 and 𝔘: 2 units / 4 bytes
+
+
+@pytest.mark.parametrize("encoding,units_per_char", [
+    (UTF16, [1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1]),
+    (UTF8, [1, 1, 1, 1, 1, 2, 4, 4, 1, 1, 1, 1, 1]),
+    (UTF32, [1] * 13),
+])
+def test_columns_round_trip_in_every_encoding(encoding, units_per_char):
+    assert len(LINE) == len(units_per_char)
+    units = 0
+    for col, width in enumerate(units_per_char):
+        assert from_codepoints(LINE, col, encoding) == units
+        assert to_codepoints(LINE, units, encoding) == col
+        units += width
+    assert from_codepoints(LINE, len(LINE), encoding) == units
+
+
+def test_columns_clamp_past_the_end_and_round_down_inside_a_character():
+    assert to_codepoints(LINE, 999, UTF16) == len(LINE)
+    assert to_codepoints(LINE, 7, UTF16) == 6  # the middle of 😀 (units 6..7) -> its start
+    assert to_codepoints(LINE, 8, UTF8) == 6  # inside 😀's four bytes (7..10)
+    assert from_codepoints(LINE, 999, UTF16) == from_codepoints(LINE, len(LINE), UTF16)
+
+
+def test_lines_convert_offsets_and_client_positions():
+    text = "ab\r\n" + LINE + "\n"
+    lines = Lines(text)
+    assert len(lines) == 3 and lines.line(0) == "ab\r" and lines.line(2) == ""
+    off = lines.offset_from_client(1, 8, UTF16)  # after 😀
+    assert text[:off].endswith("😀")
+    assert lines.client_position(off, UTF8) == (1, 11)
+    assert lines.position(len(text)) == (2, 0)
+    assert lines.offset(7, 0) == len(text)
+
+
+def test_options_parse_camel_case_and_fall_back_on_bad_values():
+    cfg, warnings = parse_options({"maxTokens": 32, "contextBudget": 1024, "lookahead": "fixed:4",
+                                   "languages": {"markdown": False}, "deadlineMs": 0})
+    assert warnings == []
+    assert (cfg.max_tokens, cfg.context_budget, cfg.lookahead, cfg.deadline_ms) == (32, 1024, "fixed:4", 0)
+    assert not cfg.enabled_for("markdown") and cfg.enabled_for("python")
+
+    cfg2, warnings = parse_options({"maxTokens": "many", "device": "tpu", "lookahead": "fixed:99",
+                                    "streaming": "yes", "colour": 1, "dtype": None}, cfg)
+    assert cfg2 == cfg  # every bad value keeps what was there
+    assert len(warnings) == 5
+    for key in ("maxTokens", "device", "lookahead", "streaming", "colour"):
+        assert any(f"'{key}'" in w for w in warnings)
+    assert parse_options([1, 2], cfg)[1] and parse_options([1, 2], cfg)[0] == cfg
+
+
+def test_language_switches_and_master_switch():
+    cfg, _ = parse_options({"languages": {"*": False, "python": True}})
+    assert cfg.enabled_for("python") and not cfg.enabled_for("rust")
+    assert not Config(enabled=False).enabled_for("python")
+
+
+def test_settings_section_finds_our_options():
+    assert settings_section({"speclsp": {"maxTokens": 3}}) == {"maxTokens": 3}
+    assert settings_section({"maxTokens": 3}) == {"maxTokens": 3}
+    assert settings_section({"python": {"x": 1}}) is None
+    assert settings_section(None) is None
+
+
+def test_worker_runs_only_the_latest_job_per_key():
+    worker = ModelWorker()
+    gate = threading.Event()
+    ran: list[str] = []
+
+    def job(name, wait=False):
+        def run(cancel: CancelToken):
+            if wait:
+                gate.wait(5)
+                return "cancelled" if cancel.cancelled else name
+            ran.append(name)
+            return name
+        return run
+
+    blocker = worker.submit("a", job("a1", wait=True))  # running, holds the thread
+    time.sleep(0.05)
+    b1 = worker.submit("b", job("b1"))
+    b2 = worker.submit("b", job("b2"))  # replaces b1 before it started
+    a2 = worker.submit("a", job("a2"))  # cancels the running a1
+    gate.set()
+    assert blocker.result(5) == "cancelled"
+    assert b1.cancelled()
+    assert b2.result(5) == "b2" and a2.result(5) == "a2"
+    assert ran == ["b2", "a2"]  # first come, first served across keys
+    worker.stop()
+
+
+def test_debounce_follows_typing_pace_and_never_delays_invoked_requests():
+    assert debounce_s(0.1, invoked=True) == 0.0
+    assert debounce_s(None, invoked=False) > 0.0
+    assert debounce_s(0.1, invoked=False) == pytest.approx(0.075)
+    assert debounce_s(2.0, invoked=False) == 0.0  # slow typing: answer at once
+    assert debounce_s(0.5, invoked=False) <= 0.25
+
+
+def test_typed_through_matches_only_the_suggestion_being_typed():
+    import asyncio
+
+    async def check():
+        doc = Document("file:///a.py", "/a.py", "python", 1, "def f(\nx = 1\n", None)
+        gen = Generation(doc, 6)
+        gen.grow("self, value):")
+        suffix = "\nx = 1\n"
+        assert gen.typed_through("def f(", suffix) == 0
+        assert gen.typed_through("def f(sel", suffix) == 3
+        assert gen.typed_through("def f(sex", suffix) is None  # diverged
+        assert gen.typed_through("def f(sel", "\nx = 2\n") is None  # the text after the cursor changed
+        assert gen.typed_through("def ", suffix) is None  # deleted back past the start
+        gen.finish("eos")
+        assert gen.typed_through("def f(self, value):", suffix) is None  # nothing left to show
+
+    asyncio.run(check())
