@@ -3,7 +3,7 @@
     speclsp --stdio | --tcp HOST:PORT     run the language server
     speclsp complete PATH --line L --character C [...]
     speclsp models [list | pull NAME | tiny DIR]
-    speclsp bench engine|index [...]
+    speclsp bench [suite|engine|index|typing] [...]
     speclsp demo                          complete a real file with the default model
 
 stdout carries the protocol in server mode, so every log line goes to stderr or to
@@ -136,17 +136,30 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.workload == "engine":
-        from .bench import engine as bench_engine
+    from .models import ModelError
 
-        bench_engine.main(args)
-        return 0
-    if args.workload == "index":
-        from .bench import index as bench_index
+    try:
+        if args.workload == "suite":
+            from .bench import suite
 
-        bench_index.run_index_bench()
-        return 0
-    return _die(f"unknown benchmark {args.workload!r}")
+            suite.main(args)
+        elif args.workload == "engine":
+            from .bench import engine as bench_engine
+
+            bench_engine.main(args)
+        elif args.workload == "index":
+            from .bench import index as bench_index
+
+            bench_index.run_index_bench()
+        elif args.workload == "typing":
+            from .bench import typing as bench_typing
+
+            bench_typing.main(args)
+        else:
+            return _die(f"unknown benchmark {args.workload!r}")
+    except ModelError as e:
+        return _die(str(e))
+    return 0
 
 
 # --- demo --------------------------------------------------------------------------------
@@ -220,13 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("target", nargs="?", help="model name (pull) or directory (tiny)")
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
-    b.add_argument("workload", choices=["engine", "index"])
+    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing"],
+                   help="suite (default): every workload and the report; or one part")
     b.add_argument("--max-tokens", type=int, default=96)
     b.add_argument("--quick", action="store_true", help="fewer prompts")
     b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt; the fastest counts")
     b.add_argument("--repo", default=None, help="git repository whose commits give edit-replay cases")
     b.add_argument("--commits", type=int, default=20, help="newest non-merge commits to replay")
     b.add_argument("--max-cases", type=int, default=24, help="edit-replay cases at most")
+    b.add_argument("--draft-model", default=None, help="also compare transformers assisted generation with this draft model")
     b.add_argument("--out", default="bench-out", help="directory for the JSON report")
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")

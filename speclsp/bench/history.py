@@ -76,9 +76,13 @@ def cases_from_commit(repo: Path, commit: str, globs: tuple[str, ...], min_chars
         for _, old_count, new_start, new_count in _hunks(_git(repo, "diff", "-U0", parent, commit, "--", path)):
             if new_count == 0:
                 continue
-            added = lines[new_start - 1 : new_start - 1 + min(new_count, max_lines)]
-            if not "".join(added).strip():
+            # Leading blank lines stay in the document: the cursor goes to the first line
+            # with code, where the author started writing something a model can guess.
+            while new_count and not lines[new_start - 1].strip():
+                new_start, new_count = new_start + 1, new_count - 1
+            if new_count == 0:
                 continue
+            added = lines[new_start - 1 : new_start - 1 + min(new_count, max_lines)]
             first = added[0]
             indent = len(first) - len(first.lstrip(" \t"))
             expected = "\n".join([first[indent:]] + added[1:])

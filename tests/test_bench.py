@@ -1,0 +1,66 @@
+"""The benchmarks keep working: `speclsp bench --quick` on the tiny model writes its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                   env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+                            GIT_COMMITTER_EMAIL="t@t"))
+
+
+@pytest.fixture(scope="module")
+def history_repo(tmp_path_factory):
+    """A small repository with two real-looking commits that add code to existing files."""
+    repo = tmp_path_factory.mktemp("repo")
+    git(repo, "init", "-q")
+    (repo / "shapes.py").write_text("class Circle:\n    def area(self):\n        return 3.14 * self.r ** 2\n")
+    (repo / "util.py").write_text("def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "first")
+    (repo / "shapes.py").write_text("class Circle:\n    def area(self):\n        return 3.14 * self.r ** 2\n\n"
+                                    "    def perimeter(self):\n        return 2 * 3.14 * self.r\n")
+    (repo / "util.py").write_text("def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n\n\n"
+                                  "def lerp(a, b, t):\n    return a + (b - a) * t\n")
+    git(repo, "commit", "-qam", "second")
+    return repo
+
+
+def test_history_cases_come_from_the_commits_hunks(history_repo):
+    from speclsp.bench.history import edit_cases, exact_match
+
+    cases = edit_cases(history_repo, commits=5)
+    assert {c.path for c in cases} == {"shapes.py", "util.py"}
+    shapes = next(c for c in cases if c.path == "shapes.py")
+    assert shapes.expected.startswith("def perimeter(self):")
+    assert "def perimeter" not in shapes.text and shapes.text.split("\n")[shapes.line] == "    "
+    assert [p for p, _ in shapes.others] == ["util.py"]
+    assert exact_match("def perimeter(self):\n        return 0", shapes.expected) == (
+        len("def perimeter(self):\n        return ") / len(shapes.expected), 1)
+
+
+def test_bench_quick_writes_json_markdown_and_plots(tiny_model_dir, history_repo, tmp_path):
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "speclsp", "bench", "--quick", "--model", str(tiny_model_dir),
+                        "--dtype", "float32", "--repo", str(history_repo), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    kinds = {row["kind"] for row in report["rows"]}
+    assert kinds >= {"edit-replay", "novel"}
+    systems = {row["system"] for row in report["rows"]}
+    assert systems >= {"greedy", "hf-lookup", "ws:fixed:10", "ws:heuristic", "ws:auto"}
+    # lossless: in float32 every speclsp system reproduces greedy exactly
+    assert all(row["identical"] for row in report["rows"] if row["system"].startswith("ws:"))
+    for png in ("speedup.png", "latency.png", "acceptance.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    md = (out / "report.md").read_text()
+    assert "| edit-replay | ws:auto |" in md and "TTFT p50" in md
+    assert "| workload | system |" in r.stdout  # the table also goes to stdout
