@@ -32,7 +32,7 @@ from typing import Any, Callable, Protocol, Sequence
 from . import __version__
 from .config import Config, parse_options
 from .context import OpenDocument, PromptBudget
-from .controller import CostAwareLookahead, KeystrokeClock, LookaheadPolicy, parse_lookahead
+from .controller import KeystrokeClock, LookaheadPolicy
 from .drafter import Drafter, PromptLookupDrafter
 from .ngram import WorkspaceIndexes
 from .engine import CancelToken
@@ -46,7 +46,6 @@ MAX_OTHER_DOCUMENTS = 16  # most recently edited documents offered as prompt con
 GENERATIONS_PER_DOCUMENT = 4  # completion cache entries kept per document
 GENERATION_TIME_CAP_S = 10.0  # no completion occupies the model longer than this
 CANCEL_GRACE_S = 0.25  # a cancelled request's generation waits this long for a typed-through successor
-PROFILE_KS = (0, 1, 4, 16, 64)  # draft lengths timed at load for the auto controller's cost table
 
 
 # --- small state holders --------------------------------------------------------------------
@@ -310,7 +309,6 @@ class Session:
         self.drafting = Drafting()
         self.clock = KeystrokeClock()
         self.policy: LookaheadPolicy | None = None  # long-lived: the auto controller learns
-        self.cost_table: dict[int, float] | None = None
         self.worker = ModelWorker()
         self.stats = ServerStats()
         self.generations: dict[str, list[Generation]] = {}  # per document, newest last
@@ -380,9 +378,10 @@ class Session:
             if load is None:
                 from .model import load
             lm = load(cfg.model, device=cfg.device, dtype=cfg.dtype, progress=say)
+            completer = Completer(lm)
             say("measuring step costs")
-            costs = lm.profile_costs(ks=PROFILE_KS, repeats=1)
-            return Completer(lm), costs
+            completer.auto_policy()  # calibrated once per model and device (cached on disk)
+            return completer
 
         t0 = time.monotonic()
         fut = self.worker.submit("model", run)
@@ -401,11 +400,10 @@ class Session:
             self.client.status("error", self.model_message)
             self.client.warn(f"speclsp: {self.model_message}")
             return
-        self.completer, self.cost_table = fut.result()
+        self.completer = fut.result()
         lm = self.completer.lm
         self._loaded_key = key
         self.device = str(lm.device)
-        log.info("verify cost per k (ms): %s", {k: round(v * 1e3, 1) for k, v in self.cost_table.items()})
         self.policy = self._make_policy()
         self.drafting.attach(lm, list(self.documents.values()))
         self.model_state = "ready"
@@ -415,10 +413,8 @@ class Session:
         self.client.status("ready", self.model_message)
 
     def _make_policy(self) -> LookaheadPolicy:
-        spec = self.config.lookahead
-        if spec.strip().lower() == "auto" and self.cost_table:
-            return CostAwareLookahead.calibrated(self.cost_table)
-        return parse_lookahead(spec)
+        """Long-lived, so the auto controller keeps learning this machine's costs."""
+        return self.completer.policy_for(self.config.lookahead)
 
     def shutdown(self) -> None:
         for gens in self.generations.values():
