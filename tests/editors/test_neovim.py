@@ -206,16 +206,21 @@ def test_accept_inserts_the_whole_suggestion(editor: Editor):
     assert col == len(want[-1].encode())
 
 
-def test_tab_without_a_suggestion_is_a_tab(editor: Editor):
-    editor.lua("require('speclsp').toggle(false)")
+def test_toggled_off_nothing_is_shown_and_tab_is_a_tab(editor: Editor):
+    editor.nvim.command("SpeclspToggle off")
     try:
+        assert editor.lua("return require('speclsp').enabled") is False
         editor.open("y = 1\n", name="notes.txt")
         editor.nvim.command("normal! G")
-        editor.type("o<Tab>z<Esc>")
+        editor.type("o<Tab>z")
         wait_for(lambda: editor.lines()[-1] == "\tz", timeout=5, what="a literal tab")
-        assert editor.ghost() == ""
+        time.sleep(0.6)  # past any debounce: still nothing
+        assert editor.ghost() == "" and not editor.extmarks()
+        editor.type("<Esc>")
     finally:
-        editor.lua("require('speclsp').toggle(true)")
+        editor.nvim.command("SpeclspToggle on")
+    assert editor.lua("return require('speclsp').enabled") is True
+    assert editor.suggest("y = 2\nz = ")
 
 
 def test_accept_word_then_line_take_part_of_the_suggestion(editor: Editor):
@@ -297,3 +302,92 @@ def test_checkhealth_reports_server_and_model(editor: Editor):
         assert "backend: native" in text
     else:
         assert "extmarks" in text
+
+
+def test_extmark_ghost_text_is_multi_line_follows_typing_and_cycles(editor: Editor):
+    """The extmark renderer (what 0.10/0.11 use) on a buffer without a server: state set by
+    hand, so the text is known."""
+    nvim = editor.nvim
+    nvim.command("stopinsert")
+    nvim.command("enew!")
+    nvim.current.buffer[:] = ["x = "]
+    buf = nvim.current.buffer.number
+    nvim.command("normal! $")
+    editor.type("A")
+    wait_for(lambda: editor.mode() == "i", timeout=5, what="insert mode")
+    editor.lua("""
+      local b = ...
+      local g = require('speclsp.ghost')
+      g.attach(b)
+      g.states[b] = { index = 1, done = true, row = 0, col = 4, text = 'foo(1)\\n  bar\\nbaz',
+        items = { { row = 0, col = 4, text = 'foo(1)\\n  bar\\nbaz' }, { row = 0, col = 4, text = 'other' } } }
+      g.render(b)
+    """, buf)
+    ns = nvim.api.create_namespace("speclsp.ghost")
+    marks = nvim.api.buf_get_extmarks(buf, ns, 0, -1, {"details": True})
+    assert len(marks) == 1
+    _, row, col, d = marks[0]
+    assert (row, col) == (0, 4)
+    assert d["virt_text"][0][0] == "foo(1)" and d["virt_text_pos"] == "inline"
+    assert [vl[0][0] for vl in d["virt_lines"]] == ["  bar", "baz"]
+    mark_id = marks[0][0]
+    # Next / previous alternative, with an (i/n) hint, in the same extmark.
+    editor.lua("require('speclsp.ghost').cycle(..., 1)", buf)
+    marks = nvim.api.buf_get_extmarks(buf, ns, 0, -1, {"details": True})
+    assert [m[0] for m in marks] == [mark_id]
+    assert marks[0][3]["virt_text"] == [["other", "SpeclspGhostText"], [" (2/2)", "Comment"]]
+    assert "virt_lines" not in marks[0][3]
+    editor.lua("require('speclsp.ghost').cycle(..., -1)", buf)
+    assert editor.lua("return require('speclsp.ghost').remaining(...)", buf) == "foo(1)\n  bar\nbaz"
+    # Typing what the suggestion says keeps it, moved along, same extmark.
+    editor.type("fo")
+    wait_for(lambda: editor.lua("return require('speclsp.ghost').remaining(...)", buf) == "o(1)\n  bar\nbaz",
+             timeout=5, what="the suggestion after typing into it")
+    marks = nvim.api.buf_get_extmarks(buf, ns, 0, -1, {"details": True})
+    assert [m[0] for m in marks] == [mark_id] and marks[0][2] == 6 and marks[0][3]["virt_text"][0][0] == "o(1)"
+    # Accept one line, then the rest.
+    editor.lua("require('speclsp.ghost').accept(..., 'line')", buf)
+    assert nvim.current.buffer[:] == ["x = foo(1)"]
+    editor.lua("require('speclsp.ghost').accept(..., 'full')", buf)
+    assert nvim.current.buffer[:] == ["x = foo(1)", "  bar", "baz"]
+    assert tuple(nvim.current.window.cursor) == (3, 3)
+    # Typing something else drops it.
+    editor.lua("""
+      local b = ...
+      local g = require('speclsp.ghost')
+      g.states[b] = { index = 1, done = true, row = 2, col = 3, text = '()', items = { { row = 2, col = 3, text = '()' } } }
+      g.render(b)
+    """, buf)
+    assert nvim.api.buf_get_extmarks(buf, ns, 0, -1, {})
+    editor.type("!")
+    wait_for(lambda: not nvim.api.buf_get_extmarks(buf, ns, 0, -1, {}), timeout=5, what="dropped on a mismatch")
+    editor.type("<Esc>")
+    editor.lua("require('speclsp.ghost').detach(...)", buf)
+    nvim.command("bwipeout!")
+
+
+def test_cmp_and_blink_sources_return_the_server_completion(editor: Editor):
+    editor.suggest("def mean(xs):\n    return ")
+    editor.lua("""
+      _G.cmp_result, _G.blink_result = nil, nil
+      require('speclsp.cmp').source.new():complete({ completion_context = { triggerKind = 1 } },
+        function(r) _G.cmp_result = r end)
+      require('speclsp.blink').new():get_completions({ bufnr = vim.api.nvim_get_current_buf() },
+        function(r) _G.blink_result = r end)
+    """)
+    cmp = wait_for(lambda: editor.lua("return _G.cmp_result"), timeout=30, what="the nvim-cmp source's answer")
+    blink = wait_for(lambda: editor.lua("return _G.blink_result"), timeout=30, what="the blink.cmp source's answer")
+    assert cmp["items"] and cmp["items"][0]["detail"] == "speclsp"
+    assert blink["items"] and blink["items"][0]["textEdit"]["newText"]
+    assert blink["is_incomplete_forward"] is True
+    editor.type("<Esc>")
+
+
+def test_log_command_opens_the_server_log(editor: Editor):
+    editor.open("v = 1\n")
+    editor.nvim.command("SpeclspLog")
+    name = editor.nvim.current.buffer.name
+    text = "\n".join(editor.nvim.current.buffer[:])
+    editor.nvim.command("close")
+    assert name.endswith(f"speclsp-nvim-{editor.version}.log") or os.environ.get("SPECLSP_NVIM_TEST_SERVER")
+    assert "speclsp" in text
