@@ -243,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-cases", type=int, default=24, help="edit-replay cases at most")
     b.add_argument("--draft-model", default=None, help="also compare transformers assisted generation with this draft model")
     b.add_argument("--out", default="bench-out", help="directory for the JSON report")
+    b.add_argument("--file", default=None, help="typing: the file to type (default: speclsp/demo_file.py)")
+    b.add_argument("--cps", type=float, default=8.0, help="typing: characters per second")
+    b.add_argument("--chars", type=int, default=None, help="typing: keystrokes to replay (default 240)")
+    b.add_argument("--start", type=int, default=None, help="typing: character offset where typing starts")
+    b.add_argument("--no-stream", action="store_true", help="typing: a client without streaming updates")
+    b.add_argument("--server-log", default=None, help="typing: the server's log file (-v)")
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")
     d.add_argument("--max-tokens", type=int, default=96)

@@ -1,0 +1,313 @@
+"""Typing replay: a real file typed character by character through the real language server.
+
+Starts `python -m speclsp --stdio` as a subprocess and plays an editor: the first part of
+the file is opened, the rest is typed at a steady pace (8 characters per second by default,
+a brisk programmer), and after every keystroke the editor does what VS Code does: cancel
+the previous inline completion request if it is still open ($/cancelRequest), send the
+incremental didChange, then an automatic `textDocument/inlineCompletion`. A newline is
+typed together with the next line's indentation, as auto-indent inserts it.
+
+Measured per request, from sending it: the first suggestion text the editor could show
+(the first non-empty streaming update, or a non-empty response, whichever is earlier), and
+the final text (the streaming update marked done, or the response). Requests that end empty,
+cancelled or superseded count separately. From the server's `speclsp/stats` at the end:
+model calls per keystroke, cache hits (typed-through suggestions), tokens/s, acceptance.
+
+    speclsp bench typing [--file F] [--cps 8] [--chars 240] [--model M] [--no-stream]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE = Path(__file__).resolve().parent.parent / "demo_file.py"
+
+
+@dataclass
+class Request:
+    id: str
+    keystroke: int
+    sent: float
+    first_text: float | None = None
+    final: float | None = None
+    answered: float | None = None
+    text: str = ""
+    outcome: str = "pending"  # "text", "empty", "cancelled", "error"
+
+
+@dataclass
+class Replay:
+    file: str
+    typed_chars: int
+    keystrokes: int
+    cps: float
+    streaming: bool
+    requests: list[Request] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
+    load_s: float = 0.0
+
+
+def _pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
+
+
+def keystrokes(text: str) -> list[str]:
+    """Characters as an editor inserts them: a newline carries the next line's indentation."""
+    keys: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        i += 1
+        if ch == "\n":
+            j = i
+            while j < len(text) and text[j] in " \t":
+                j += 1
+            ch += text[i:j]
+            i = j
+        keys.append(ch)
+    return keys
+
+
+def _units(s: str) -> int:
+    return len(s.encode("utf-16-le")) // 2
+
+
+async def replay(text: str, start: int, n_keys: int, cps: float, server_cmd: list[str], options: dict,
+                 streaming: bool, path: str, env: dict[str, str] | None = None) -> Replay:
+    from lsprotocol import types as T
+    from pygls.lsp.client import LanguageClient
+
+    client = LanguageClient("speclsp-bench", "0.1")
+    keys = keystrokes(text[start:])[:n_keys]
+    rep = Replay(path, sum(len(k) for k in keys), len(keys), cps, streaming)
+    by_id: dict[str, Request] = {}
+    ready = asyncio.Event()
+
+    @client.feature("speclsp/status")
+    def on_status(params):
+        state = params.state if hasattr(params, "state") else params.get("state")
+        if state in ("ready", "error"):
+            if state == "error":
+                log.error("server could not load the model: %s", getattr(params, "message", params))
+            ready.set()
+
+    @client.feature("speclsp/inlineCompletionUpdate")
+    def on_update(params):
+        req = by_id.get(str(params.requestId))
+        if req is None:
+            return
+        now = time.perf_counter()
+        if params.text and req.first_text is None:
+            req.first_text = now
+        if params.done and req.final is None:
+            req.final = now
+
+    @client.feature(T.WINDOW_SHOW_MESSAGE)
+    def on_message(params):
+        log.warning("server says: %s", params.message)
+
+    await client.start_io(*server_cmd, env=env)
+    caps = T.ClientCapabilities(
+        general=T.GeneralClientCapabilities(position_encodings=[T.PositionEncodingKind.Utf16]),
+        text_document=T.TextDocumentClientCapabilities(inline_completion=T.InlineCompletionClientCapabilities()),
+        experimental={"speclsp": {"inlineCompletionUpdate": True}} if streaming else None,
+    )
+    t_load = time.perf_counter()
+    await client.initialize_async(T.InitializeParams(capabilities=caps, process_id=os.getpid(),
+                                                     initialization_options=options))
+    client.initialized(T.InitializedParams())
+    await asyncio.wait_for(ready.wait(), 600)
+    rep.load_s = time.perf_counter() - t_load
+
+    uri = Path(path).resolve().as_uri()
+    doc = text[:start]
+    client.text_document_did_open(T.DidOpenTextDocumentParams(T.TextDocumentItem(uri, "python", 1, doc)))
+    version = 1
+    pending: dict[str, asyncio.Future] = {}
+
+    def on_done(req: Request, fut: asyncio.Future) -> None:
+        pending.pop(req.id, None)
+        req.answered = time.perf_counter()
+        if fut.cancelled():
+            req.outcome = "cancelled"
+            return
+        exc = fut.exception()
+        if exc is not None:
+            req.outcome = "cancelled" if "cancel" in type(exc).__name__.lower() else "error"
+            return
+        items = fut.result().items if fut.result() is not None else []
+        if items:
+            req.text = items[0].insert_text
+            req.outcome = "text"
+            req.first_text = min(req.first_text or req.answered, req.answered)
+            if not streaming or req.final is None:
+                req.final = req.answered
+        else:
+            req.outcome = "empty"
+
+    t0 = time.perf_counter()
+    for i, key in enumerate(keys):
+        # Keep the pace: keystroke i happens at t0 + i / cps, whatever the server does.
+        delay = t0 + i / cps - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for rid in list(pending):  # the document is about to change: VS Code cancels
+            client.cancel_request(T.CancelParams(id=rid))
+        lines = doc.split("\n")
+        pos = T.Position(len(lines) - 1, _units(lines[-1]))
+        doc += key
+        version += 1
+        client.text_document_did_change(T.DidChangeTextDocumentParams(
+            T.VersionedTextDocumentIdentifier(version=version, uri=uri),
+            [T.TextDocumentContentChangePartial(range=T.Range(pos, pos), text=key)]))
+        lines = doc.split("\n")
+        cursor = T.Position(len(lines) - 1, _units(lines[-1]))
+        rid = f"k{i}"
+        req = Request(rid, i, time.perf_counter())
+        by_id[rid] = req
+        rep.requests.append(req)
+        fut = asyncio.wrap_future(client.protocol.send_request(T.TEXT_DOCUMENT_INLINE_COMPLETION, T.InlineCompletionParams(
+            context=T.InlineCompletionContext(T.InlineCompletionTriggerKind.Automatic),
+            text_document=T.TextDocumentIdentifier(uri), position=cursor), msg_id=rid))
+        pending[rid] = fut
+        fut.add_done_callback(lambda f, r=req: on_done(r, f))
+    # Let the last request finish, as the user stops typing.
+    if pending:
+        await asyncio.wait(list(pending.values()), timeout=30)
+    rep.wall_s = time.perf_counter() - t0
+    rep.stats = _plain(await client.protocol.send_request_async("speclsp/stats", None))
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    return rep
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "_asdict"):
+        return {k: _plain(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def summarise(rep: Replay) -> dict[str, Any]:
+    reqs = rep.requests
+    shown = [r for r in reqs if r.outcome == "text"]
+    first = [(r.first_text - r.sent) * 1e3 for r in shown if r.first_text]
+    final = [(r.final - r.sent) * 1e3 for r in shown if r.final]
+    st = rep.stats
+    completions = st.get("completions") or 0
+    return {
+        "keystrokes": rep.keystrokes,
+        "requests": len(reqs),
+        "with_text": len(shown),
+        "empty": sum(r.outcome == "empty" for r in reqs),
+        "cancelled_by_client": sum(r.outcome == "cancelled" for r in reqs),
+        "first_text_p50_ms": _pct(first, 0.5),
+        "first_text_p95_ms": _pct(first, 0.95),
+        "final_text_p50_ms": _pct(final, 0.5),
+        "final_text_p95_ms": _pct(final, 0.95),
+        "model_calls": st.get("modelCalls"),
+        "model_calls_per_keystroke": round((st.get("modelCalls") or 0) / max(1, rep.keystrokes), 3),
+        "cache_hits": st.get("cacheHits"),
+        "cache_hit_rate": round((st.get("cacheHits") or 0) / completions, 3) if completions else None,
+        "superseded": st.get("superseded"),
+        "stale": st.get("stale"),
+        "server_cancelled": st.get("cancelled"),
+        "tokens_per_s": st.get("tokensPerSecond"),
+        "acceptance": st.get("acceptance"),
+        "server_latency_ms": st.get("latencyMs"),
+    }
+
+
+def render(rep: Replay, s: dict[str, Any]) -> str:
+    def ms(v):
+        return "-" if v is None else f"{v:.0f}"
+
+    st = rep.stats
+    head = (f"typing replay: {Path(rep.file).name}, {rep.keystrokes} keystrokes ({rep.typed_chars} chars) at "
+            f"{rep.cps:g} chars/s, streaming {'on' if rep.streaming else 'off'}; model {st.get('model')} on "
+            f"{st.get('device')} (loaded in {rep.load_s:.1f} s)")
+    rows = [
+        ("requests (one per keystroke)", s["requests"]),
+        ("answered with text", s["with_text"]),
+        ("answered empty", s["empty"]),
+        ("cancelled by the editor ($/cancelRequest)", s["cancelled_by_client"]),
+        ("request -> first text p50 / p95 (ms)", f"{ms(s['first_text_p50_ms'])} / {ms(s['first_text_p95_ms'])}"),
+        ("request -> final text p50 / p95 (ms)", f"{ms(s['final_text_p50_ms'])} / {ms(s['final_text_p95_ms'])}"),
+        ("model calls per keystroke", f"{s['model_calls_per_keystroke']:.2f} ({s['model_calls']} calls)"),
+        ("cache hit rate (typed-through)", "-" if s["cache_hit_rate"] is None
+         else f"{100 * s['cache_hit_rate']:.0f}% ({s['cache_hits']} hits)"),
+        ("superseded / stale answers (server)", f"{s['superseded']} / {s['stale']}"),
+        ("decode tokens/s, draft acceptance", f"{s['tokens_per_s']} / {s['acceptance']}"),
+    ]
+    lines = [head, "", "| metric | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _server_cmd(args) -> list[str]:
+    cmd = [sys.executable, "-m", "speclsp", "--stdio"]
+    for flag in ("model", "device", "dtype"):
+        if getattr(args, flag, None):
+            cmd += [f"--{flag}", getattr(args, flag)]
+    if getattr(args, "server_log", None):
+        cmd += ["--log-file", args.server_log, "-v"]
+    return cmd
+
+
+def run(args) -> dict[str, Any]:
+    path = Path(getattr(args, "file", None) or DEFAULT_FILE)
+    text = path.read_text().replace("\r\n", "\n")
+    n_keys = getattr(args, "chars", None) or 240
+    start = getattr(args, "start", None)
+    if start is None:  # type the last `n_keys` keystrokes' worth, after at least a few lines of context
+        start = max(0, len(text) - int(n_keys * 1.3))
+        start = text.rfind("\n", 0, start) + 1
+    options = {"maxTokens": getattr(args, "max_tokens", None) or 64}
+    streaming = not getattr(args, "no_stream", False)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The replayed copy lives elsewhere so the real file's folder does not matter.
+        copy = Path(tmp) / path.name
+        copy.write_text(text)
+        rep = asyncio.run(replay(text, start, n_keys, getattr(args, "cps", None) or 8.0, _server_cmd(args),
+                                 options, streaming, str(copy)))
+    rep.file = str(path)
+    s = summarise(rep)
+    return {"summary": s, "markdown": render(rep, s), "requests": [asdict(r) for r in rep.requests],
+            "stats": rep.stats, "wall_s": round(rep.wall_s, 1), "load_s": round(rep.load_s, 1)}
+
+
+def run_for_suite(args, quick: bool = False) -> dict[str, Any]:
+    ns = argparse.Namespace(**vars(args))
+    if quick:
+        ns.chars = min(getattr(ns, "chars", None) or 80, 80)
+    return run(ns)
+
+
+def main(args) -> dict[str, Any]:
+    report = run(args)
+    out = Path(getattr(args, "out", None) or "bench-out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "typing.json").write_text(json.dumps(report, indent=2))
+    (out / "typing.md").write_text(report["markdown"] + "\n")
+    print(report["markdown"])
+    return report
