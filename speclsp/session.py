@@ -195,13 +195,20 @@ class Generation:
         self.t_done: float | None = None
         self._event = asyncio.Event()
 
-    def typed_through(self, prefix: str, suffix: str) -> int | None:
+    def typed_through(self, prefix: str, suffix: str, ahead: bool = False) -> int | None:
         """How many characters of the suggestion the user has typed, if the document at
-        a new cursor (`prefix` | `suffix`) is this one's with part of the suggestion typed."""
+        a new cursor (`prefix` | `suffix`) is this one's with part of the suggestion typed.
+
+        With `ahead`, a running generation also matches when the user has typed past the
+        text it has so far, as long as that text agrees: on a slow model the user often
+        types what the model is about to write, and restarting would throw its work away.
+        """
         if suffix != self.suffix or len(prefix) < len(self.prefix) or not prefix.startswith(self.prefix):
             return None
         typed = prefix[len(self.prefix) :]
         if not self.text.startswith(typed):
+            if ahead and not self.done and typed.startswith(self.text):
+                return len(typed)
             return None
         if self.done and not self.text[len(typed) :].strip():
             return None  # nothing left to show: a fresh completion is needed
@@ -469,7 +476,7 @@ class Session:
         self.clock.on_edit(uri, doc.edited_at)
         self.stats.edits += 1
         for gen in self.generations.get(uri, ()):
-            if not gen.done and gen.typed_through(*self._split(doc, gen)) is None:
+            if not gen.done and gen.typed_through(*self._split(doc, gen), ahead=True) is None:
                 gen.cancel.cancel()  # the edit left this suggestion behind
             gen.poke()  # waiters re-check their version and drop outdated answers
 
@@ -581,7 +588,7 @@ class Session:
 
     def _find_generation(self, uri: str, prefix: str, suffix: str) -> Generation | None:
         for gen in reversed(self.generations.get(uri, ())):
-            if gen.typed_through(prefix, suffix) is not None and (gen.text or not gen.done):
+            if gen.typed_through(prefix, suffix, ahead=True) is not None and (gen.text or not gen.done):
                 if gen.done and gen.stop_reason == "error":
                     continue
                 if gen.cancel.cancelled and not gen.done:
@@ -594,7 +601,12 @@ class Session:
         deadline_s = self.config.deadline_ms / 1e3
         deadline = time.monotonic() + deadline_s if deadline_s > 0 else None
         while not gen.done:
-            visible = gen.text[sub.typed :].strip()
+            if not gen.text.startswith(sub.typed_text):
+                if not sub.typed_text.startswith(gen.text):
+                    return  # the model wrote something else than the user typed ahead
+                visible = ""  # the user is still ahead of the model
+            else:
+                visible = gen.text[sub.typed :].strip()
             if doc.version != sub.version or gen.latest is not sub:
                 return  # outdated or superseded by a newer request on this generation
             now = time.monotonic()
@@ -647,6 +659,9 @@ class Session:
 
     def _grow(self, gen: Generation, text: str) -> None:
         gen.grow(text)
+        doc = self.documents.get(gen.uri)
+        if doc is not None and doc.version != gen.version and gen.typed_through(*self._split(doc, gen), ahead=True) is None:
+            gen.cancel.cancel()  # the user typed ahead, and the model now disagrees
         self._stream(gen)
 
     def _finished(self, gen: Generation, fut) -> None:
@@ -680,6 +695,8 @@ class Session:
         if sub is None or doc is None or doc.version != sub.version:
             return  # nobody is looking at this version any more
         text = gen.text[sub.typed :] if gen.text.startswith(sub.typed_text) else ""
+        if not text and not gen.done:
+            return  # the user is ahead of the model: nothing to show yet
         self.client.inline_update({
             "uri": gen.uri, "version": sub.version,
             "position": {"line": sub.line, "character": sub.character},

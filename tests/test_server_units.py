@@ -127,7 +127,11 @@ def test_typed_through_matches_only_the_suggestion_being_typed():
         assert gen.typed_through("def f(sex", suffix) is None  # diverged
         assert gen.typed_through("def f(sel", "\nx = 2\n") is None  # the text after the cursor changed
         assert gen.typed_through("def ", suffix) is None  # deleted back past the start
+        assert gen.typed_through("def f(self, value): x", suffix) is None
+        assert gen.typed_through("def f(self, value): x", suffix, ahead=True) == 15  # typed past the model
+        assert gen.typed_through("def f(self, vx", suffix, ahead=True) is None
         gen.finish("eos")
+        assert gen.typed_through("def f(self, value): x", suffix, ahead=True) is None  # it will not catch up
         assert gen.typed_through("def f(self, value):", suffix) is None  # nothing left to show
 
     asyncio.run(check())
