@@ -45,6 +45,7 @@ _WORD_TAIL = re.compile(r"\w+$")
 MAX_OTHER_DOCUMENTS = 16  # most recently edited documents offered as prompt context
 GENERATIONS_PER_DOCUMENT = 4  # completion cache entries kept per document
 GENERATION_TIME_CAP_S = 10.0  # no completion occupies the model longer than this
+AHEAD_MAX = 8  # characters a user may type past a running generation's text and still wait for it
 CANCEL_GRACE_S = 0.25  # a cancelled request's generation waits this long for a typed-through successor
 
 
@@ -199,15 +200,17 @@ class Generation:
         """How many characters of the suggestion the user has typed, if the document at
         a new cursor (`prefix` | `suffix`) is this one's with part of the suggestion typed.
 
-        With `ahead`, a running generation also matches when the user has typed past the
-        text it has so far, as long as that text agrees: on a slow model the user often
-        types what the model is about to write, and restarting would throw its work away.
+        With `ahead`, a running generation also matches when the user has typed a little
+        past the text it has so far (which must not be empty, and must agree): on a slow
+        model the user often types what the model is about to write, and restarting would
+        throw its work away. Further ahead, a fresh generation answers sooner.
         """
         if suffix != self.suffix or len(prefix) < len(self.prefix) or not prefix.startswith(self.prefix):
             return None
         typed = prefix[len(self.prefix) :]
         if not self.text.startswith(typed):
-            if ahead and not self.done and typed.startswith(self.text):
+            if (ahead and not self.done and self.text and typed.startswith(self.text)
+                    and len(typed) - len(self.text) <= AHEAD_MAX):
                 return len(typed)
             return None
         if self.done and not self.text[len(typed) :].strip():
@@ -266,7 +269,7 @@ EMPTY = Answer("", "")
 class ServerStats:
     completions: int = 0  # requests answered
     model_calls: int = 0  # generations started
-    cache_hits: int = 0  # requests served by an existing generation
+    cache_hits: int = 0  # requests answered with text from an existing generation (no model call)
     cancelled: int = 0  # requests cancelled by the client ($/cancelRequest)
     superseded: int = 0  # requests dropped for a newer request or edit (debounce, stale)
     stale: int = 0  # answers dropped because the document changed
@@ -544,7 +547,6 @@ class Session:
             sub.typed = gen.typed_through(prefix, suffix) or 0
             sub.typed_text = prefix[len(prefix) - sub.typed :]
             gen.subscribers.append(sub)
-            self.stats.cache_hits += 1
             reason = "cache"
         else:
             if self.model_state != "ready" or self.completer is None:
@@ -579,6 +581,8 @@ class Session:
         text = gen.text[sub.typed :] if gen.text.startswith(prefix[len(gen.prefix) :]) else ""
         if not text.strip():
             return replace(EMPTY, reason=gen.stop_reason or "empty", **where), gen
+        if reason == "cache":
+            self.stats.cache_hits += 1  # answered with text, and no model call of its own
         return Answer(text=text, reason=reason, **where), gen
 
     def _cancel_if_unwanted(self, gen: Generation, sub: Subscriber) -> None:

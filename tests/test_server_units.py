@@ -129,6 +129,7 @@ def test_typed_through_matches_only_the_suggestion_being_typed():
         assert gen.typed_through("def ", suffix) is None  # deleted back past the start
         assert gen.typed_through("def f(self, value): x", suffix) is None
         assert gen.typed_through("def f(self, value): x", suffix, ahead=True) == 15  # typed past the model
+        assert gen.typed_through("def f(self, value): xxxxxxxxxx", suffix, ahead=True) is None  # too far
         assert gen.typed_through("def f(self, vx", suffix, ahead=True) is None
         gen.finish("eos")
         assert gen.typed_through("def f(self, value): x", suffix, ahead=True) is None  # it will not catch up

@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -215,7 +214,6 @@ def summarise(rep: Replay) -> dict[str, Any]:
     first = [(r.first_text - r.sent) * 1e3 for r in shown if r.first_text]
     final = [(r.final - r.sent) * 1e3 for r in shown if r.final]
     st = rep.stats
-    completions = st.get("completions") or 0
     return {
         "keystrokes": rep.keystrokes,
         "requests": len(reqs),
@@ -229,7 +227,8 @@ def summarise(rep: Replay) -> dict[str, Any]:
         "model_calls": st.get("modelCalls"),
         "model_calls_per_keystroke": round((st.get("modelCalls") or 0) / max(1, rep.keystrokes), 3),
         "cache_hits": st.get("cacheHits"),
-        "cache_hit_rate": round((st.get("cacheHits") or 0) / completions, 3) if completions else None,
+        # Per request (a hit may be cancelled by the next keystroke, like any request).
+        "cache_hit_rate": round((st.get("cacheHits") or 0) / len(reqs), 3) if reqs else None,
         "superseded": st.get("superseded"),
         "stale": st.get("stale"),
         "server_cancelled": st.get("cancelled"),
