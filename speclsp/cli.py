@@ -3,7 +3,7 @@
     speclsp --stdio | --tcp HOST:PORT     run the language server
     speclsp complete PATH --line L --character C [...]
     speclsp models [list | pull NAME | tiny DIR]
-    speclsp bench [suite|engine|index|typing] [...]
+    speclsp bench [suite|engine|index|typing|draft] [...]
     speclsp demo                          complete a real file with the default model
 
 stdout carries the protocol in server mode, so every log line goes to stderr or to
@@ -57,26 +57,33 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from .completer import Completer, CompletionRequest
     from .context import OpenDocument, split_at
     from .controller import parse_lookahead
+    from .draft_model import parse_drafter
     from .models import ModelError
 
+    draft_model = getattr(args, "draft_model", None)
     try:
         text = _read_text(args.path)
         others = tuple(OpenDocument(p, _read_text(p)) for p in args.open)
         split_at(text, args.line, args.character)  # validate before loading a model
         parse_lookahead(args.lookahead)
+        # With a draft model the default is the hybrid (n-grams or the draft model, per step).
+        drafter = parse_drafter(getattr(args, "drafter", None) or ("hybrid" if draft_model else "ngram"))
+        if drafter != "ngram" and not draft_model:
+            raise ValueError(f"--drafter {drafter} needs --draft-model NAME")
     except (OSError, ValueError) as e:
         return _die(str(e))
     from . import model as model_mod
 
+    say = lambda m: print(f"speclsp: {m}", file=sys.stderr)  # noqa: E731
     try:
-        lm = model_mod.load(args.model, device=args.device, dtype=args.dtype,
-                            progress=lambda m: print(f"speclsp: {m}", file=sys.stderr))
+        lm = model_mod.load(args.model, device=args.device, dtype=args.dtype, progress=say)
+        draft_lm = model_mod.load(draft_model, device=args.device, dtype=args.dtype, progress=say) if draft_model else None
+        completer = Completer(lm, draft_lm)
     except ModelError as e:
         return _die(str(e))
-    completer = Completer(lm)
     req = CompletionRequest(
         path=args.path, text=text, line=args.line, character=args.character, other_documents=others,
-        max_tokens=args.max_tokens, lookahead=args.lookahead, speculate=not args.no_speculation,
+        max_tokens=args.max_tokens, lookahead=args.lookahead, speculate=not args.no_speculation, drafter=drafter,
     )
     on_text = None
     if args.stream and not args.json:
@@ -87,7 +94,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     stats = comp.stats.to_dict()
     if args.json:
-        print(json.dumps({"text": comp.text, "raw_text": comp.raw_text, "stats": stats}))
+        out = {"text": comp.text, "raw_text": comp.raw_text, "stats": stats}
+        if completer.model_drafter is not None:
+            out["draft_model"] = completer.model_drafter.stats.to_dict()
+        print(json.dumps(out))
     else:
         print(comp.text)
         print("---", file=sys.stderr)
@@ -96,6 +106,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
             print(f"{k:>14}: {stats[k]}", file=sys.stderr)
         if stats["draft_sources"]:
             print(f"{'draft_sources':>14}: {stats['draft_sources']}", file=sys.stderr)
+        if completer.model_drafter is not None:
+            print(f"{'draft_model':>14}: {completer.model_drafter.stats.to_dict()}", file=sys.stderr)
     return 0
 
 
@@ -155,6 +167,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from .bench import typing as bench_typing
 
             bench_typing.main(args)
+        elif args.workload == "draft":
+            from .bench import draft as bench_draft
+
+            bench_draft.main(args)
         else:
             return _die(f"unknown benchmark {args.workload!r}")
     except ModelError as e:
@@ -173,7 +189,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     line = text[: text.rindex(marker)].count("\n")
     ns = argparse.Namespace(path=str(demo), line=line, character=len("    def area(self):"), open=[],
                             model=args.model, device=args.device, dtype=args.dtype, max_tokens=args.max_tokens,
-                            lookahead="auto", no_speculation=False, stream=True, json=False)
+                            lookahead="auto", no_speculation=False, stream=True, json=False,
+                            draft_model=None, drafter=None)
     print(f"speclsp demo: completing {demo.name} at line {line} (the end of `def area(self):`)", file=sys.stderr)
     return cmd_complete(ns)
 
@@ -224,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-tokens", type=int, default=64)
     c.add_argument("--open", action="append", default=[], metavar="OTHER_PATH", help="another open document")
     c.add_argument("--lookahead", default="auto", help="fixed:K | heuristic | auto")
+    c.add_argument("--draft-model", default=None, metavar="NAME",
+                   help="a smaller model with the same tokenizer that drafts (off by default)")
+    c.add_argument("--drafter", default=None, choices=["ngram", "model", "hybrid"],
+                   help="where drafts come from (default: hybrid with --draft-model, else ngram)")
     c.add_argument("--no-speculation", action="store_true", help="plain greedy decoding (the baseline)")
     c.add_argument("--stream", action="store_true", help="show the completion as it grows")
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -233,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("target", nargs="?", help="model name (pull) or directory (tiny)")
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
-    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing"],
+    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft"],
                    help="suite (default): every workload and the report; or one part")
     b.add_argument("--max-tokens", type=int, default=96)
     b.add_argument("--quick", action="store_true", help="fewer prompts")
@@ -245,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench-out", help="directory for the JSON report")
     b.add_argument("--file", default=None, help="typing: the file to type (default: speclsp/demo_file.py)")
     b.add_argument("--cps", type=float, default=8.0, help="typing: characters per second")
+    b.add_argument("--line-pause", type=float, default=1.0, help="typing: seconds of pause after each newline")
     b.add_argument("--chars", type=int, default=None, help="typing: keystrokes to replay (default 240)")
     b.add_argument("--start", type=int, default=None, help="typing: character offset where typing starts")
     b.add_argument("--no-stream", action="store_true", help="typing: a client without streaming updates")

@@ -20,6 +20,7 @@ from typing import Callable
 
 from .context import FimTokens, OpenDocument, Prompt, PromptBudget, build_prompt, split_at
 from .controller import CostAwareLookahead, LookaheadPolicy, parse_lookahead
+from .draft_model import DraftModelDrafter, HybridDrafter, parse_drafter
 from .drafter import Drafter
 from .engine import CancelToken, Engine, GenerationStats, Step
 from .model import LoadedModel
@@ -38,6 +39,9 @@ class CompletionRequest:
     other_documents: tuple[OpenDocument, ...] = ()
     max_tokens: int = 64
     lookahead: str = "auto"  # fixed:K | heuristic | auto
+    # ngram: the workspace n-gram drafter; model: the draft model only; hybrid: per step the
+    # better of the two (both need a Completer with a draft model; draft_model.py).
+    drafter: str = "ngram"
     speculate: bool = True  # False: plain greedy decoding of the same prompt (baseline)
     time_budget_s: float | None = None
     step_budget_s: float | None = None
@@ -58,8 +62,11 @@ class Completion:
 class Completer:
     """A model, its engine and the pipeline around it."""
 
-    def __init__(self, lm: LoadedModel):
+    def __init__(self, lm: LoadedModel, draft_lm: LoadedModel | None = None):
         self.lm = lm
+        # Built now so that a draft model with another tokenizer fails at load, not later.
+        # It lives as long as the completer: its KV cache and what it learnt carry over.
+        self.model_drafter = DraftModelDrafter(draft_lm, lm) if draft_lm is not None else None
         self.engine = Engine(lm)
         f = lm.fim
         self.fim = (
@@ -93,6 +100,21 @@ class Completer:
         drafter.set_request(req.path, len(prefix))
         return drafter
 
+    def speculation_drafter(self, ngram: Drafter, kind: str, policy: LookaheadPolicy | None = None,
+                            step_budget_s: float | None = None) -> Drafter:
+        """`ngram` itself for kind "ngram"; for "model" and "hybrid" a `HybridDrafter` over the
+        draft model (and `ngram` for "hybrid"), weighing drafts with the auto controller's
+        cost and acceptance models (`policy` if it is that controller)."""
+        kind = parse_drafter(kind)
+        if kind == "ngram":
+            return ngram
+        if self.model_drafter is None:
+            log.warning("drafter %r needs a draft model and none is loaded: drafting with n-grams only", kind)
+            return ngram
+        lookahead = policy if isinstance(policy, CostAwareLookahead) else self.auto_policy()
+        return HybridDrafter(self.model_drafter, ngram if kind == "hybrid" else None, lookahead,
+                             step_budget_s=step_budget_s)
+
     def prompt_for(self, req: CompletionRequest) -> tuple[Prompt, ShowRules]:
         prefix, suffix = split_at(req.text, req.line, req.character)
         prompt = build_prompt(self.lm.encode, self.fim, req.path, prefix, suffix, req.other_documents, req.budget)
@@ -110,8 +132,10 @@ class Completer:
         """Complete at the request's cursor. `on_text` gets the shown text as it grows."""
         prompt, rules = self.prompt_for(req)
         if req.speculate:
-            drafter = drafter or self.drafter_for(req)
+            # `drafter` (the server's workspace drafter) is the n-gram part; req.drafter says
+            # whether the draft model joins it.
             policy = policy or self.policy_for(req.lookahead)
+            drafter = self.speculation_drafter(drafter or self.drafter_for(req), req.drafter, policy, req.step_budget_s)
         else:
             drafter, policy = None, None
         deadline = time.monotonic() + req.time_budget_s if req.time_budget_s else None

@@ -167,6 +167,10 @@ def agreement_bucket(agreement: float) -> int:
 # Prior P(accept) per match bucket before any observation: longer matches of the user's own
 # text continue more often. Deliberately modest: over-trusting a cold model wastes passes.
 PRIOR_BY_MATCH = (0.30, 0.45, 0.60, 0.70, 0.80)
+# A draft model's drafts carry its softmax confidence as `agreement`, which is roughly
+# calibrated, so their prior follows the confidence bucket (<0.7, <0.9, <1, 1) instead.
+PRIOR_BY_CONFIDENCE = (0.45, 0.80, 0.93, 0.97)
+DRAFT_MODEL_SOURCE = "draft-model"
 
 
 @dataclass
@@ -187,7 +191,9 @@ class AcceptanceModel:
         return draft.source, match_bucket(draft.match_len), agreement_bucket(a)
 
     def prior(self, key: tuple[str, int, int]) -> float:
-        _, mb, ab = key
+        source, mb, ab = key
+        if source == DRAFT_MODEL_SOURCE:
+            return PRIOR_BY_CONFIDENCE[ab]
         return PRIOR_BY_MATCH[mb] * (0.7, 0.85, 0.95, 1.0)[ab]
 
     def p(self, draft: Draft, i: int) -> float:
@@ -238,12 +244,17 @@ class CostAwareLookahead:
         """From `LoadedModel.profile_costs()` ({k: seconds per verify pass})."""
         return cls(costs=CostModel(dict(table)), **kw)
 
-    def choose_k(self, draft: Draft, step_budget_s: float | None = None) -> int:
+    def plan(self, draft: Draft, step_budget_s: float | None = None) -> tuple[int, float]:
+        """(best k, its expected tokens per second); no exploration, no step counted.
+
+        k = 0 gives 1 / cost(0): what plain decoding yields. Used by `choose_k`, and by
+        drafters that weigh drafts against each other (draft_model.HybridDrafter).
+        """
         n = min(len(draft.tokens), self.max_k)
-        if n == 0:
-            return 0
-        ps = [self.acceptance.p(draft, i) for i in range(n)]
         best_k, best = 0, 1.0 / self.costs.cost(0)
+        if n == 0:
+            return best_k, best
+        ps = [self.acceptance.p(draft, i) for i in range(n)]
         total, run = 0.0, 1.0
         for k in range(1, n + 1):
             run *= ps[k - 1]
@@ -254,6 +265,13 @@ class CostAwareLookahead:
             rate = (1.0 + total) / c
             if rate > best:
                 best_k, best = k, rate
+        return best_k, best
+
+    def choose_k(self, draft: Draft, step_budget_s: float | None = None) -> int:
+        n = min(len(draft.tokens), self.max_k)
+        if n == 0:
+            return 0
+        best_k, _ = self.plan(draft, step_budget_s)
         self._steps += 1
         if self.explore_every and best_k < n and self._steps % self.explore_every == 0:
             k = min(n, max(self.explore_k, 2 * best_k))

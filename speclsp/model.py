@@ -130,6 +130,16 @@ class LoadedModel:
         """Argmax per position, restricted to the real vocabulary (padding rows excluded)."""
         return logits[:, : self.vocab_size].argmax(dim=-1).tolist()
 
+    def greedy_confidence(self, logits: torch.Tensor, limit: int | None = None) -> tuple[list[int], list[float]]:
+        """Argmax per position and its softmax probability (the model's confidence in it).
+
+        `limit` restricts the choice to ids below it (a draft model must not propose an id
+        the target's embedding does not have).
+        """
+        v = logits[:, : min(limit or self.vocab_size, self.vocab_size)]  # [T, V']
+        p, ids = torch.softmax(v, dim=-1).max(dim=-1)  # [T], [T]
+        return ids.tolist(), p.tolist()
+
     @staticmethod
     def crop(kv: KVState, n: int) -> None:
         """Keep only the first n positions of the cache."""
