@@ -680,8 +680,9 @@ class Session:
             stats = comp.stats
             gen.finish(stats.stop_reason, stats.to_dict())
             s = self.stats
-            s.new_tokens += stats.new_tokens
-            s.decode_s += max(0.0, stats.total_ms - stats.ttft_ms) / 1e3
+            if stats.new_tokens > 1:  # decode speed: tokens after the first over the time after it
+                s.new_tokens += stats.new_tokens - 1
+                s.decode_s += max(0.0, stats.total_ms - stats.ttft_ms) / 1e3
             s.drafted += stats.drafted
             s.accepted += stats.accepted
             s.last = {**gen.stats, "requestId": gen.subscribers[0].request_id if gen.subscribers else None}

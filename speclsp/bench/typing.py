@@ -13,7 +13,7 @@ the final text (the streaming update marked done, or the response). Requests tha
 cancelled or superseded count separately. From the server's `speclsp/stats` at the end:
 model calls per keystroke, cache hits (typed-through suggestions), tokens/s, acceptance.
 
-    speclsp bench typing [--file F] [--cps 8] [--chars 240] [--model M] [--no-stream]
+    speclsp bench typing [--file F] [--cps 8] [--line-pause 1] [--chars 240] [--model M] [--no-stream]
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Replay:
     stats: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
     load_s: float = 0.0
+    line_pause: float = 0.0
 
 
 def _pct(values: list[float], p: float) -> float | None:
@@ -89,13 +90,13 @@ def _units(s: str) -> int:
 
 
 async def replay(text: str, start: int, n_keys: int, cps: float, server_cmd: list[str], options: dict,
-                 streaming: bool, path: str, env: dict[str, str] | None = None) -> Replay:
+                 streaming: bool, path: str, env: dict[str, str] | None = None, line_pause: float = 0.0) -> Replay:
     from lsprotocol import types as T
     from pygls.lsp.client import LanguageClient
 
     client = LanguageClient("speclsp-bench", "0.1")
     keys = keystrokes(text[start:])[:n_keys]
-    rep = Replay(path, sum(len(k) for k in keys), len(keys), cps, streaming)
+    rep = Replay(path, sum(len(k) for k in keys), len(keys), cps, streaming, line_pause=line_pause)
     by_id: dict[str, Request] = {}
     ready = asyncio.Event()
 
@@ -162,9 +163,14 @@ async def replay(text: str, start: int, n_keys: int, cps: float, server_cmd: lis
             req.outcome = "empty"
 
     t0 = time.perf_counter()
+    at = t0
     for i, key in enumerate(keys):
-        # Keep the pace: keystroke i happens at t0 + i / cps, whatever the server does.
-        delay = t0 + i / cps - time.perf_counter()
+        # Keep the pace whatever the server does: 1 / cps between keys, plus a pause before
+        # typing on after a newline (people stop at the end of a line; that is when a
+        # suggestion for the next line helps).
+        if i:
+            at += 1 / cps + (line_pause if keys[i - 1].startswith("\n") else 0.0)
+        delay = at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         for rid in list(pending):  # the document is about to change: VS Code cancels
@@ -244,7 +250,7 @@ def render(rep: Replay, s: dict[str, Any]) -> str:
 
     st = rep.stats
     head = (f"typing replay: {Path(rep.file).name}, {rep.keystrokes} keystrokes ({rep.typed_chars} chars) at "
-            f"{rep.cps:g} chars/s, streaming {'on' if rep.streaming else 'off'}; model {st.get('model')} on "
+            f"{rep.cps:g} chars/s with {rep.line_pause:g} s pauses at line ends, streaming {'on' if rep.streaming else 'off'}; model {st.get('model')} on "
             f"{st.get('device')} (loaded in {rep.load_s:.1f} s)")
     rows = [
         ("requests (one per keystroke)", s["requests"]),
@@ -288,7 +294,7 @@ def run(args) -> dict[str, Any]:
         copy = Path(tmp) / path.name
         copy.write_text(text)
         rep = asyncio.run(replay(text, start, n_keys, getattr(args, "cps", None) or 8.0, _server_cmd(args),
-                                 options, streaming, str(copy)))
+                                 options, streaming, str(copy), line_pause=getattr(args, "line_pause", 0.0) or 0.0))
     rep.file = str(path)
     s = summarise(rep)
     return {"summary": s, "markdown": render(rep, s), "requests": [asdict(r) for r in rep.requests],
