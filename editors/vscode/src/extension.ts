@@ -44,9 +44,16 @@ const DID_ACCEPT = "speclsp/didAccept";
 
 type AcceptKind = "full" | "word" | "line";
 
-/** Opts in to streamed suggestions (docs/protocol.md, "Extensions"). */
-class StreamingCapability implements StaticFeature {
+/**
+ * Announces inline completion (the provider below is ours, not vscode-languageclient's, whose
+ * inline completion feature is still "proposed" there) and opts in to streamed suggestions
+ * (docs/protocol.md, "Extensions").
+ */
+class SpeclspCapabilities implements StaticFeature {
   fillClientCapabilities(capabilities: ClientCapabilities): void {
+    const textDocument = (capabilities.textDocument ?? {}) as Record<string, unknown>;
+    textDocument.inlineCompletion = { dynamicRegistration: false };
+    capabilities.textDocument = textDocument;
     const experimental = (capabilities.experimental ?? {}) as Record<string, unknown>;
     experimental.speclsp = { inlineCompletionUpdate: true };
     capabilities.experimental = experimental;
@@ -138,6 +145,10 @@ class Speclsp implements vscode.Disposable {
     reg("speclsp.dismiss", () => this.dismiss());
     reg("speclsp._accepted", (uri, text) => this.accepted(String(uri), String(text), "full"));
     this.disposables.push(vscode.workspace.onDidChangeConfiguration((e) => this.onConfigurationChanged(e)));
+    this.disposables.push(vscode.languages.registerInlineCompletionItemProvider(
+      [{ scheme: "file" }, { scheme: "untitled" }],
+      { provideInlineCompletionItems: (document, position, ctx, token) => this.provide(document, position, ctx, token) },
+    ));
     this.disposables.push(vscode.workspace.onDidCloseTextDocument((d) => this.forget(this.uriOf(d))));
   }
 
@@ -172,9 +183,7 @@ class Speclsp implements vscode.Disposable {
       // Errors are reported through the status bar and one message; the log has the rest.
       revealOutputChannelOn: 4 /* RevealOutputChannelOn.Never */,
       middleware: {
-        // The client's own inline completion feature registers the provider for the
-        // server's capability; this middleware replaces its body with the streaming one.
-        provideInlineCompletionItems: (document, position, ctx, token) => this.provide(document, position, ctx, token),
+        // The server pulls `speclsp` (docs/protocol.md options), not the raw settings.
         workspace: {
           configuration: async (params, token, next) => {
             const result = await next(params, token);
@@ -185,7 +194,7 @@ class Speclsp implements vscode.Disposable {
       },
     };
     const client = new LanguageClient("speclsp", "speclsp", serverOptions, clientOptions);
-    client.registerFeature(new StreamingCapability());
+    client.registerFeature(new SpeclspCapabilities());
     this.client = client;
     this.disposables.push(client.onDidChangeState((e) => {
       if (client !== this.client) return;
@@ -330,10 +339,15 @@ class Speclsp implements vscode.Disposable {
     context: vscode.InlineCompletionContext, token: vscode.CancellationToken): Promise<vscode.InlineCompletionItem[] | undefined> {
     if (!this.options.enabled || !isLanguageEnabled(this.options.languages, document.languageId)) return undefined;
     const state = this.stateOf(document, position);
-    // The stream (or an earlier answer) already has text that fits: show it, ask nothing.
+    // The stream (or an earlier answer) already has text that fits: show it at once.
     let shown = this.store.lookup(state);
-    if (!shown) {
-      await this.request(document, position, context, state, token);
+    if (shown) {
+      // Typed into a suggestion still being written: subscribe to the rest of it.
+      if (this.store.needsSubscription(state)) void this.request(document, position, context, state);
+    } else {
+      const response = this.request(document, position, context, state);
+      if (!response) return undefined;
+      await this.firstText(state.uri, response, token);
       if (token.isCancellationRequested || document.version !== state.version) return undefined;
       shown = this.store.lookup(state);
     }
@@ -350,22 +364,23 @@ class Speclsp implements vscode.Disposable {
     });
   }
 
-  /** Ask the server; resolve at its answer or at the first streamed text, whichever is first. */
-  private async request(document: vscode.TextDocument, position: vscode.Position,
-    context: vscode.InlineCompletionContext, state: EditorState, token: vscode.CancellationToken): Promise<void> {
+  /**
+   * Ask the server for a suggestion at `state`; the answer and the streamed updates go to the
+   * store. Not tied to VS Code's cancellation token: a keystroke cancels VS Code's call, but
+   * the generation must go on when the user types into the suggestion, and the server itself
+   * supersedes older requests for a document. Explicit dismissal cancels it.
+   */
+  private request(document: vscode.TextDocument, position: vscode.Position,
+    context: vscode.InlineCompletionContext, state: EditorState): Promise<void> | undefined {
     const client = this.client;
-    if (!client?.isRunning()) return;
+    if (!client?.isRunning()) return undefined;
     const uri = state.uri;
-    this.inflight.get(uri)?.cancel();
-    // Not VS Code's token: a keystroke cancels VS Code's call, but the generation goes on
-    // (the user may be typing into the suggestion); the next request for the document stops it.
     const cts = new vscode.CancellationTokenSource();
     this.inflight.set(uri, cts);
     this.store.beginRequest(state);
-    this.lastShown.delete(uri);
     const params = client.code2ProtocolConverter.asInlineCompletionParams(document, position, context);
     const t0 = Date.now();
-    const response = client.sendRequest(InlineCompletionRequest.type, params, cts.token).then((result) => {
+    return client.sendRequest(InlineCompletionRequest.type, params, cts.token).then((result) => {
       const items: LspInlineCompletionItem[] = Array.isArray(result) ? result : result?.items ?? [];
       const final = !this.streamingActive();
       this.output.trace(`inlineCompletion ${uri}@${state.version}: ${items.length} item(s) in ${Date.now() - t0} ms`);
@@ -382,6 +397,10 @@ class Speclsp implements vscode.Disposable {
       if (this.inflight.get(uri) === cts) this.inflight.delete(uri);
       cts.dispose();
     });
+  }
+
+  /** Wait for the server's answer or the first streamed text for `uri`, or cancellation. */
+  private async firstText(uri: string, response: Promise<void>, token: vscode.CancellationToken): Promise<void> {
     if (token.isCancellationRequested) return;
     await new Promise<void>((resolve) => {
       let settled = false;

@@ -49,9 +49,11 @@ export function lastCompletion(stats: ServerStats | undefined): { tokensPerSecon
   if (!stats) return {};
   const last = stats.last && typeof stats.last === "object" ? stats.last : {};
   const drafted = num(last.drafted);
+  // Before the first completion the totals are zeros, not measurements.
+  const any = (num(stats.completions) ?? 1) > 0 && (num(stats.tokensPerSecond) ?? 0) > 0;
   return {
-    tokensPerSecond: num(last.tokens_per_s) ?? num(last.tokensPerSecond) ?? num(stats.tokensPerSecond),
-    acceptance: drafted === 0 ? undefined : num(last.acceptance) ?? num(stats.acceptance),
+    tokensPerSecond: num(last.tokens_per_s) ?? num(last.tokensPerSecond) ?? (any ? num(stats.tokensPerSecond) : undefined),
+    acceptance: drafted === 0 ? undefined : num(last.acceptance) ?? (any ? num(stats.acceptance) : undefined),
     drafted,
   };
 }

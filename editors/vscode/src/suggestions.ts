@@ -100,15 +100,32 @@ export class SuggestionStore {
     if (!req || req.version !== version || req.cursor.line !== position.line) return false;
     if (position.character > req.lineText.length) return false;
     const linePrefix = req.lineText.slice(0, position.character);
+    // Updates insert at the cursor, a response's item replaces from the word start: compare
+    // them as whole lines (text before the start + suggestion) when they are for one version.
     const old = this.suggestions.get(uri);
-    const same = old && old.version === version && old.position.line === position.line &&
-      old.position.character === position.character;
+    const comparable = old !== undefined && old.version === version && old.position.line === position.line;
+    const oldLine = comparable ? old.linePrefix + old.text : undefined;
+    const line = linePrefix + text;
+    const wasDone = comparable ? old.done : false;
     // A non-final response carries the text as far as it had got; the stream may be ahead.
-    if (same && isResult && !done && old.text.startsWith(text)) return false;
-    const wasDone = same ? old.done : false;
-    if (same && old.text === text && (wasDone || !done)) return false;
+    if (oldLine !== undefined && isResult && !done && oldLine.startsWith(line)) return false;
+    if (oldLine === line && (wasDone || !done)) return false;
     this.suggestions.set(uri, { version, position, linePrefix, text, done: done || wasDone });
     return true;
+  }
+
+  /**
+   * True when `state` shows a suggestion that is still being written, but not for the state
+   * of the latest request: the server streams only to its latest request for the document's
+   * current version, so after the user typed into the suggestion a new request must
+   * subscribe to the rest (the server answers it from the same generation).
+   */
+  needsSubscription(state: EditorState): boolean {
+    const s = this.suggestions.get(state.uri);
+    const req = this.requests.get(state.uri);
+    if (!s || s.done || !this.fits(s, state)) return false;
+    return !req || req.version !== state.version || req.cursor.line !== state.cursor.line ||
+      req.cursor.character !== state.cursor.character;
   }
 
   /** True when the latest request for `uri` has no finished suggestion yet. */

@@ -33,6 +33,8 @@ describe("status bar text", () => {
     assert.deepEqual(lastCompletion({ tokensPerSecond: 5, acceptance: 0.5, last: null }),
       { tokensPerSecond: 5, acceptance: 0.5, drafted: undefined });
     assert.deepEqual(lastCompletion(undefined), {});
+    assert.deepEqual(lastCompletion({ completions: 0, tokensPerSecond: 0.0, acceptance: 0.0, last: {} }),
+      { tokensPerSecond: undefined, acceptance: undefined, drafted: undefined }, "nothing measured yet");
   });
 });
 

@@ -107,6 +107,34 @@ describe("SuggestionStore", () => {
     assert.equal(s.lookup(state)?.done, true);
   });
 
+  it("after typing into a suggestion still being written, asks to subscribe to the rest", () => {
+    const s = new SuggestionStore();
+    const first = at("def add(a,");
+    s.beginRequest(first);
+    s.applyUpdate(update(" b):"));
+    assert.equal(s.needsSubscription(first), false, "the latest request is this state");
+    const typed = at("def add(a, b", 3);
+    assert.equal(s.needsSubscription(typed), true);
+    // The new request streams the rest from its own cursor (what the server does).
+    s.beginRequest(typed);
+    assert.equal(s.needsSubscription(typed), false);
+    assert.equal(s.lookup(typed)?.remaining, "):", "the old text still shows until the stream speaks");
+    assert.equal(s.applyUpdate(update("):\n    pass", { version: 3, position: { line: 3, character: 12 } })), true);
+    assert.equal(s.lookup(typed)?.remaining, "):\n    pass");
+    s.applyUpdate(update("):\n    pass", { version: 3, position: { line: 3, character: 12 }, done: true }));
+    assert.equal(s.needsSubscription(at("def add(a, b)", 4)), false, "done: nothing to subscribe to");
+  });
+
+  it("a response from the word start equal to the streamed text is no change", () => {
+    const s = new SuggestionStore();
+    const state = at("    ret");
+    s.beginRequest(state);
+    assert.equal(s.applyUpdate(update("urn a", { position: { line: 3, character: 7 } })), true);
+    assert.equal(s.applyResult(URI, 1, { line: 3, character: 4 }, "return a", false), false);
+    assert.equal(s.applyResult(URI, 1, { line: 3, character: 4 }, "ret", false), false, "behind the stream");
+    assert.equal(s.lookup(state)?.remaining, "urn a");
+  });
+
   it("an empty suggestion shows nothing", () => {
     const s = new SuggestionStore();
     const state = at("x = ");
