@@ -201,15 +201,16 @@ class Generation:
         a new cursor (`prefix` | `suffix`) is this one's with part of the suggestion typed.
 
         With `ahead`, a running generation also matches when the user has typed a little
-        past the text it has so far (which must not be empty, and must agree): on a slow
-        model the user often types what the model is about to write, and restarting would
-        throw its work away. Further ahead, a fresh generation answers sooner.
+        past the text it has so far (which must agree): on a slow model the user often
+        types what the model is about to write, and restarting on every keystroke would
+        throw all its work away, so nothing would ever show while the user types. Further
+        ahead than `AHEAD_MAX`, a fresh generation answers sooner.
         """
         if suffix != self.suffix or len(prefix) < len(self.prefix) or not prefix.startswith(self.prefix):
             return None
         typed = prefix[len(self.prefix) :]
         if not self.text.startswith(typed):
-            if (ahead and not self.done and self.text and typed.startswith(self.text)
+            if (ahead and not self.done and typed.startswith(self.text)
                     and len(typed) - len(self.text) <= AHEAD_MAX):
                 return len(typed)
             return None

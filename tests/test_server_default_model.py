@@ -37,7 +37,8 @@ class Square:
 async def test_default_model_completes_real_code(tmp_path):
     if not default_model_ready():
         pytest.skip("default model not cached; run `speclsp models pull qwen2.5-coder-0.5b` (CI does)")
-    async with running_server("qwen2.5-coder-0.5b", tmp_path, "vscode", {"maxTokens": 16}, args=()) as ed:
+    async with running_server("qwen2.5-coder-0.5b", tmp_path, "vscode", {"maxTokens": 16, "deadlineMs": 0},
+                              args=()) as ed:
         await ed.wait_ready(timeout=600)
         uri = (tmp_path / "shapes.py").as_uri()
         ed.open(uri, SOURCE)
