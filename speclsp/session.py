@@ -564,6 +564,17 @@ class Session:
             reason = "model"
         try:
             await self._wait(gen, sub, doc, repeat=reason == "cache")
+            typed = prefix[len(gen.prefix) :] if reason == "cache" else ""
+            if (reason == "cache" and not gen.text.startswith(typed) and doc.version == sub.version
+                    and self._latest_request.get(uri) == request_id and self.completer is not None):
+                # The user typed ahead of a generation that then wrote something else, and
+                # this is the newest request: it gets a generation of its own.
+                gen = self._start_generation(doc, offset, invoked)
+                sub.answered = True
+                sub = replace(sub, typed=0, typed_text="", answered=False)
+                gen.subscribers.append(sub)
+                reason = "model"
+                await self._wait(gen, sub, doc, repeat=False)
         except asyncio.CancelledError:
             if gen.latest is sub and not gen.done:
                 # Editors cancel the previous request on every keystroke, just before they
