@@ -45,12 +45,16 @@ if [[ "$NODE_MAJOR" != 20 ]]; then
   exit 1
 fi
 
-# True when DIR/node_modules is at least as new as DIR's package.json and lockfile.
+# True when DIR/node_modules was installed from DIR's current lockfile (or package.json
+# when there is none); edits to package.json that leave the lockfile alone need no install.
 npm_fresh() {
   local dir="$1" stamp="$1/node_modules/.package-lock.json"
   [[ -f "$stamp" ]] || return 1
-  [[ "$stamp" -nt "$dir/package.json" ]] || return 1
-  [[ ! -f "$dir/package-lock.json" || "$stamp" -nt "$dir/package-lock.json" ]] || return 1
+  if [[ -f "$dir/package-lock.json" ]]; then
+    [[ ! "$dir/package-lock.json" -nt "$stamp" ]] || return 1
+  else
+    [[ ! "$dir/package.json" -nt "$stamp" ]] || return 1
+  fi
 }
 
 npm_install() {

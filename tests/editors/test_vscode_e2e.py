@@ -11,6 +11,7 @@ installs code-server, playwright-core and chromium.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -56,14 +57,43 @@ def vsix(tmp_path_factory) -> Path:
     return out
 
 
+# What run-e2e.mjs types at the end of e2e/workspace/main.py before it watches the ghost text.
+TYPED = "\ndef get_total(self, key):\n    if key is None:\n        return self."
+
+
+def _printable_completion(model_dir: Path, work: Path) -> str | None:
+    """The model's 16-token completion where the test first watches (speclsp complete), if it
+    is printable text: the engine holds back undecodable bytes, which a random model often
+    writes, until the end, so such text appears at once instead of growing."""
+    work.mkdir(parents=True, exist_ok=True)
+    main = work / "main.py"
+    text = (E2E / "workspace" / "main.py").read_text() + TYPED
+    main.write_text(text)
+    lines = text.split("\n")
+    cmd = [_server(), "complete", str(main), "--open", str(E2E / "workspace" / "util.py"),
+           "--line", str(len(lines) - 1), "--character", str(len(lines[-1])), "--model", str(model_dir),
+           "--dtype", "float32", "--device", "cpu", "--lookahead", "fixed:0", "--max-tokens", "16", "--json"]
+    r = subprocess.run(["nice", "-n", "10", *cmd], text=True, capture_output=True, timeout=300)
+    if r.returncode != 0:
+        return None
+    out = json.loads(r.stdout)["text"]
+    return out if len(out.strip()) >= 4 and "\ufffd" not in out and out.isprintable() else None
+
+
 @pytest.fixture(scope="module")
 def streaming_model(tmp_path_factory) -> Path:
     """A random model big enough (~40M parameters, ~20 ms a token here) that a 16-token
-    suggestion takes long enough to watch it grow, with a seed whose text in the test's
-    context is printable (the engine holds back undecodable bytes until the end)."""
+    suggestion takes long enough to watch it grow, with the first seed whose text at the
+    test's cursor is printable."""
     from speclsp import tiny
 
-    return tiny.build(tmp_path_factory.mktemp("e2e-model"), hidden=768, layers=8, heads=16, seed=5)
+    root = tmp_path_factory.mktemp("e2e-model")
+    for seed in (5, 6, 7, 8, 9, 10):
+        d = tiny.build(root / f"seed{seed}", hidden=768, layers=8, heads=16, seed=seed)
+        if _printable_completion(d, root / "probe") is not None:
+            return d
+        shutil.rmtree(d)
+    return tiny.build(root / "seed5", hidden=768, layers=8, heads=16, seed=5)
 
 
 def _run_e2e(vsix: Path, model: str, artifacts: Path, *extra: str, timeout: int = 900) -> None:
