@@ -268,17 +268,24 @@ def test_dismiss_hides_the_suggestion(editor: Editor):
     assert editor.lines() == text
 
 
-def test_native_completion_lists_the_server_completion(editor: Editor):
-    editor.open("def mean(xs):\n    return ")
-    editor.nvim.command("normal! G$")
-    editor.type("A")
+def test_native_completion_lists_and_inserts_the_server_completion(editor: Editor):
+    editor.suggest("def mean(xs):\n    return su", settle=False)  # in the middle of a word
+    before = "\n".join(editor.lines())
     editor.lua("vim.lsp.completion.get()")
-    info = wait_for(lambda: editor.nvim.call("complete_info", ["items", "mode"]).get("items"),
-                    timeout=30, what="completion items in complete_info()")
-    assert len(info) == 1
-    item = info[0]
-    assert item["menu"] == "" or "speclsp" in (item.get("menu", "") + item.get("info", "") + item.get("kind", "") + str(item.get("user_data", "")))
-    assert item["word"]
+    items = wait_for(lambda: editor.nvim.call("complete_info", ["items"]).get("items"),
+                     timeout=30, what="completion items in complete_info()")
+    assert len(items) == 1
+    item = items[0]
+    assert item["menu"] == "speclsp" and item["kind"] == "Text"
+    lsp_item = item["user_data"]["nvim"]["lsp"]["completion_item"]
+    assert item["abbr"] == lsp_item["label"] == lsp_item["textEdit"]["newText"].split("\n")[0]
+    # Select and take it (what <C-n><C-y> do in the popup menu; without a UI there is no menu
+    # to type into, so through the API the menu is driven by): the whole, possibly multi-line,
+    # text at the cursor.
+    editor.nvim.api.select_popupmenu_item(0, True, True, {})
+    want = before + lsp_item["textEdit"]["newText"]
+    wait_for(lambda: "\n".join(editor.lines()) == want, timeout=5,
+             what=f"the completion inserted (want {want!r}, have {editor.lines()!r})")
     editor.type("<Esc>")
 
 
@@ -391,3 +398,67 @@ def test_log_command_opens_the_server_log(editor: Editor):
     editor.nvim.command("close")
     assert name.endswith(f"speclsp-nvim-{editor.version}.log") or os.environ.get("SPECLSP_NVIM_TEST_SERVER")
     assert "speclsp" in text
+
+
+# nvim-cmp and blink.cmp themselves, where a checkout of each is at hand (not in CI: there is
+# no way to install them from a package registry). SPECLSP_TEST_NVIM_CMP / SPECLSP_TEST_BLINK_CMP
+# name the plugin directories.
+
+
+def _plugin_dir(var: str) -> str:
+    path = os.environ.get(var)
+    if not path or not Path(path, "lua").is_dir():
+        pytest.skip(f"set {var} to a checkout of the plugin to run this")
+    return path
+
+
+def test_nvim_cmp_shows_the_speclsp_entry(editor: Editor):
+    cmp_dir = _plugin_dir("SPECLSP_TEST_NVIM_CMP")
+    editor.nvim.command(f"set rtp+={cmp_dir}")
+    editor.lua("""
+      local cmp = require('cmp')
+      cmp.setup({ sources = { { name = 'speclsp' } }, completion = { autocomplete = false } })
+      require('speclsp.cmp').register()
+    """)
+    editor.suggest("def mean(xs):\n    return su")  # in the middle of a word
+    before = "\n".join(editor.lines())
+    editor.lua("require('cmp').complete()")
+    entries = wait_for(lambda: editor.lua("""
+        local out = {}
+        for _, e in ipairs(require('cmp').get_entries() or {}) do
+          out[#out + 1] = { source = e.source.name, label = e:get_completion_item().label }
+        end
+        return out"""), timeout=30, what="nvim-cmp entries")
+    assert entries[0]["source"] == "speclsp"
+    text = editor.lua("return require('cmp').get_entries()[1]:get_completion_item().textEdit.newText")
+    editor.lua("require('cmp').confirm({ select = true })")
+    wait_for(lambda: "\n".join(editor.lines()) == before + text, timeout=5,
+             what="the cmp entry inserted at the cursor")
+    editor.type("<Esc>")
+
+
+def test_blink_cmp_shows_the_speclsp_item(editor: Editor):
+    blink_dir = _plugin_dir("SPECLSP_TEST_BLINK_CMP")
+    editor.nvim.command(f"set rtp+={blink_dir}")
+    editor.lua("""
+      require('blink.cmp').setup({
+        fuzzy = { implementation = 'lua' },
+        sources = { default = { 'speclsp' },
+                    providers = { speclsp = { name = 'speclsp', module = 'speclsp.blink', async = true } } },
+        completion = { menu = { auto_show = false } },
+      })
+    """)
+    editor.suggest("def mean(xs):\n    return su")  # in the middle of a word: blink filters on it
+    before = "\n".join(editor.lines())
+    editor.lua("require('blink.cmp').show()")
+    items = wait_for(lambda: editor.lua("""
+        local out = {}
+        for _, i in ipairs(require('blink.cmp').get_items() or {}) do
+          out[#out + 1] = { source = i.source_id, text = i.textEdit and i.textEdit.newText or i.insertText or i.label }
+        end
+        return out"""), timeout=30, what="blink.cmp items")
+    assert items[0]["source"] == "speclsp"
+    editor.lua("require('blink.cmp.completion.list').accept({ index = 1 })")
+    wait_for(lambda: "\n".join(editor.lines()) == before + items[0]["text"], timeout=5,
+             what=f"the blink item inserted at the cursor {before!r} + {items[0]['text']!r} got {editor.lines()!r}")
+    editor.type("<Esc>")

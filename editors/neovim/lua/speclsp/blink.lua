@@ -28,9 +28,15 @@ function source:get_completions(ctx, callback)
   p.context = { triggerKind = 1 }
   local ok, id = util.request(client, "textDocument/completion", p, function(err, result)
     local items = (not err and result) and (result.items or result) or {}
+    -- The item continues the word being typed; blink filters on that word, so it must be
+    -- the start of what the item is matched against.
+    local ok_kw, keyword = pcall(function()
+      return ctx and ctx.get_keyword and ctx.get_keyword() or ""
+    end)
+    keyword = ok_kw and type(keyword) == "string" and keyword or ""
     for _, item in ipairs(items) do
       item.kind = item.kind or vim.lsp.protocol.CompletionItemKind.Text
-      item.source_name = "speclsp"
+      item.filterText = keyword .. (item.filterText or item.label)
     end
     -- The text depends on everything before the cursor: ask again as the user types.
     callback({ items = items, is_incomplete_forward = true, is_incomplete_backward = true })

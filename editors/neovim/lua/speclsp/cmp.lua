@@ -32,11 +32,20 @@ function source:complete(params, callback)
   local p = vim.lsp.util.make_position_params(0, client.offset_encoding)
   local reason = params and params.completion_context or { triggerKind = 1 }
   p.context = { triggerKind = reason.triggerKind or 1, triggerCharacter = reason.triggerCharacter }
+  -- The word being typed: cmp matches it against the item, which continues it.
+  local keyword = ""
+  if params and params.context and params.offset then
+    keyword = params.context.cursor_before_line:sub(params.offset)
+  end
   util.request(client, "textDocument/completion", p, function(err, result)
     if err or not result then
       return callback({ items = {}, isIncomplete = true })
     end
-    callback({ items = result.items or result, isIncomplete = true })
+    local items = result.items or result
+    for _, item in ipairs(items) do
+      item.filterText = keyword .. (item.filterText or item.label)
+    end
+    callback({ items = items, isIncomplete = true })
   end, bufnr)
 end
 
