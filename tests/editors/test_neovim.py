@@ -216,6 +216,15 @@ def test_toggled_off_nothing_is_shown_and_tab_is_a_tab(editor: Editor):
         wait_for(lambda: editor.lines()[-1] == "\tz", timeout=5, what="a literal tab")
         time.sleep(0.6)  # past any debounce: still nothing
         assert editor.ghost() == "" and not editor.extmarks()
+        # A global <Tab> mapping of the user's (made after the buffer attached) still works
+        # when no suggestion is shown, expression mappings too.
+        editor.nvim.command("inoremap <Tab> [tab]")
+        editor.type("<Tab>")
+        wait_for(lambda: editor.lines()[-1] == "\tz[tab]", timeout=5, what="the user's <Tab> mapping")
+        editor.lua("vim.keymap.set('i', '<Tab>', function() return '<lt>T>' end, { expr = true })")
+        editor.type("<Tab>")
+        wait_for(lambda: editor.lines()[-1] == "\tz[tab]<T>", timeout=5, what="the user's <expr> <Tab> mapping")
+        editor.nvim.command("iunmap <Tab>")
         editor.type("<Esc>")
     finally:
         editor.nvim.command("SpeclspToggle on")
@@ -462,3 +471,16 @@ def test_blink_cmp_shows_the_speclsp_item(editor: Editor):
     wait_for(lambda: "\n".join(editor.lines()) == before + items[0]["text"], timeout=5,
              what=f"the blink item inserted at the cursor {before!r} + {items[0]['text']!r} got {editor.lines()!r}")
     editor.type("<Esc>")
+
+
+def test_a_second_root_shares_the_server_as_a_workspace_folder(editor: Editor):
+    editor.open("a = 1\n")
+    first = editor.lua("return require('speclsp.util').client(0).id")
+    other = editor.workspace / "other-project"
+    (other / ".git").mkdir(parents=True, exist_ok=True)
+    editor.open("b = 2\n", name="other-project/b.py")
+    assert editor.lua("return require('speclsp.util').client(0).id") == first
+    assert editor.lua("return #require('speclsp.util').clients()") == 1
+    folders = editor.lua("return vim.tbl_map(function(f) return f.name end, "
+                         "require('speclsp.util').client(0).workspace_folders or {})")
+    assert str(editor.workspace) in folders and str(other) in folders, folders
