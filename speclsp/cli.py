@@ -47,7 +47,7 @@ def _read_text(path: str) -> str:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    data = p.read_bytes()
+    data = p.read_bytes()  # invalid UTF-8 becomes U+FFFD below, NUL bytes are refused
     if b"\0" in data[:8192]:
         raise ValueError(f"{path} looks binary (NUL bytes); refusing to complete it")
     return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
@@ -198,16 +198,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- server ------------------------------------------------------------------------------
 
 
+def parse_tcp_address(value: str) -> tuple[str, int]:
+    """HOST:PORT, :PORT or PORT (host 127.0.0.1); [::1]:PORT for IPv6. Raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "", value
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--tcp {value!r}: expected HOST:PORT with PORT in 0..65535")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
 def run_server(args: argparse.Namespace) -> int:
     from . import server
 
     if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        host = host or "127.0.0.1"
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("listening on %s: reachable from other machines", host)
-        print(f"speclsp: listening on {host}:{port} (loopback only unless a host was given)", file=sys.stderr)
-        server.serve_tcp(host, int(port), model=args.model, device=args.device, dtype=args.dtype)
+        try:
+            host, port = parse_tcp_address(args.tcp)
+        except ValueError as e:
+            return _die(str(e))
+        if not is_loopback(host):
+            log.warning("listening on %s: reachable from other machines, and the protocol has no authentication", host)
+
+        def announce(bound_host: str, bound_port: int) -> None:
+            reach = "loopback only" if is_loopback(host) else "REACHABLE FROM OTHER MACHINES, no authentication"
+            print(f"speclsp: listening on {bound_host}:{bound_port} ({reach}; one client)", file=sys.stderr, flush=True)
+
+        server.serve_tcp(host, port, model=args.model, device=args.device, dtype=args.dtype, announce=announce)
     else:
         server.serve_stdio(model=args.model, device=args.device, dtype=args.dtype)
     return 0
