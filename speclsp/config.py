@@ -34,6 +34,15 @@ class Config:
     # this long; generation goes on and a repeat request (or a streaming client) gets the
     # rest. 1.5 s is about where a suggestion stops being useful while typing.
     deadline_ms: int = 1500
+    # Caps that bound time and memory whatever the editor opens (docs/reliability.md).
+    # A longer document is kept in sync but neither indexed nor completed (its completion
+    # is empty, with a log line): indexing and prompt building cost time and memory in
+    # proportion to its length. 1M characters is ~25k lines, above any hand-written file.
+    max_document_chars: int = 1_000_000
+    # Tokens each workspace folder's n-gram index holds before it evicts the least
+    # recently used documents (ngram.NgramIndex.max_tokens; ~100 bytes per token).
+    index_max_tokens: int = 2_000_000
+    cached_completions: int = 4  # finished completions kept per document (typing-through cache)
 
     def enabled_for(self, language_id: str | None) -> bool:
         if not self.enabled:
@@ -54,6 +63,14 @@ def camel(name: str) -> str:
 
 
 _KEYS = {camel(f.name): f.name for f in fields(Config)}
+_INT_RANGES = {
+    "max_tokens": (1, 1024),
+    "context_budget": (64, 32768),
+    "deadline_ms": (0, 60000),
+    "max_document_chars": (1000, 100_000_000),
+    "index_max_tokens": (10_000, 100_000_000),
+    "cached_completions": (1, 64),
+}
 
 
 def _check(key: str, value: Any) -> Any:
@@ -78,8 +95,8 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError("expected true or false")
         return value
-    if key in ("max_tokens", "context_budget", "deadline_ms"):
-        low, high = {"max_tokens": (1, 1024), "context_budget": (64, 32768), "deadline_ms": (0, 60000)}[key]
+    if key in _INT_RANGES:
+        low, high = _INT_RANGES[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"expected an integer in {low}..{high}")
         return value

@@ -41,6 +41,7 @@ class ModelWorker:
         self._running: _Job | None = None
         self._stopped = False
         self.superseded = 0  # jobs dropped or cancelled because a newer one came for their key
+        self.peak_pending = 0  # most jobs ever waiting at once (at most one per key)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -53,6 +54,7 @@ class ModelWorker:
                 return job.future
             self._cancel_locked(key)
             self._pending[key] = job
+            self.peak_pending = max(self.peak_pending, len(self._pending))
             self._cv.notify()
         return job.future
 

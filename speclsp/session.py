@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections import deque
@@ -31,7 +32,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from . import __version__
 from .config import Config, parse_options
-from .context import OpenDocument, PromptBudget
+from .context import CHARS_PER_TOKEN, PREFIX_LINE_STEP, OpenDocument, PromptBudget
 from .controller import KeystrokeClock, LookaheadPolicy
 from .drafter import Drafter, PromptLookupDrafter
 from .ngram import WorkspaceIndexes
@@ -43,10 +44,39 @@ log = logging.getLogger(__name__)
 
 _WORD_TAIL = re.compile(r"\w+$")
 MAX_OTHER_DOCUMENTS = 16  # most recently edited documents offered as prompt context
-GENERATIONS_PER_DOCUMENT = 4  # completion cache entries kept per document
+MAX_OTHER_CHARS = 2_000_000  # and at most this much of their text (snippet search scans it all)
 GENERATION_TIME_CAP_S = 10.0  # no completion occupies the model longer than this
 AHEAD_MAX = 8  # characters a user may type past a running generation's text and still wait for it
 CANCEL_GRACE_S = 0.25  # a cancelled request's generation waits this long for a typed-through successor
+# TEST-ONLY fault injection, off unless the variable is set: "generate-if-contains:MARKER"
+# makes a generation raise when its document contains MARKER, so tests can check that a
+# failing generation fails its own request only (tests/test_reliability_faults.py).
+FAULT_INJECT_ENV = "SPECLSP_FAULT_INJECT"
+
+
+def prompt_window(text: str, starts: Sequence[int], offset: int, budget_tokens: int) -> tuple[int, int]:
+    """The slice [start, end) of `text` that the prompt for a cursor at `offset` can use.
+
+    Building a prompt tokenizes what it is given, so a 1 MB document (or one long line)
+    must not be handed over whole. The slice starts on a line that is a multiple of
+    PREFIX_LINE_STEP and holds at least twice the characters the prefix budget can take and
+    the 12 lines before the cursor, so `context.build_prompt` chooses exactly the prompt it
+    would choose from the whole text. Only when those lines are themselves enormous does
+    the slice start inside a line. `starts` are the text's line starts (positions.Lines).
+    """
+    need = 2 * budget_tokens * CHARS_PER_TOKEN
+    end = min(len(text), offset + need)
+    if offset <= need:
+        return 0, end
+    from bisect import bisect_right
+
+    cursor_line = bisect_right(starts, offset) - 1
+    line = min(bisect_right(starts, offset - need) - 1, max(0, cursor_line - 12))
+    line -= line % PREFIX_LINE_STEP
+    start = starts[line]
+    if offset - start > 4 * need:  # very long lines: cut inside one
+        start = offset - need
+    return start, end
 
 
 # --- small state holders --------------------------------------------------------------------
@@ -90,6 +120,8 @@ class Document:
     text: str
     folder: str | None  # the workspace folder holding it (longest prefix), None if none
     edited_at: float = field(default_factory=time.monotonic)
+    too_large: bool = False  # over Config.max_document_chars: in sync, not indexed or completed
+    edits: int = 0  # didChange notifications applied: tells edits apart when a client reuses a version
     _lines: Lines | None = None
 
     @property
@@ -114,15 +146,22 @@ class Drafting:
         self._encode: Callable[[str], list[int]] | None = None
         self._fim: dict[str, int | None] = {}
 
-    def attach(self, lm: Any, documents: Sequence["Document"]) -> None:
+    def attach(self, lm: Any, documents: Sequence["Document"], max_tokens: int = 2_000_000) -> None:
         """Index `documents` with `lm`'s tokenizer (a new model: a new index)."""
         t0 = time.perf_counter()
-        self.indexes = WorkspaceIndexes(lm.tokenizer, self.folders)
+        self.indexes = WorkspaceIndexes(lm.tokenizer, self.folders, max_tokens=max_tokens)
         self._encode = lm.encode
         self._fim = {"suffix": lm.fim.get("<|fim_suffix|>"), "middle": lm.fim.get("<|fim_middle|>")}
         for doc in documents:
             self.indexes.open(doc.uri, doc.text)
         log.info("indexed %d open documents in %.0f ms", len(documents), (time.perf_counter() - t0) * 1e3)
+
+    def set_max_tokens(self, max_tokens: int) -> None:
+        """A new index size cap: applies at once to every folder's index (evicting on the next edit)."""
+        if self.indexes is not None:
+            self.indexes.max_tokens = max_tokens
+            for ix in self.indexes.indexes():
+                ix.max_tokens = max_tokens
 
     def set_folders(self, folders: Sequence[str]) -> None:
         self.folders = list(folders)
@@ -130,11 +169,11 @@ class Drafting:
             self.indexes.set_folders(self.folders)
 
     def open(self, doc: "Document") -> None:
-        if self.indexes is not None:
+        if self.indexes is not None and not doc.too_large:
             self.indexes.open(doc.uri, doc.text)
 
     def edit(self, doc: "Document", start: int, end: int, new_text: str) -> None:
-        if self.indexes is None:
+        if self.indexes is None or doc.too_large:
             return
         try:
             ok = self.indexes.edit(doc.uri, start, end, new_text)
@@ -170,6 +209,10 @@ class Subscriber:
     line: int  # position of this request, client units
     character: int
     answered: bool = False
+    edits: int = 0  # the document's edit count at the request
+
+    def outdated(self, doc: "Document") -> bool:
+        return doc.version != self.version or doc.edits != self.edits
 
 
 class Generation:
@@ -275,6 +318,7 @@ class ServerStats:
     superseded: int = 0  # requests dropped for a newer request or edit (debounce, stale)
     stale: int = 0  # answers dropped because the document changed
     empty: int = 0
+    errors: int = 0  # generations that raised (their requests got empty answers)
     edits: int = 0
     new_tokens: int = 0
     decode_s: float = 0.0
@@ -297,6 +341,7 @@ class ServerStats:
             "superseded": self.superseded,
             "stale": self.stale,
             "edits": self.edits,
+            "errors": self.errors,
             "tokensPerSecond": round(self.new_tokens / self.decode_s, 2) if self.decode_s > 0 else 0.0,
             "acceptance": round(self.accepted / self.drafted, 4) if self.drafted else 0.0,
             "latencyMs": {"p50": pct(0.5), "p95": pct(0.95)},
@@ -323,6 +368,7 @@ class Session:
         self.worker = ModelWorker()
         self.stats = ServerStats()
         self.generations: dict[str, list[Generation]] = {}  # per document, newest last
+        self.fault_inject = os.environ.get(FAULT_INJECT_ENV, "")  # test-only; see FAULT_INJECT_ENV
         self._latest_request: dict[str, Any] = {}
         self._load_model = load_model  # model.load, injectable for tests
         self.completer = None  # speclsp.completer.Completer once loaded
@@ -359,6 +405,11 @@ class Session:
         self.config, warnings = parse_options(options, self.config)
         if self.config.lookahead != old.lookahead and self.completer is not None:
             self.policy = self._make_policy()
+        if self.config.index_max_tokens != old.index_max_tokens:
+            self.drafting.set_max_tokens(self.config.index_max_tokens)
+        if self.config.max_document_chars != old.max_document_chars:
+            for doc in self.documents.values():
+                self._check_size(doc)
         log.info("configuration changed: model=%s maxTokens=%d lookahead=%s streaming=%s enabled=%s",
                  self.config.model, self.config.max_tokens, self.config.lookahead, self.config.streaming, self.config.enabled)
         if self._loading_key is not None and self.config.model_key != self._loading_key:
@@ -405,7 +456,10 @@ class Session:
             return
         exc = fut.exception()
         if exc is not None:
-            self.model_state, self.model_message = "error", f"could not load {key[0]}: {exc}"
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if isinstance(exc, MemoryError):
+                why = f"out of memory ({why or 'MemoryError'}); try a smaller model or dtype"
+            self.model_state, self.model_message = "error", f"could not load {key[0]}: {why}"
             log.error("%s", self.model_message)
             self.client.progress("end", self.model_message)
             self.client.status("error", self.model_message)
@@ -416,7 +470,8 @@ class Session:
         self._loaded_key = key
         self.device = str(lm.device)
         self.policy = self._make_policy()
-        self.drafting.attach(lm, list(self.documents.values()))
+        self.drafting.attach(lm, [d for d in self.documents.values() if not d.too_large],
+                             max_tokens=self.config.index_max_tokens)
         self.model_state = "ready"
         self.model_message = f"{key[0]} ready on {self.device} ({str(lm.dtype).removeprefix('torch.')})"
         log.info("model ready in %.1fs: %s", time.monotonic() - t0, self.model_message)
@@ -455,9 +510,31 @@ class Session:
             doc.folder = self._folder_for(doc.uri)
 
     def open(self, uri: str, path: str, language_id: str, version: int, text: str) -> None:
+        if uri in self.documents:
+            self.close(uri)  # opened again without a close: start over from this text
         doc = Document(uri, path, language_id, version, text, self._folder_for(uri))
+        doc.too_large = len(text) > self.config.max_document_chars
+        if doc.too_large:
+            log.info("%s has %d characters, over maxDocumentChars %d: kept in sync, not indexed or completed",
+                     uri, len(text), self.config.max_document_chars)
         self.documents[uri] = doc
         self.drafting.open(doc)
+
+    def _check_size(self, doc: Document) -> None:
+        """After an edit or a new cap: index a document that fits, drop one that no longer does."""
+        too_large = len(doc.text) > self.config.max_document_chars
+        if too_large == doc.too_large:
+            return
+        doc.too_large = too_large
+        if too_large:
+            log.info("%s grew to %d characters, over maxDocumentChars %d: no longer indexed or completed",
+                     doc.uri, len(doc.text), self.config.max_document_chars)
+            self.drafting.close(doc.uri)
+            self.worker.cancel(doc.uri)
+            self.generations.pop(doc.uri, None)
+        else:
+            log.info("%s is down to %d characters: indexed and completed again", doc.uri, len(doc.text))
+            self.drafting.open(doc)
 
     def change(self, uri: str, version: int, changes: Sequence[tuple[tuple[int, int, int, int] | None, str]]) -> None:
         """Apply didChange content changes: (range in client units or None for all, text)."""
@@ -465,6 +542,15 @@ class Session:
         if doc is None:
             log.warning("didChange for a document that is not open: %s", uri)
             return
+        if version <= doc.version:
+            # Out of order: the changes still apply in the order they came (the stream is
+            # ordered; the number is only a label), but no cached suggestion can be trusted.
+            log.warning("didChange for %s goes from version %d back to %d: applied, suggestions dropped",
+                        uri, doc.version, version)
+            self.worker.cancel(uri)
+            for gen in self.generations.pop(uri, ()):
+                gen.cancel.cancel()
+                gen.poke()
         for rng, new_text in changes:
             if rng is None:
                 start, end = 0, len(doc.text)
@@ -476,7 +562,9 @@ class Session:
             doc.text = doc.text[:start] + new_text + doc.text[end:]
             self.drafting.edit(doc, start, end, new_text)
         doc.version = version
+        doc.edits += 1
         doc.edited_at = time.monotonic()
+        self._check_size(doc)
         self.clock.on_edit(uri, doc.edited_at)
         self.stats.edits += 1
         for gen in self.generations.get(uri, ()):
@@ -501,6 +589,7 @@ class Session:
 
     def accepted(self, uri: str, text: str, kind: str) -> None:
         self.drafting.add_history(uri, text)
+        kind = kind if kind in ("full", "word", "line") else "other"
         log.info("accepted %s completion (%d chars) in %s", kind, len(text), uri)
 
     # --- completions ----------------------------------------------------------------------
@@ -530,6 +619,10 @@ class Session:
             return replace(EMPTY, reason="not_open"), None
         if not self.config.enabled_for(doc.language_id):
             return replace(EMPTY, reason="disabled"), None
+        if doc.too_large:
+            log.info("req %s: %s is over maxDocumentChars (%d > %d): no completion", request_id, uri,
+                     len(doc.text), self.config.max_document_chars)
+            return replace(EMPTY, reason="too_large"), None
         lines = doc.lines
         if line >= len(lines):
             log.warning("req %s: line %d is past the end of %s (%d lines)", request_id, line, uri, len(lines))
@@ -541,7 +634,7 @@ class Session:
         word = m.group(0) if (m := _WORD_TAIL.search(line_text[:col])) else ""
         where = dict(line=line, character=from_codepoints(line_text, col, self.encoding), version=doc.version, word=word,
                      word_start=from_codepoints(line_text, col - len(word), self.encoding))
-        sub = Subscriber(request_id, doc.version, 0, "", line, where["character"])
+        sub = Subscriber(request_id, doc.version, 0, "", line, where["character"], edits=doc.edits)
 
         gen = self._find_generation(uri, prefix, suffix)
         if gen is not None:
@@ -556,7 +649,7 @@ class Session:
             delay = debounce_s(self.clock.interval(uri), invoked)
             if delay > 0:
                 await asyncio.sleep(delay)
-                if self._latest_request.get(uri) != request_id or doc.version != sub.version:
+                if self._latest_request.get(uri) != request_id or sub.outdated(doc):
                     self.stats.superseded += 1
                     return replace(EMPTY, reason="superseded", **where), None
             gen = self._start_generation(doc, offset, invoked)
@@ -565,7 +658,7 @@ class Session:
         try:
             await self._wait(gen, sub, doc, repeat=reason == "cache")
             typed = prefix[len(gen.prefix) :] if reason == "cache" else ""
-            if (reason == "cache" and not gen.text.startswith(typed) and doc.version == sub.version
+            if (reason == "cache" and not gen.text.startswith(typed) and not sub.outdated(doc)
                     and self._latest_request.get(uri) == request_id and self.completer is not None):
                 # The user typed ahead of a generation that then wrote something else, and
                 # this is the newest request: it gets a generation of its own.
@@ -584,7 +677,7 @@ class Session:
             raise
         finally:
             sub.answered = True
-        if doc.version != sub.version or self.documents.get(uri) is not doc:
+        if sub.outdated(doc) or self.documents.get(uri) is not doc:
             self.stats.stale += 1
             return replace(EMPTY, reason="stale", **where), gen
         if gen.done and gen.stop_reason in ("cancelled", "superseded") and self._latest_request.get(uri) != request_id:
@@ -623,7 +716,7 @@ class Session:
                 visible = ""  # the user is still ahead of the model
             else:
                 visible = gen.text[sub.typed :].strip()
-            if doc.version != sub.version or gen.latest is not sub:
+            if sub.outdated(doc) or gen.latest is not sub:
                 return  # outdated or superseded by a newer request on this generation
             now = time.monotonic()
             if visible and (repeat or (deadline is not None and now >= deadline)):
@@ -639,21 +732,32 @@ class Session:
         gen = Generation(doc, offset)
         gens = self.generations.setdefault(doc.uri, [])
         gens.append(gen)
-        del gens[:-GENERATIONS_PER_DOCUMENT]
+        del gens[:-cfg.cached_completions]
         # Another document's generation that only fills the cache must not hold up this one.
         for uri, others in self.generations.items():
             for other in others:
                 if uri != doc.uri and not other.done and all(s.answered for s in other.subscribers):
                     other.cancel.cancel()
-        line, col = doc.lines.position(offset)
-        others = sorted((d for d in self.documents.values() if d is not doc and d.folder == doc.folder),
-                        key=lambda d: -d.edited_at)[:MAX_OTHER_DOCUMENTS]
+        # The prompt sees a window of the document around the cursor (the same prompt as from
+        # the whole text, at a bounded cost) and other documents up to a total size.
+        lines = doc.lines
+        start, end = prompt_window(doc.text, lines.starts, offset, cfg.context_budget)
+        text = doc.text[start:end]
+        line = doc.text.count("\n", start, offset)
+        col = offset - max(start, doc.text.rfind("\n", start, offset) + 1)
+        others, other_chars = [], 0
+        for d in sorted((d for d in self.documents.values() if d is not doc and d.folder == doc.folder
+                         and not d.too_large), key=lambda d: -d.edited_at)[:MAX_OTHER_DOCUMENTS]:
+            if other_chars + len(d.text) > MAX_OTHER_CHARS:
+                continue
+            others.append(d)
+            other_chars += len(d.text)
         now = time.monotonic()
         # While the user types, steps must fit between keystrokes and completions are
         # short (so they finish and the typed-through cache can serve the next keys).
         max_tokens = cfg.max_tokens if invoked else min(cfg.max_tokens, self.clock.max_tokens(doc.uri, now))
         req = CompletionRequest(
-            path=doc.path, text=doc.text, line=line, character=col,
+            path=doc.path, text=text, line=line, character=col,
             other_documents=tuple(OpenDocument(d.path, d.text) for d in others),
             max_tokens=max_tokens, lookahead=cfg.lookahead,
             time_budget_s=GENERATION_TIME_CAP_S,
@@ -665,7 +769,11 @@ class Session:
         loop = self.loop
         self.stats.model_calls += 1
 
+        fault = self.fault_inject.removeprefix("generate-if-contains:") if self.fault_inject else ""
+
         def run(cancel: CancelToken):
+            if fault and fault in req.text:  # test-only (FAULT_INJECT_ENV)
+                raise RuntimeError("injected fault (SPECLSP_FAULT_INJECT)")
             return completer.complete(req, drafter=drafter, policy=policy, cancel=cancel,
                                       on_text=lambda t: loop.call_soon_threadsafe(self._grow, gen, t))
 
@@ -684,7 +792,8 @@ class Session:
         if fut.cancelled():
             gen.finish("superseded")
         elif (exc := fut.exception()) is not None:
-            log.error("generation %d failed: %s", gen.id, exc)
+            log.error("generation %d failed: %s: %s", gen.id, type(exc).__name__, str(exc)[:200])
+            self.stats.errors += 1
             gen.finish("error")
         else:
             comp = fut.result()
@@ -709,7 +818,7 @@ class Session:
             return
         sub = gen.latest
         doc = self.documents.get(gen.uri)
-        if sub is None or doc is None or doc.version != sub.version:
+        if sub is None or doc is None or sub.outdated(doc):
             return  # nobody is looking at this version any more
         text = gen.text[sub.typed :] if gen.text.startswith(sub.typed_text) else ""
         if not text and not gen.done:
@@ -740,5 +849,6 @@ class Session:
     def stats_dict(self) -> dict[str, Any]:
         d = self.stats.to_dict()
         d.update(model=self.config.model, device=self.device, state=self.model_state, version=__version__,
-                 superseded=self.stats.superseded + 0, workerSuperseded=self.worker.superseded)
+                 superseded=self.stats.superseded + 0, workerSuperseded=self.worker.superseded,
+                 workerPeakPending=self.worker.peak_pending, documents=len(self.documents))
         return d
