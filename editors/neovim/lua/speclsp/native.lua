@@ -45,21 +45,35 @@ local function show_items(bufnr, client_id, items)
 end
 
 function M.attach(bufnr, client)
+  -- Neovim 0.12-dev's completor listens to InsertEnter/CursorMovedI in every buffer, not
+  -- only its own: with two buffers attached, typing in one also sends a request for the
+  -- other (its URI, this cursor). Keep it enabled only in the current buffer.
+  api.nvim_create_autocmd({ "BufEnter", "BufLeave" }, {
+    group = api.nvim_create_augroup("speclsp.native." .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function(args)
+      if M.enabled then
+        vim.lsp.inline_completion.enable(args.event == "BufEnter", { bufnr = bufnr })
+      end
+    end,
+  })
   if not M.enabled then
     return
   end
-  vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
+  vim.lsp.inline_completion.enable(bufnr == api.nvim_get_current_buf(), { bufnr = bufnr })
 end
 
 function M.detach(bufnr)
   M.latest[bufnr] = nil
+  pcall(api.nvim_del_augroup_by_name, "speclsp.native." .. bufnr)
 end
 
 function M.set_enabled(on)
   M.enabled = on
+  local current = api.nvim_get_current_buf()
   for _, client in ipairs(util.clients()) do
     for bufnr in pairs(client.attached_buffers) do
-      vim.lsp.inline_completion.enable(on, { bufnr = bufnr })
+      vim.lsp.inline_completion.enable(on and bufnr == current, { bufnr = bufnr })
     end
   end
 end
