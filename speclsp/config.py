@@ -25,6 +25,10 @@ class Config:
     dtype: str = "auto"
     max_tokens: int = 64  # per completion; each costs at least one verify pass without drafts
     lookahead: str = "auto"  # fixed:K | heuristic | auto
+    # A smaller model with the same tokenizer that drafts when n-grams have nothing good
+    # (draft_model.py). Off by default: on CPU its own cost ate the gain (docs/benchmarks.md).
+    draft_model: str = ""
+    drafter: str = ""  # ngram | model | hybrid; "" = hybrid with a draft model, else ngram
     # Send speclsp/inlineCompletionUpdate to clients that opted in (docs/protocol.md).
     streaming: bool = True
     context_budget: int = 2048  # prompt tokens in total: prefill cost grows with it
@@ -52,9 +56,13 @@ class Config:
         return bool(self.languages.get("*", True))
 
     @property
-    def model_key(self) -> tuple[str, str, str]:
+    def model_key(self) -> tuple[str, str, str, str]:
         """What decides which model is loaded: a change means a reload."""
-        return (self.model, self.device, self.dtype)
+        return (self.model, self.device, self.dtype, self.draft_model)
+
+    @property
+    def drafter_kind(self) -> str:
+        return self.drafter or ("hybrid" if self.draft_model else "ngram")
 
 
 def camel(name: str) -> str:
@@ -75,6 +83,16 @@ _INT_RANGES = {
 
 def _check(key: str, value: Any) -> Any:
     """The value to store for `key`, or raise ValueError saying what is wrong."""
+    if key == "draft_model":
+        if not isinstance(value, str):
+            raise ValueError("expected a string (empty: no draft model)")
+        return value.strip()
+    if key == "drafter":
+        from .draft_model import parse_drafter
+
+        if not isinstance(value, str):
+            raise ValueError("expected one of ngram, model, hybrid")
+        return parse_drafter(value) if value.strip() else ""
     if key in ("model", "lookahead"):
         if not isinstance(value, str) or not value.strip():
             raise ValueError("expected a non-empty string")

@@ -375,8 +375,8 @@ class Session:
         self.model_state = "loading"
         self.model_message = "not started"
         self.device = ""
-        self._loading_key: tuple[str, str, str] | None = None
-        self._loaded_key: tuple[str, str, str] | None = None
+        self._loading_key: tuple[str, ...] | None = None
+        self._loaded_key: tuple[str, ...] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -440,7 +440,8 @@ class Session:
             if load is None:
                 from .model import load
             lm = load(cfg.model, device=cfg.device, dtype=cfg.dtype, progress=say)
-            completer = Completer(lm)
+            draft_lm = load(cfg.draft_model, device=cfg.device, dtype=cfg.dtype, progress=say) if cfg.draft_model else None
+            completer = Completer(lm, draft_lm)
             say("measuring step costs")
             completer.auto_policy()  # calibrated once per model and device (cached on disk)
             return completer
@@ -449,7 +450,7 @@ class Session:
         fut = self.worker.submit("model", run)
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._loaded, key, f, t0))
 
-    def _loaded(self, key: tuple[str, str, str], fut, t0: float) -> None:
+    def _loaded(self, key: tuple[str, ...], fut, t0: float) -> None:
         if key != self._loading_key:
             return  # a newer configuration is loading
         if fut.cancelled():
@@ -760,6 +761,7 @@ class Session:
             path=doc.path, text=text, line=line, character=col,
             other_documents=tuple(OpenDocument(d.path, d.text) for d in others),
             max_tokens=max_tokens, lookahead=cfg.lookahead,
+            drafter=cfg.drafter_kind if completer.model_drafter is not None else "ngram",
             time_budget_s=GENERATION_TIME_CAP_S,
             step_budget_s=None if invoked else self.clock.step_budget(doc.uri, now),
             budget=PromptBudget(max_prompt_tokens=cfg.context_budget, context_tokens=min(512, cfg.context_budget // 4)),
@@ -848,7 +850,10 @@ class Session:
 
     def stats_dict(self) -> dict[str, Any]:
         d = self.stats.to_dict()
+        drafter = self.completer.model_drafter if self.completer is not None else None
         d.update(model=self.config.model, device=self.device, state=self.model_state, version=__version__,
+                 draftModel=self.config.draft_model if drafter is not None else "",
+                 drafter=self.config.drafter_kind if drafter is not None else "ngram",
                  superseded=self.stats.superseded + 0, workerSuperseded=self.worker.superseded,
                  workerPeakPending=self.worker.peak_pending, documents=len(self.documents))
         return d

@@ -185,3 +185,27 @@ def test_server_exits_when_the_client_process_dies(tmp_path):
         if proc.poll() is None:
             proc.kill()
         proc.stdin.close()
+
+
+async def test_draft_model_option_loads_it_and_completions_stay_lossless(start_server, tiny_model_dir, tiny_lm):
+    """`draftModel` (the tiny model drafting for itself) loads beside the model, the hybrid
+    drafter is in use, and the suggestion is exactly what greedy decoding gives. (Which
+    drafter wins a step is the hybrid's cost decision, tested in test_draft_model.py.)"""
+    from speclsp.completer import Completer, CompletionRequest
+
+    text = "def get_value(self, items):\n    for key in path:\n        key = key + "
+    lines = text.split("\n")
+    want = Completer(tiny_lm).complete(CompletionRequest("doc.py", text, len(lines) - 1, len(lines[-1]),
+                                                         max_tokens=24, speculate=False)).text
+    async with start_server("vscode", {"draftModel": str(tiny_model_dir), "maxTokens": 24}) as ed:
+        await ed.wait_ready()
+        uri = f"{tmp_path_uri(ed)}/draft.py"
+        ed.open(uri, text)
+        result = await ed.inline(uri, invoked=True)
+        assert result.items[0].insert_text == want
+        stats = await ed.stats()
+        assert stats["draftModel"] == str(tiny_model_dir) and stats["drafter"] == "hybrid"
+
+
+def tmp_path_uri(editor) -> str:
+    return editor.log.parent.as_uri()

@@ -136,3 +136,14 @@ def test_typed_through_matches_only_the_suggestion_being_typed():
         assert gen.typed_through("def f(self, value):", suffix) is None  # nothing left to show
 
     asyncio.run(check())
+
+
+def test_draft_model_options_parse_and_pick_the_drafter():
+    cfg, warnings = parse_options({"draftModel": "qwen2.5-coder-0.5b"})
+    assert not warnings and cfg.draft_model == "qwen2.5-coder-0.5b" and cfg.drafter_kind == "hybrid"
+    assert cfg.model_key != Config().model_key  # a draft model means a reload
+    cfg2, warnings = parse_options({"drafter": "model"}, cfg)
+    assert not warnings and cfg2.drafter_kind == "model"
+    cfg3, warnings = parse_options({"drafter": "telepathy"}, cfg2)
+    assert warnings and "drafter" in warnings[0] and cfg3.drafter_kind == "model"
+    assert Config().drafter_kind == "ngram"
