@@ -91,15 +91,21 @@ DEFAULT_COSTS: dict[int, float] = {0: 0.140, 1: 0.142, 8: 0.170, 64: 0.355}
 
 @dataclass
 class CostModel:
-    """Seconds per verify pass as a function of k: a calibration table, refined online.
+    """Seconds per verify pass as a function of k: a calibrated shape times a load level.
 
-    Between measured points the cost is interpolated linearly, beyond the last one it is
-    extrapolated with the last slope. `observe` moves the point at k (created on first
-    sight from the interpolation) towards the measurement by an exponential moving average.
+    The calibration table gives the shape: how a pass grows with k. Between measured
+    points it is interpolated linearly, beyond the last one extrapolated with the last
+    slope, and made non-decreasing. On a shared machine every pass slows down together
+    when other work runs (seen here: a calibration taken under load measured k = 0 at
+    4x its quiet cost), so real steps mostly move one number, the load level
+    (`cost(k) = scale * shape(k)`), and refine the shape at k slowly. A calibration taken
+    under load therefore still ranks k correctly, and stops mattering once steps arrive.
     """
 
     table: dict[int, float] = field(default_factory=lambda: dict(DEFAULT_COSTS))
-    alpha: float = 0.2  # weight of one new measurement
+    alpha: float = 0.2  # weight of one slower measurement in the load level
+    shape_alpha: float = 0.1  # weight of one measurement in the shape at its k
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.table:
@@ -132,22 +138,28 @@ class CostModel:
             mono[k] = min(mono[k], mono[k + 1])
         self._mono = mono
 
-    def cost(self, k: int) -> float:
+    def shape(self, k: int) -> float:
         if 0 <= k <= MAX_DRAFT:
             return self._mono[k]
         return max(self._interp(k), self._mono[-1])
 
+    def cost(self, k: int) -> float:
+        return self.scale * self.shape(k)
+
     def observe(self, k: int, seconds: float) -> None:
         if seconds <= 0:
             return
-        old = self.cost(k)
-        # Timing noise only ever adds time, so a fast measurement is trusted more than a
-        # slow one, and one stalled step (GC, another process) moves the estimate at most 2x.
-        alpha = 0.75 if seconds < old else self.alpha
-        seconds = min(seconds, old * 2)
+        ratio = seconds / self.cost(k)
+        # Timing noise only ever adds time, so a faster step is trusted more than a
+        # slower one, and one stalled step (GC, another process) counts at most 2x.
+        a = 0.75 if ratio < 1 else self.alpha
+        self.scale *= (1 - a) + a * min(ratio, 2.0)
+        # What the load level does not explain refines the shape at k.
         if k not in self.table:
+            self.table[k] = self._interp(k)
             bisect.insort(self._keys, k)
-        new = self.table[k] = (1 - alpha) * old + alpha * seconds
+        old = self.table[k]
+        new = self.table[k] = (1 - self.shape_alpha) * old + self.shape_alpha * min(seconds / self.scale, 2 * old)
         for kk in self._keys:  # what k costs, every larger k costs at least
             if kk > k and self.table[kk] < new:
                 self.table[kk] = new

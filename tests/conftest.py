@@ -17,6 +17,24 @@ import pytest
 DATA = Path(__file__).parent / "data"
 CLIENTS = {"neovim": "neovim-0.12.json", "vscode": "vscode-1.100.json"}
 
+
+def _isolate_cache() -> None:
+    """Tests write calibrations and models of their own (tiny models in temporary
+    directories): keep them out of the user's cache. The converted registry models are
+    shared read-only through a link, so the default model is not fetched again."""
+    import tempfile
+
+    from speclsp import models
+
+    real = models.cache_dir() / "models"
+    real.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="speclsp-test-cache-"))
+    (tmp / "models").symlink_to(real, target_is_directory=True)
+    os.environ["SPECLSP_CACHE"] = str(tmp)
+
+
+_isolate_cache()  # before SERVER_ENV copies the environment for server subprocesses
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2 model + tokenizer on disk (loadable like any local model)."""

@@ -36,12 +36,26 @@ def test_cost_is_interpolated_between_and_extrapolated_beyond_measured_points():
     assert c.cost(32) == pytest.approx(0.8)  # last slope continued
 
 
-def test_measured_steps_refine_the_cost_table_by_moving_average():
-    c = CostModel({0: 0.1, 8: 0.2}, alpha=0.5)
-    c.observe(8, 0.4)
-    assert c.cost(8) == pytest.approx(0.3)
-    c.observe(4, 0.35)  # a new point starts from the interpolation (0.2) and moves halfway
-    assert c.cost(4) == pytest.approx(0.275)
+def test_measured_steps_move_the_load_level_and_keep_the_shape():
+    """A calibration taken under load: every real step is 4x faster. The whole curve
+    comes down together, so the ratio between k = 0 and k = 8 is kept."""
+    c = CostModel({0: 0.4, 8: 0.8})
+    for _ in range(20):
+        c.observe(0, 0.1)
+    assert c.cost(0) == pytest.approx(0.1, rel=0.05)
+    assert c.cost(8) == pytest.approx(0.2, rel=0.1)
+    c.observe(0, 10.0)  # one stalled step moves the level at most 2x (weight 0.2)
+    assert c.cost(0) < 0.15
+
+
+def test_measured_steps_refine_the_shape_at_their_k():
+    c = CostModel({0: 0.1, 8: 0.2})
+    for _ in range(200):  # k = 8 really costs 0.3 while k = 0 costs 0.1
+        c.observe(0, 0.1)
+        c.observe(8, 0.3)
+    assert c.cost(8) / c.cost(0) == pytest.approx(3.0, rel=0.15)
+    c.observe(4, 0.2)  # a new point joins the table
+    assert 4 in c.table and c.cost(0) <= c.cost(4) <= c.cost(8)
 
 
 def test_expected_accepted_stops_at_the_first_rejection():
