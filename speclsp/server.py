@@ -531,7 +531,8 @@ def build_server(config: Config | None = None) -> SpeclspServer:
         for message in ls.pending_warnings:
             ls.channel.warn(message)
         ls.pending_warnings = []
-        ls.session.start_loading()  # in the background: initialize has been answered
+        if not ls.session.loading_started:  # a repeated `initialized` must not reload
+            ls.session.start_loading()  # in the background: initialize has been answered
 
     @ls.feature(types.SHUTDOWN)
     def shutdown(ls: SpeclspServer, params: None) -> None:

@@ -416,6 +416,10 @@ class Session:
             self.start_loading()
         return warnings
 
+    @property
+    def loading_started(self) -> bool:
+        return self._loading_key is not None
+
     def start_loading(self) -> None:
         """Load (or reload) the configured model on the worker thread, in the background."""
         cfg = self.config

@@ -80,10 +80,13 @@ class RawServer:
         msg_id = self.send_request(method, params)
         return self.response(msg_id, timeout)
 
-    def send_request(self, method: str, params: Any = None) -> int:
+    def send_request(self, method: str, params: Any = None) -> str:
+        # String ids longer than any the fuzz test generates: a fuzzed message can never
+        # share an id with a request of ours and be mistaken for its answer.
         self.next_id += 1
-        self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
-        return self.next_id
+        msg_id = f"rawlsp-{self.next_id}"
+        self.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+        return msg_id
 
     # --- receiving -------------------------------------------------------------------------
 

@@ -230,7 +230,7 @@ def test_fuzzed_messages_never_stop_the_server(server, tmp_path_factory):
     rss0 = rss_kb(server.pid)
     t0 = time.monotonic()
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(st.lists(bodies, min_size=1, max_size=16), st.booleans())
     def batch(messages, garbage_header):

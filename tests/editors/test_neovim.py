@@ -119,7 +119,7 @@ class Editor:
         self.open(text, name)
         self.nvim.command("normal! G$")
         self.type("A")
-        for extra in ["", "x", "1", "q", "_z"]:
+        for extra in ["", "x", "1", "q", "_z", "(", "a.b", "[0]", " + 2", "self"]:
             if extra:
                 self.type(extra)
             try:
