@@ -97,6 +97,9 @@ class Speclsp implements vscode.Disposable {
   private readonly waiters = new Map<string, Array<() => void>>();
   /** Text of the ghost text last handed to VS Code per document, to re-trigger only on growth. */
   private readonly lastShown = new Map<string, string>();
+  /** Document version at which the user dismissed the suggestion (Esc): updates of the
+   * generation still running for that version must not bring it back. */
+  private readonly dismissedAt = new Map<string, number>();
   private readonly refreshTimers = new Map<string, NodeJS.Timeout>();
   private statsTimer: NodeJS.Timeout | undefined;
   private statsPanel: vscode.WebviewPanel | undefined;
@@ -427,6 +430,7 @@ class Speclsp implements vscode.Disposable {
     }
     if (params.done) this.refreshStatsSoon();
     if (!this.options.enabled) return;
+    if (this.dismissedAt.get(params.uri) === params.version) return;
     if (this.store.applyUpdate(params)) this.onSuggestionChanged(params.uri);
   }
 
@@ -489,6 +493,7 @@ class Speclsp implements vscode.Disposable {
       const uri = this.uriOf(editor.document);
       this.inflight.get(uri)?.cancel();
       this.forget(uri);
+      this.dismissedAt.set(uri, editor.document.version);
     }
     await vscode.commands.executeCommand("editor.action.inlineSuggest.hide");
   }
