@@ -118,5 +118,8 @@ def test_ghost_text_from_the_default_model_in_vscode(vsix):
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
+    # Growth while streaming is asserted with the streaming test model, which is slow by
+    # construction. The real model's short suggestions can arrive in one update, and text
+    # typed into a suggestion shortens it, so here growth is logged, not required.
     _run_e2e(vsix, models.DEFAULT_MODEL, ARTIFACTS / "vscode-e2e-default-model", "--dtype", "auto",
-             "--load-timeout", "420")
+             "--load-timeout", "420", "--growth-not-required")

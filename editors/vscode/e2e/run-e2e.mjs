@@ -33,6 +33,7 @@ const { values: args } = parseArgs({
     artifacts: { type: "string", default: path.resolve(here, "../../../artifacts/vscode-e2e") },
     chromium: { type: "string", default: "/usr/bin/chromium" },
     "no-streaming": { type: "boolean", default: false },
+    "growth-not-required": { type: "boolean", default: false },
     "load-timeout": { type: "string", default: "180" },
     keep: { type: "boolean", default: false },
   },
@@ -396,9 +397,11 @@ try {
   fs.writeFileSync(path.join(artifacts, "ghost-text-seen.json"), JSON.stringify(seen, null, 2));
   const shown = seen[seen.length - 1] ?? "";
   check("ghost text from the server appears after typing (.ghost-text-decoration)", shown !== "", JSON.stringify(shown));
-  if (streaming) {
+  if (streaming && !args["growth-not-required"]) {
     check("the ghost text grows while the model streams it", grew(seen),
       `${seen.length} states, lengths ${seen.map((s) => s.length).join(" → ")}`);
+  } else if (streaming) {
+    log(`growth (not required in this run): ${grew(seen)}, lengths ${seen.map((s) => s.length).join(" → ")}`);
   }
   await shot(page, "01-ghost-text");
 
