@@ -3,35 +3,17 @@ completes real code plausibly. Slow (loads a 0.5B model); run with `pytest -m sl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import speclsp
 from conftest import default_model_ready, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="function")]
 
-SOURCE = '''"""Shapes."""
-
-import math
-from dataclasses import dataclass
-
-
-@dataclass
-class Circle:
-    radius: float
-
-    def area(self):
-        return math.pi * self.radius ** 2
-
-    def perimeter(self):
-        return 2 * math.pi * self.radius
-
-
-@dataclass
-class Square:
-    side: float
-
-    def area(self):
-        return '''
+# The demo file ends with `def area(self):` of a Square; the cursor goes into its body.
+SOURCE = (Path(speclsp.__file__).parent / "demo_file.py").read_text() + "        return "
 
 
 async def test_default_model_completes_real_code(tmp_path):
