@@ -54,11 +54,11 @@ def _read_text(path: str) -> str:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from .completer import Completer, CompletionRequest
-    from .context import OpenDocument, split_at
-    from .controller import parse_lookahead
-    from .draft_model import parse_drafter
-    from .models import ModelError
+    from .completion.completer import CompletionRequest
+    from .completion.context import OpenDocument, split_at
+    from .drafting.controller import parse_lookahead
+    from .drafting.drafter import parse_drafter
+    from .local.registry import ModelError
 
     draft_model = getattr(args, "draft_model", None)
     try:
@@ -72,13 +72,11 @@ def cmd_complete(args: argparse.Namespace) -> int:
             raise ValueError(f"--drafter {drafter} needs --draft-model NAME")
     except (OSError, ValueError) as e:
         return _die(str(e))
-    from . import model as model_mod
+    from .completion.loader import Choice, load_completer
 
     say = lambda m: print(f"speclsp: {m}", file=sys.stderr)  # noqa: E731
     try:
-        lm = model_mod.load(args.model, device=args.device, dtype=args.dtype, progress=say)
-        draft_lm = model_mod.load(draft_model, device=args.device, dtype=args.dtype, progress=say) if draft_model else None
-        completer = Completer(lm, draft_lm)
+        completer = load_completer(Choice.of(args, draft_model=draft_model or ""), progress=say)
     except ModelError as e:
         return _die(str(e))
     req = CompletionRequest(
@@ -95,8 +93,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     stats = comp.stats.to_dict()
     if args.json:
         out = {"text": comp.text, "raw_text": comp.raw_text, "stats": stats}
-        if completer.model_drafter is not None:
-            out["draft_model"] = completer.model_drafter.stats.to_dict()
+        out.update(completer.backend.stats())
         print(json.dumps(out))
     else:
         print(comp.text)
@@ -106,8 +103,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
             print(f"{k:>14}: {stats[k]}", file=sys.stderr)
         if stats["draft_sources"]:
             print(f"{'draft_sources':>14}: {stats['draft_sources']}", file=sys.stderr)
-        if completer.model_drafter is not None:
-            print(f"{'draft_model':>14}: {completer.model_drafter.stats.to_dict()}", file=sys.stderr)
+        for k, v in completer.backend.stats().items():
+            print(f"{k:>14}: {v}", file=sys.stderr)
     return 0
 
 
@@ -115,7 +112,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from . import models
+    from .local import registry as models
 
     if args.action in (None, "list"):
         rows = models.status()
@@ -137,7 +134,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "tiny":
         if not args.target:
             return _die("models tiny needs a DIR")
-        from . import tiny
+        from .local import tiny
 
         print(tiny.build(args.target))
         return 0
@@ -148,7 +145,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .models import ModelError
+    from .local.registry import ModelError
 
     try:
         if args.workload == "suite":
@@ -182,8 +179,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Complete a real file with the default model, once with speculation and once without."""
-    demo = Path(__file__).parent / "demo_file.py"
+    """Complete a real file (speclsp's demo file) with the default model."""
+    from .data import demo_path
+
+    demo = demo_path()
     text = demo.read_text()
     marker = "    def area(self):\n"
     line = text[: text.rindex(marker)].count("\n")
@@ -221,7 +220,7 @@ def is_loopback(host: str) -> bool:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from . import server
+    from .lsp import server
 
     if args.tcp:
         try:
@@ -292,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-cases", type=int, default=24, help="edit-replay cases at most")
     b.add_argument("--draft-model", default=None, help="also compare transformers assisted generation with this draft model")
     b.add_argument("--out", default="bench-out", help="directory for the JSON report")
-    b.add_argument("--file", default=None, help="typing: the file to type (default: speclsp/demo_file.py)")
+    b.add_argument("--file", default=None, help="typing: the file to type (default: the demo file)")
     b.add_argument("--cps", type=float, default=8.0, help="typing: characters per second")
     b.add_argument("--line-pause", type=float, default=1.0, help="typing: seconds of pause after each newline")
     b.add_argument("--chars", type=int, default=None, help="typing: keystrokes to replay (default 240)")

@@ -24,7 +24,7 @@ def _isolate_cache() -> None:
     shared read-only through a link, so the default model is not fetched again."""
     import tempfile
 
-    from speclsp import models
+    from speclsp.local import registry as models
 
     real = models.cache_dir() / "models"
     real.mkdir(parents=True, exist_ok=True)
@@ -38,7 +38,7 @@ _isolate_cache()  # before SERVER_ENV copies the environment for server subproce
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2 model + tokenizer on disk (loadable like any local model)."""
-    from speclsp import tiny
+    from speclsp.local import tiny
 
     return tiny.build(tmp_path_factory.mktemp("tiny-model"))
 
@@ -46,13 +46,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
     """The tiny model loaded in float32 on CPU (exact comparisons need fp32)."""
-    from speclsp import model
+    from speclsp.local import model
 
     return model.load(str(tiny_model_dir), device="cpu", dtype="float32", warm_up=False)
 
 
 def default_model_ready() -> bool:
-    from speclsp import models
+    from speclsp.local import registry as models
 
     return models.is_ready(models.converted_dir(models.DEFAULT_MODEL))
 
@@ -60,7 +60,8 @@ def default_model_ready() -> bool:
 @pytest.fixture(scope="session")
 def default_lm():
     """The default model (qwen2.5-coder-0.5b), pulled and converted once into the cache."""
-    from speclsp import model, models
+    from speclsp.local import model
+    from speclsp.local import registry as models
 
     if not default_model_ready() and os.environ.get("SPECLSP_ALLOW_PULL") != "1":
         pytest.skip("default model not cached; run `speclsp models pull qwen2.5-coder-0.5b` (CI does)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from speclsp.controller import (
+from speclsp.drafting.controller import (
     AcceptanceModel,
     CostAwareLookahead,
     CostModel,
@@ -14,7 +14,7 @@ from speclsp.controller import (
     expected_accepted,
     parse_lookahead,
 )
-from speclsp.drafter import Draft
+from speclsp.drafting.drafter import Draft
 
 FLAT = {0: 0.100, 1: 0.101, 8: 0.110, 64: 0.200}  # a GPU-like table: k is almost free
 STEEP = {0: 0.100, 1: 0.200, 8: 0.900, 64: 6.500}  # every drafted token costs a full pass
@@ -184,8 +184,8 @@ def test_step_budget_never_drops_below_the_floor():
 def test_a_spoilt_calibration_is_corrected_by_real_steps():
     """A stalled calibration made drafting look 100x dearer than it is: the controller
     still verifies short drafts now and then, learns the true cost, and drafts again."""
-    from speclsp.controller import CostAwareLookahead
-    from speclsp.drafter import Draft
+    from speclsp.drafting.controller import CostAwareLookahead
+    from speclsp.drafting.drafter import Draft
 
     true_cost = {k: 0.10 + 0.001 * k for k in range(65)}
     spoilt = {0: 0.10, 1: 10.0, 2: 10.0, 4: 10.0, 8: 10.0, 16: 10.0, 32: 10.0, 64: 10.0}

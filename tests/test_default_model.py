@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from speclsp.completer import Completer, CompletionRequest
-from speclsp.controller import FixedLookahead
-from speclsp.drafter import PromptLookupDrafter
-from speclsp.engine import Engine
+from speclsp.completion.completer import Completer, CompletionRequest
+from speclsp.local.backend import LocalBackend
+from speclsp.drafting.controller import FixedLookahead
+from speclsp.drafting.drafter import PromptLookupDrafter
+from speclsp.local.engine import Engine
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def completer(default_lm):
-    return Completer(default_lm)
+    return Completer(LocalBackend(default_lm))
 
 
 def test_add_function_gets_a_body_returning_the_sum(completer):
@@ -26,9 +27,9 @@ def test_add_function_gets_a_body_returning_the_sum(completer):
 def test_repetitive_class_is_continued_from_the_file_with_accepted_drafts(completer):
     from pathlib import Path
 
-    import speclsp
+    from speclsp.data import demo_path
 
-    demo = Path(speclsp.__file__).parent / "demo_file.py"
+    demo = demo_path()
     text = demo.read_text()
     line = text[: text.rindex("    def area(self):")].count("\n")
     comp = completer.complete(CompletionRequest(str(demo), text, line, len("    def area(self):"), max_tokens=48, lookahead="fixed:10"))

@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from speclsp.controller import CostAwareLookahead, CostModel, FixedLookahead
-from speclsp.draft_model import (ConfidenceThreshold, DraftModelDrafter, HybridDrafter, ModelPlan, check_vocab,
+from speclsp.drafting.controller import CostAwareLookahead, CostModel, FixedLookahead
+from speclsp.local.draft_model import (ConfidenceThreshold, DraftModelDrafter, HybridDrafter, ModelPlan, check_vocab,
                                  plan_model_draft)
-from speclsp.drafter import Draft, PromptLookupDrafter
-from speclsp.engine import Engine
-from speclsp.models import ModelError
+from speclsp.drafting.drafter import Draft, PromptLookupDrafter
+from speclsp.local.engine import Engine
+from speclsp.local.registry import ModelError
 
 N_NEW = 24
 
@@ -37,7 +37,7 @@ def _contextual(lm, head_seed: int, like=None, noise: float = 0.0):
     """Untie the head (random, or `like` plus noise) and double the layers' outputs."""
     import torch
 
-    from speclsp.tiny import SPECIAL_TOKENS
+    from speclsp.local.tiny import SPECIAL_TOKENS
 
     m = lm.model
     with torch.no_grad():
@@ -60,7 +60,7 @@ def models(tmp_path_factory):
     gain nothing from threads and lose a lot to a busy machine)."""
     import torch
 
-    from speclsp import model, tiny
+    from speclsp.local import model, tiny
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -192,7 +192,7 @@ def test_threshold_rises_for_a_bad_draft_model_and_falls_for_a_perfect_one(model
 
 
 def test_draft_model_with_another_tokenizer_is_refused(models, tmp_path):
-    from speclsp import model, tiny
+    from speclsp.local import model, tiny
 
     target, _ = models
     other = model.load(str(tiny.build(tmp_path / "other", vocab=300)), device="cpu", dtype="float32", warm_up=False)
@@ -316,19 +316,20 @@ def test_cli_needs_a_draft_model_for_model_drafting(tmp_path):
 
 
 def test_completer_hybrid_completion_equals_greedy(models):
-    from speclsp.completer import Completer, CompletionRequest
+    from speclsp.completion.completer import Completer, CompletionRequest
+    from speclsp.local.backend import LocalBackend
 
     target, drafts = models
-    completer = Completer(target, drafts["close"])
+    completer = Completer(LocalBackend(target, drafts["close"]))
     text = "def get_value(self, key):\n    return self.value\n\ndef get_key(self, value):\n    "
     base = CompletionRequest("a.py", text, 4, 4, max_tokens=16, speculate=False)
     plain = completer.complete(base)
     # At this size the draft model costs as much as the target and the hybrid rightly
     # declines it; pretend it is nearly free so that it drafts.
-    completer.model_drafter.token_s = completer.model_drafter.prefill_token_s = 1e-7
+    completer.backend.model_drafter.token_s = completer.backend.model_drafter.prefill_token_s = 1e-7
     for kind in ("ngram", "model", "hybrid"):
         req = CompletionRequest("a.py", text, 4, 4, max_tokens=16, drafter=kind, lookahead="fixed:8")
         assert completer.complete(req).token_ids == plain.token_ids
-    assert completer.model_drafter.stats.proposals > 0
+    assert completer.backend.model_drafter.stats.proposals > 0
     with pytest.raises(ValueError, match="bad drafter"):
         completer.complete(CompletionRequest("a.py", text, 4, 4, drafter="oracle"))

@@ -13,9 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from speclsp.controller import FixedLookahead, HeuristicLookahead
-from speclsp.drafter import Draft, PromptLookupDrafter
-from speclsp.engine import CancelToken, Engine, accept, common_prefix_len
+from speclsp.drafting.controller import FixedLookahead, HeuristicLookahead
+from speclsp.drafting.drafter import Draft, PromptLookupDrafter
+from speclsp.backend import CancelToken
+from speclsp.drafting.tokens import common_prefix_len
+from speclsp.local.engine import Engine, accept
 
 
 class ScriptedDrafter:
@@ -159,8 +161,10 @@ def test_prompt_lookup_drafts_the_continuation_of_the_longest_match():
        lookahead=st.sampled_from(["auto", "heuristic", "fixed:10", "fixed:64"]), copy=st.booleans())
 def test_workspace_drafter_and_controller_stay_lossless(engine, tiny_lm, prompt, docs, lookahead, copy):
     """Workspace documents that contain the greedy continuation (or not), any policy."""
-    from speclsp.completer import Completer
-    from speclsp.ngram import NgramIndex, WorkspaceDrafter
+    from speclsp.completion.completer import Completer
+    from speclsp.local.backend import LocalBackend
+    from speclsp.drafting.index import NgramIndex
+    from speclsp.drafting.workspace import WorkspaceDrafter
 
     n = 24
     expected = greedy(engine, prompt, n)
@@ -170,7 +174,7 @@ def test_workspace_drafter_and_controller_stay_lossless(engine, tiny_lm, prompt,
     if copy:  # a document that already holds what the model will write
         index.open_ids("copy", list(prompt) + expected, "document")
     drafter = WorkspaceDrafter(index)
-    policy = Completer(tiny_lm).policy_for(lookahead)
+    policy = Completer(LocalBackend(tiny_lm)).policy_for(lookahead)
     engine.reset()
     got = engine.generate(prompt, max_new_tokens=n, drafter=drafter, policy=policy)
     assert got.token_ids == expected

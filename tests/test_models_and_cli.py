@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from speclsp import models
+from speclsp.local import registry as models
 
 
 def make_wheel(path: Path, member: str, data: bytes) -> Path:

@@ -8,8 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from speclsp.drafter import MAX_DRAFT
-from speclsp.ngram import LEVELS, NgramIndex, WorkspaceDrafter, WorkspaceIndexes, make_tokenize
+from speclsp.drafting.drafter import MAX_DRAFT
+from speclsp.drafting.folders import Folders, WorkspaceIndexes
+from speclsp.drafting.index import LEVELS, NgramIndex
+from speclsp.drafting.tokens import make_tokenize
+from speclsp.drafting.workspace import WorkspaceDrafter
 
 # Text made of code-like pieces, whitespace runs, CRLF, multi-byte characters: the places
 # where byte-level BPE boundaries are delicate.
@@ -28,7 +31,7 @@ def tiny_tokenize(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def qwen_tokenize():
-    from speclsp import models
+    from speclsp.local import registry as models
 
     path = models.converted_dir(models.DEFAULT_MODEL)
     if not (path / "tokenizer.json").exists():
@@ -308,12 +311,15 @@ def test_memory_is_reported_per_token(tiny_tokenize):
 
 
 def test_each_workspace_folder_gets_its_own_index_and_others_the_default(tiny_tokenize):
-    w = WorkspaceIndexes(tiny_tokenize, ["file:///p/a", "file:///p/a/sub/"])
+    folders = Folders(["file:///p/a", "file:///p/a/sub/"])
+    w = WorkspaceIndexes(folders, tiny_tokenize)
     assert w.index_for("file:///p/a/x.py") is not w.default
     assert w.index_for("file:///p/a/sub/y.py") is not w.index_for("file:///p/a/x.py")
     assert w.index_for("file:///p/ab/z.py") is w.default
     w.open("file:///p/ab/z.py", "x = 1\n")
-    w.set_folders(["file:///p/a", "file:///p/ab"])
+    folders.remove("file:///p/a/sub")
+    folders.add("file:///p/ab")
+    w.folders_changed()
     assert "file:///p/ab/z.py" in w.index_for("file:///p/ab/z.py")
     assert "file:///p/ab/z.py" not in w.default
     d = w.drafter_for("file:///p/ab/z.py", cursor=0)

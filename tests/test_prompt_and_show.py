@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from speclsp.context import FimTokens, OpenDocument, PromptBudget, build_prompt, split_at
-from speclsp.postprocess import ShowRules
+from speclsp.completion.context import FimTokens, OpenDocument, PromptBudget, build_prompt, split_at
+from speclsp.completion.postprocess import ShowRules
 
 
 def fake_encode(text: str) -> list[int]:

@@ -55,11 +55,12 @@ def close_documents(request):
 
 def expected_completion(tiny_lm, text: str, max_tokens: int = 24, others=()) -> str:
     """What the in-process pipeline suggests at the end of `text`."""
-    from speclsp.completer import Completer, CompletionRequest
+    from speclsp.completion.completer import Completer, CompletionRequest
+    from speclsp.local.backend import LocalBackend
 
     lines = text.split("\n")
     req = CompletionRequest("doc.py", text, len(lines) - 1, len(lines[-1]), other_documents=others, max_tokens=max_tokens)
-    return Completer(tiny_lm).complete(req).text
+    return Completer(LocalBackend(tiny_lm)).complete(req).text
 
 
 def new_uri(editor, name: str) -> str:

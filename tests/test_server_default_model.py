@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-import speclsp
+from speclsp.data import demo_text
 from conftest import default_model_ready, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="function")]
 
 # The demo file ends with `def area(self):` of a Square; the cursor goes into its body.
-SOURCE = (Path(speclsp.__file__).parent / "demo_file.py").read_text() + "        return "
+SOURCE = demo_text() + "        return "
 
 
 async def test_default_model_completes_real_code(tmp_path):

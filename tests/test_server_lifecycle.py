@@ -191,11 +191,12 @@ async def test_draft_model_option_loads_it_and_completions_stay_lossless(start_s
     """`draftModel` (the tiny model drafting for itself) loads beside the model, the hybrid
     drafter is in use, and the suggestion is exactly what greedy decoding gives. (Which
     drafter wins a step is the hybrid's cost decision, tested in test_draft_model.py.)"""
-    from speclsp.completer import Completer, CompletionRequest
+    from speclsp.completion.completer import Completer, CompletionRequest
+    from speclsp.local.backend import LocalBackend
 
     text = "def get_value(self, items):\n    for key in path:\n        key = key + "
     lines = text.split("\n")
-    want = Completer(tiny_lm).complete(CompletionRequest("doc.py", text, len(lines) - 1, len(lines[-1]),
+    want = Completer(LocalBackend(tiny_lm)).complete(CompletionRequest("doc.py", text, len(lines) - 1, len(lines[-1]),
                                                          max_tokens=24, speculate=False)).text
     async with start_server("vscode", {"draftModel": str(tiny_model_dir), "maxTokens": 24}) as ed:
         await ed.wait_ready()

@@ -24,16 +24,15 @@ controller does). Prints a Markdown table and writes `draft.json` under `--out`.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-from ..completer import Completer
-from ..context import PromptBudget
-from .engine import Case, Run, _agreement, _fmt, _summarise, _threads, cases, history_cases, run_hf
+from ..completion.completer import Completer
+from ..completion.context import PromptBudget
+from .engine import Case, Run, cases, history_cases, run_hf
+from .report import agreement, fmt, summarise, threads, write_report
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +60,10 @@ def assistant_schedule(draft_lm) -> dict:
 
 def run_one(completer: Completer, system: str, case: Case, prompt_ids, max_new: int, stop_text=None) -> tuple[Run, dict]:
     """One system on one prompt from a cold cache; (run, draft-model figures)."""
-    dm = completer.model_drafter
+    dm = completer.backend.model_drafter
     if system == "hf-assisted":
-        return run_hf(completer.lm, prompt_ids, max_new, assistant_model=dm.lm.model), {}
-    engine = completer.engine
+        return run_hf(completer.backend.lm, prompt_ids, max_new, assistant_model=dm.lm.model), {}
+    engine = completer.backend.engine
     engine.reset()
     if system == "greedy":
         r = engine.generate(prompt_ids, max_new_tokens=max_new, stop_text=stop_text)
@@ -76,7 +75,8 @@ def run_one(completer: Completer, system: str, case: Case, prompt_ids, max_new: 
             drafter = dm
         else:
             ngram = completer.drafter_for(case.request(max_new))
-            drafter = completer.speculation_drafter(ngram, {"dm": "model", "ws": "ngram", "hybrid": "hybrid"}[kind], policy)
+            drafter = completer.backend.speculation_drafter(ngram, {"dm": "model", "ws": "ngram", "hybrid": "hybrid"}[kind],
+                                                            policy, None)
         dm.reset()
         before = dm.stats.to_dict()
         r = engine.generate(prompt_ids, max_new_tokens=max_new, drafter=drafter, policy=policy, stop_text=stop_text)
@@ -95,19 +95,16 @@ def run_one(completer: Completer, system: str, case: Case, prompt_ids, max_new: 
 def main(args) -> dict:
     from tqdm import tqdm
 
-    from .. import model as model_mod
+    from ..completion.loader import Choice, load_completer
 
     quick = getattr(args, "quick", False)
     max_new = 32 if quick else getattr(args, "max_tokens", 96)
     say = lambda m: print(f"speclsp: {m}", file=sys.stderr)  # noqa: E731
-    device, dtype = getattr(args, "device", None), getattr(args, "dtype", None)
     target = getattr(args, "model", None) or DEFAULT_TARGET
     draft = getattr(args, "draft_model", None) or DEFAULT_DRAFT
-    lm = model_mod.load(target, device=device, dtype=dtype, progress=say)
-    dlm = model_mod.load(draft, device=device, dtype=dtype, progress=say)
-    completer = Completer(lm, dlm)  # checks that the tokenizers agree
-    completer.auto_policy()  # calibrate before timing anything
-    dm = completer.model_drafter
+    # The backend checks that the tokenizers agree; calibrate before timing anything.
+    completer = load_completer(Choice.of(args, model=target, draft_model=draft), progress=say, calibrate=True)
+    dm = completer.backend.model_drafter
     say(f"draft model: {dm.token_s * 1e3:.0f} ms per draft token, {dm.prefill_token_s * 1e3:.1f} ms per catch-up token; "
         f"target verify cost(0) {completer.auto_policy().costs.cost(0) * 1e3:.0f} ms")
     all_cases = [c for c in cases(False) if c.kind == "novel"][: 2 if quick else 3]
@@ -143,21 +140,19 @@ def main(args) -> dict:
                     "drafted": r.drafted, "accepted": r.accepted,
                     "acceptance": (r.accepted / r.drafted) if r.drafted else None,
                     "accepted_per_forward": (r.accepted / r.forwards) if r.accepted is not None and r.forwards else None,
-                    "identical": r.ids == base.ids, "agreement": _agreement(r.ids, base.ids),
+                    "identical": r.ids == base.ids, "agreement": agreement(r.ids, base.ids),
                     "quality": None, "steps": r.steps, "draft_model": extra or None,
                 })
+    lm, dlm = completer.backend.lm, dm.lm
     report = {"model": lm.name, "draft_model": dlm.name, "device": str(lm.device),
               "dtype": str(lm.dtype).removeprefix("torch."), "max_new_tokens": max_new, "repeats": 1,
-              "threads": _threads(), "prompt_budget": budget.max_prompt_tokens,
+              "threads": threads(), "prompt_budget": budget.max_prompt_tokens,
               "draft_token_ms": round(dm.token_s * 1e3, 2), "draft_catchup_token_ms": round(dm.prefill_token_s * 1e3, 3),
               "verify_costs_ms": {k: round(completer.auto_policy().costs.cost(k) * 1e3, 1) for k in (0, 1, 4, 8, 16)},
-              "hf_assisted_schedule": assistant_schedule(dlm), "rows": rows, "summary": _summarise(rows),
+              "hf_assisted_schedule": assistant_schedule(dlm), "rows": rows, "summary": summarise(rows),
               "wall_s": round(time.perf_counter() - t0, 1)}
     print(render(report))
-    out = Path(getattr(args, "out", "bench-out"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "draft.json").write_text(json.dumps(report, indent=2))
-    print(f"\nreport: {out / 'draft.json'}", file=sys.stderr)
+    write_report(getattr(args, "out", "bench-out"), "draft", report)
     return report
 
 
@@ -173,8 +168,8 @@ def render(report) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for kind, per in report["summary"].items():
         for system, x in per.items():
-            lines.append(f"| {kind} | {system} | {x['tokens_per_s']:.2f} | {_fmt(x['accepted_per_forward'])} | "
-                         f"{_fmt(x['forwards_per_token'])} | {_fmt(x['acceptance'])} | {_fmt(x['vs_greedy'])}x | "
+            lines.append(f"| {kind} | {system} | {x['tokens_per_s']:.2f} | {fmt(x['accepted_per_forward'])} | "
+                         f"{fmt(x['forwards_per_token'])} | {fmt(x['acceptance'])} | {fmt(x['vs_greedy'])}x | "
                          f"{x['identical']}/{x['cases']} |")
     lines += ["", "| case | system | prompt | tokens | s | forwards | accepted/drafted | draft model: fwd, s, choices | identical |",
               "|---|---|---:|---:|---:|---:|---:|---|---:|"]

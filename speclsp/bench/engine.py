@@ -20,7 +20,6 @@ characters (prefix reuse) against the same request cold. Prints Markdown tables,
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import sysconfig
@@ -28,10 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..completer import Completer, CompletionRequest
-from ..context import OpenDocument
-from ..controller import parse_lookahead
-from ..drafter import PromptLookupDrafter
+from ..completion.completer import Completer, CompletionRequest
+from ..completion.context import OpenDocument
+from ..drafting.drafter import PromptLookupDrafter
+from .report import agreement, fmt, ratio, summarise, threads, write_report
 
 SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto")
 
@@ -71,7 +70,9 @@ def _cursor_at_def(path: Path, nth_from_end: int = 1) -> Case | None:
 
 
 def cases(quick: bool) -> list[Case]:
-    demo = Path(__file__).resolve().parent.parent / "demo_file.py"
+    from ..data import demo_path
+
+    demo = demo_path()
     text = demo.read_text()
     i = text[: text.rindex("    def area(self):")].count("\n")
     out = [Case("edit:demo_file.py", "edit", str(demo), text, i, len("    def area(self):"))]
@@ -143,12 +144,12 @@ def run_system(completer: Completer, system: str, req: CompletionRequest, prompt
                assistant=None) -> Run:
     """Run one system on one prompt, from a cold cache (every system pays the same prefill)."""
     if system == "hf-lookup":
-        return run_hf(completer.lm, prompt_ids, max_new, prompt_lookup_num_tokens=10)
+        return run_hf(completer.backend.lm, prompt_ids, max_new, prompt_lookup_num_tokens=10)
     if system == "hf-assisted":
         # transformers' assisted generation with its defaults (5.23: 20 draft tokens,
         # constant schedule, drafting stops below confidence 0.4).
-        return run_hf(completer.lm, prompt_ids, max_new, assistant_model=assistant.model)
-    engine = completer.engine
+        return run_hf(completer.backend.lm, prompt_ids, max_new, assistant_model=assistant.model)
+    engine = completer.backend.engine
     engine.reset()
     if system == "greedy":
         r = engine.generate(prompt_ids, max_new_tokens=max_new, stop_text=stop_text)
@@ -201,7 +202,7 @@ def measure(completer: Completer, all_cases: list[Case], systems: tuple[str, ...
                     "acceptance": (r.accepted / r.drafted) if r.drafted else None,
                     "accepted_per_forward": (r.accepted / r.forwards) if r.accepted is not None and r.forwards else None,
                     "identical": r.ids == base.ids,
-                    "agreement": _agreement(r.ids, base.ids),
+                    "agreement": agreement(r.ids, base.ids),
                     "quality": quality,
                     "steps": r.steps,
                 })
@@ -210,7 +211,7 @@ def measure(completer: Completer, all_cases: list[Case], systems: tuple[str, ...
 
 def prefix_reuse(completer: Completer, case: Case, repeats: int = 3) -> dict:
     """TTFT of a request extending the previous one by a few characters, warm vs cold."""
-    engine = completer.engine
+    engine = completer.backend.engine
     req = CompletionRequest(case.path, case.text, case.line, case.character, max_tokens=1)
     p1, _ = completer.prompt_for(req)
     typed = case.text.split("\n")
@@ -229,80 +230,30 @@ def prefix_reuse(completer: Completer, case: Case, repeats: int = 3) -> dict:
         cold.append(engine.generate(p2.ids, max_new_tokens=1).stats.ttft_ms)
     return {"case": case.name, "prompt_tokens": len(p2.ids), "reused_tokens": reused,
             "cold_ttft_ms": statistics.median(cold), "warm_ttft_ms": statistics.median(warm),
-            "speedup": _ratio(statistics.median(cold), statistics.median(warm))}
-
-
-def _fmt(x, nd=2):
-    return "–" if x is None else f"{x:.{nd}f}"
+            "speedup": ratio(statistics.median(cold), statistics.median(warm))}
 
 
 def main(args) -> dict:
-    from .. import model as model_mod
+    from ..completion.loader import Choice, load_completer
 
     quick = getattr(args, "quick", False)
     max_new = 48 if quick else getattr(args, "max_tokens", 96)
     repeats = max(1, getattr(args, "repeats", 1))
-    lm = model_mod.load(getattr(args, "model", None), device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
-                        progress=lambda m: print(f"speclsp: {m}", file=sys.stderr))
-    completer = Completer(lm)
-    completer.auto_policy()  # calibrate before timing anything
+    completer = load_completer(Choice.of(args, draft_model=""), progress=lambda m: print(f"speclsp: {m}", file=sys.stderr),
+                               calibrate=True)  # calibrate before timing anything
+    lm = completer.backend.lm
     all_cases = cases(quick)
     if getattr(args, "repo", None):
         all_cases = [c for c in all_cases if c.kind != "edit"] + history_cases(
             args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24))
     rows = measure(completer, all_cases, SYSTEMS, max_new, repeats, desc="bench engine")
-    summary = _summarise(rows)
+    summary = summarise(rows)
     reuse = [prefix_reuse(completer, c) for c in all_cases if c.kind != "novel"][:2]
     report = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
-              "max_new_tokens": max_new, "repeats": repeats, "threads": _threads(), "rows": rows, "summary": summary, "prefix_reuse": reuse}
+              "max_new_tokens": max_new, "repeats": repeats, "threads": threads(), "rows": rows, "summary": summary, "prefix_reuse": reuse}
     print(render(report))
-    out = Path(getattr(args, "out", "bench-out"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.json").write_text(json.dumps(report, indent=2))
-    print(f"\nreport: {out / 'engine.json'}", file=sys.stderr)
+    write_report(getattr(args, "out", "bench-out"), "engine", report)
     return report
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def _agreement(ids, base):
-    """Fraction of greedy's tokens reproduced before the first difference."""
-    n = 0
-    while n < min(len(ids), len(base)) and ids[n] == base[n]:
-        n += 1
-    return n / len(base) if base else 1.0
-
-
-def _ratio(a, b):
-    return a / b if b else None
-
-
-def _summarise(rows):
-    """Per (kind, system): total tokens / total seconds, and speedups on that basis."""
-    out = {}
-    for kind in sorted({r["kind"] for r in rows}):
-        per = {}
-        for system in dict.fromkeys(r["system"] for r in rows):
-            rs = [r for r in rows if r["kind"] == kind and r["system"] == system]
-            toks, secs, fw = sum(r["tokens"] for r in rs), sum(r["seconds"] for r in rs), sum(r["forwards"] for r in rs)
-            dr = sum(r["drafted"] or 0 for r in rs)
-            ac = sum(r["accepted"] or 0 for r in rs)
-            per[system] = {"tokens_per_s": toks / secs if secs else 0.0, "forwards_per_token": fw / toks if toks else None,
-                           "accepted_per_forward": ac / fw if fw and not system.startswith(("greedy", "hf-")) else None,
-                           "acceptance": ac / dr if dr else None, "identical": sum(r["identical"] for r in rs), "cases": len(rs)}
-            qs = [r["quality"] for r in rs if r["quality"]]
-            if qs:
-                per[system]["exact_chars"] = sum(q["exact_chars"] for q in qs) / len(qs)
-                per[system]["exact_lines"] = sum(q["exact_lines"] for q in qs) / sum(q["expected_lines"] for q in qs)
-        for system in per:
-            per[system]["vs_greedy"] = _ratio(per[system]["tokens_per_s"], per["greedy"]["tokens_per_s"])
-            per[system]["vs_hf_lookup"] = _ratio(per[system]["tokens_per_s"], per.get("hf-lookup", {}).get("tokens_per_s"))
-        out[kind] = per
-    return out
 
 
 def render(report) -> str:
@@ -312,9 +263,9 @@ def render(report) -> str:
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind, per in report["summary"].items():
         for system, s in per.items():
-            lines.append(f"| {kind} | {system} | {s['tokens_per_s']:.1f} | {_fmt(s['accepted_per_forward'])} | "
-                         f"{_fmt(s['forwards_per_token'])} | {_fmt(s['acceptance'])} | {_fmt(s['vs_greedy'])}x | "
-                         f"{_fmt(s['vs_hf_lookup'])}x | {s['identical']}/{s['cases']} |")
+            lines.append(f"| {kind} | {system} | {s['tokens_per_s']:.1f} | {fmt(s['accepted_per_forward'])} | "
+                         f"{fmt(s['forwards_per_token'])} | {fmt(s['acceptance'])} | {fmt(s['vs_greedy'])}x | "
+                         f"{fmt(s['vs_hf_lookup'])}x | {s['identical']}/{s['cases']} |")
     for kind, per in report["summary"].items():
         if "exact_chars" in per["greedy"]:
             g = per["greedy"]
@@ -329,5 +280,5 @@ def render(report) -> str:
         lines += ["", "| prefix reuse: case | prompt tokens | reused | cold TTFT ms | warm TTFT ms | speedup |", "|---|---:|---:|---:|---:|---:|"]
         for p in report["prefix_reuse"]:
             lines.append(f"| {p['case']} | {p['prompt_tokens']} | {p['reused_tokens']} | {p['cold_ttft_ms']:.0f} | "
-                         f"{p['warm_ttft_ms']:.0f} | {_fmt(p['speedup'], 1)}x |")
+                         f"{p['warm_ttft_ms']:.0f} | {fmt(p['speedup'], 1)}x |")
     return "\n".join(lines)

@@ -30,21 +30,23 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from ..ngram import NgramIndex, WorkspaceDrafter, make_tokenize
+from ..drafting.index import NgramIndex
+from ..drafting.tokens import make_tokenize
+from ..drafting.workspace import WorkspaceDrafter
 
 
 def load_tokenizer() -> tuple[Any, str]:
     """The default model's tokenizer if cached, else the tiny test tokenizer (built now)."""
     from transformers import AutoTokenizer
 
-    from .. import models
+    from ..local import registry as models
 
     path = models.converted_dir(models.DEFAULT_MODEL)
     if (path / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(str(path)), models.DEFAULT_MODEL
     import tempfile
 
-    from .. import tiny
+    from ..local import tiny
 
     out = tiny.build(Path(tempfile.mkdtemp(prefix="speclsp-tiny-")))
     return AutoTokenizer.from_pretrained(str(out)), "tiny"

@@ -30,8 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..completer import Completer
-from .engine import _fmt, _summarise, _threads, cases, history_cases, measure, render
+from .engine import cases, history_cases, measure, render
+from .report import fmt, percentile, summarise, threads, write_report
 
 ENGINE_SYSTEMS = ("greedy", "hf-lookup", "ws:fixed:10", "ws:heuristic", "ws:auto")
 
@@ -44,14 +44,6 @@ def _default_repo() -> str | None:
         return None
 
 
-def _percentile(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    i = min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))
-    return xs[i]
-
-
 def latency_table(rows: list[dict]) -> list[dict]:
     """p50/p95 of time to first token and to the final token, per workload and system."""
     out = []
@@ -61,8 +53,8 @@ def latency_table(rows: list[dict]) -> list[dict]:
             ttft = [r["ttft_s"] * 1e3 for r in rs if r["ttft_s"] is not None]
             final = [r["seconds"] * 1e3 for r in rs]
             out.append({"kind": kind, "system": system,
-                        "ttft_p50_ms": _percentile(ttft, 0.5), "ttft_p95_ms": _percentile(ttft, 0.95),
-                        "final_p50_ms": _percentile(final, 0.5), "final_p95_ms": _percentile(final, 0.95)})
+                        "ttft_p50_ms": percentile(ttft, 0.5), "ttft_p95_ms": percentile(ttft, 0.95),
+                        "final_p50_ms": percentile(final, 0.5), "final_p95_ms": percentile(final, 0.95)})
     return out
 
 
@@ -152,8 +144,8 @@ def render_suite(report: dict) -> str:
     lines = [render(report), "", "| workload | system | TTFT p50 ms | TTFT p95 ms | final p50 ms | final p95 ms |",
              "|---|---|---:|---:|---:|---:|"]
     for r in report["latency"]:
-        lines.append(f"| {r['kind']} | {r['system']} | {_fmt(r['ttft_p50_ms'], 0)} | {_fmt(r['ttft_p95_ms'], 0)} | "
-                     f"{_fmt(r['final_p50_ms'], 0)} | {_fmt(r['final_p95_ms'], 0)} |")
+        lines.append(f"| {r['kind']} | {r['system']} | {fmt(r['ttft_p50_ms'], 0)} | {fmt(r['ttft_p95_ms'], 0)} | "
+                     f"{fmt(r['final_p50_ms'], 0)} | {fmt(r['final_p95_ms'], 0)} |")
     t = report.get("typing")
     if t:
         lines += ["", t["markdown"]]
@@ -172,21 +164,19 @@ def run_typing(args, quick: bool) -> dict | None:
 
 
 def main(args) -> dict:
-    from .. import model as model_mod
+    from ..completion.loader import Choice, load_completer
 
     quick = getattr(args, "quick", False)
     max_new = 32 if quick else getattr(args, "max_tokens", 96)
     say = lambda m: print(f"speclsp: {m}", file=sys.stderr)  # noqa: E731
     t0 = time.perf_counter()
-    lm = model_mod.load(getattr(args, "model", None), device=getattr(args, "device", None),
-                        dtype=getattr(args, "dtype", None), progress=say)
-    completer = Completer(lm)
-    completer.auto_policy()  # calibrate before timing anything
+    # With --draft-model, transformers' assisted generation joins as a system.
+    completer = load_completer(Choice.of(args), progress=say, calibrate=True)  # calibrate before timing anything
+    lm = completer.backend.lm
     assistant = None
     systems = ENGINE_SYSTEMS
-    if getattr(args, "draft_model", None):
-        assistant = model_mod.load(args.draft_model, device=getattr(args, "device", None),
-                                   dtype=getattr(args, "dtype", None), progress=say)
+    if completer.backend.model_drafter is not None:
+        assistant = completer.backend.model_drafter.lm
         systems = ("greedy", "hf-lookup", "hf-assisted", *ENGINE_SYSTEMS[2:])
     repo = getattr(args, "repo", None) or _default_repo()
     all_cases = []
@@ -199,8 +189,8 @@ def main(args) -> dict:
     rows = measure(completer, all_cases, systems, max_new, max(1, getattr(args, "repeats", 1)), assistant, desc="bench")
     report = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
               "draft_model": getattr(args, "draft_model", None), "repo": repo, "max_new_tokens": max_new,
-              "repeats": max(1, getattr(args, "repeats", 1)), "threads": _threads(), "rows": rows,
-              "summary": _summarise(rows), "latency": latency_table(rows), "acceptance_by_k": acceptance_by_k(rows),
+              "repeats": max(1, getattr(args, "repeats", 1)), "threads": threads(), "rows": rows,
+              "summary": summarise(rows), "latency": latency_table(rows), "acceptance_by_k": acceptance_by_k(rows),
               "prefix_reuse": []}
     del completer, assistant  # free the model before the server starts its own
     report["typing"] = run_typing(args, quick)
@@ -210,8 +200,7 @@ def main(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = plot(report, out)
     text = render_suite(report)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(text + "\n")
     print(text)
-    print(f"\nreport: {out / 'report.md'}, {out / 'report.json'}, plots: {', '.join(report['plots'])}", file=sys.stderr)
+    write_report(out, "report", report, text)
+    print(f"plots: {', '.join(report['plots'])}", file=sys.stderr)
     return report

@@ -32,7 +32,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "demo_file.py"
 
 
 @dataclass
@@ -280,7 +279,9 @@ def _server_cmd(args) -> list[str]:
 
 
 def run(args) -> dict[str, Any]:
-    path = Path(getattr(args, "file", None) or DEFAULT_FILE)
+    from ..data import demo_path
+
+    path = Path(getattr(args, "file", None) or demo_path())
     text = path.read_text().replace("\r\n", "\n")
     n_keys = getattr(args, "chars", None) or 240
     start = getattr(args, "start", None)

@@ -85,7 +85,7 @@ def streaming_model(tmp_path_factory) -> Path:
     """A random model big enough (~40M parameters, ~20 ms a token here) that a 16-token
     suggestion takes long enough to watch it grow, with the first seed whose text at the
     test's cursor is printable."""
-    from speclsp import tiny
+    from speclsp.local import tiny
 
     root = tmp_path_factory.mktemp("e2e-model")
     for seed in (5, 6, 7, 8, 9, 10):
@@ -111,7 +111,7 @@ def test_ghost_text_streams_and_is_accepted_in_vscode(vsix, streaming_model):
 
 @pytest.mark.slow
 def test_ghost_text_from_the_default_model_in_vscode(vsix):
-    from speclsp import models
+    from speclsp.local import registry as models
 
     if not models.is_ready(models.converted_dir(models.DEFAULT_MODEL)):
         msg = "default model not cached: run `speclsp models pull qwen2.5-coder-0.5b` (scripts/test.sh does)"

@@ -21,89 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-from .controller import FixedLookahead, LookaheadPolicy
-from .drafter import MAX_DRAFT, Drafter, NullDrafter
+from ..backend import CancelToken, GenerationResult, GenerationStats, Step
+from ..drafting.controller import FixedLookahead, LookaheadPolicy
+from ..drafting.drafter import MAX_DRAFT, Drafter, NullDrafter
 from .model import KVState, LoadedModel
 
 log = logging.getLogger(__name__)
-
-PREFILL_CHUNK = 256  # tokens per prefill forward; cancellation is checked between chunks
-
-
-class CancelToken:
-    """Set by whoever no longer wants the result; checked by the engine between steps."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    reused_tokens: int = 0  # prompt tokens whose KV came from the previous request
-    new_tokens: int = 0  # generated tokens
-    forwards: int = 0  # forward passes after prefill (one per step)
-    prefill_forwards: int = 0
-    drafted: int = 0  # drafted tokens sent to verification
-    accepted: int = 0  # drafted tokens kept
-    prefill_ms: float = 0.0
-    ttft_ms: float = 0.0  # request start -> first generated token
-    total_ms: float = 0.0
-    tokens_per_s: float = 0.0  # new tokens / decode time (after the first token)
-    stop_reason: str = ""  # "eos", "max_tokens", "deadline", "cancelled", "stop_text"
-    lookahead: str = ""
-    device: str = ""
-    dtype: str = ""
-    model: str = ""
-    draft_sources: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def acceptance(self) -> float:
-        return self.accepted / self.drafted if self.drafted else 0.0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["acceptance"] = round(self.acceptance, 4)
-        for key in ("prefill_ms", "ttft_ms", "total_ms", "tokens_per_s"):
-            d[key] = round(d[key], 2)
-        return d
-
-
-@dataclass(frozen=True)
-class Step:
-    """One verify pass: what was drafted, how much was kept, what it cost."""
-
-    k: int
-    accepted: int
-    seconds: float
-    source: str
-    match_len: int
-
-
-@dataclass
-class GenerationResult:
-    token_ids: list[int]
-    text: str
-    stats: GenerationStats
-    steps: list[Step]
-
-
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def accept(draft: Sequence[int], picks: Sequence[int]) -> list[int]:
@@ -131,21 +56,12 @@ class Engine:
         cache is then exactly `prompt_ids`. Returns -1 as first token if cancelled.
         """
         lm, kv = self.lm, self.kv
-        keep = min(common_prefix_len(kv.ids, prompt_ids), len(prompt_ids) - 1)
-        lm.crop(kv, keep)
-        forwards = 0
-        pos = keep
-        # Feed everything but the last token in chunks, logits unused.
-        while pos < len(prompt_ids) - 1:
-            if cancel is not None and cancel.cancelled:
-                return -1, keep, forwards
-            end = min(pos + PREFILL_CHUNK, len(prompt_ids) - 1)
-            lm.forward(kv, prompt_ids[pos:end], last_only=True)
-            forwards += 1
-            pos = end
+        fed = lm.prefill(kv, prompt_ids[:-1], cancel)
+        if fed is None:
+            return -1, 0, 0
+        reused, forwards = fed
         logits = lm.forward(kv, prompt_ids[-1:], last_only=True)
-        forwards += 1
-        return lm.greedy(logits)[-1], keep, forwards
+        return lm.greedy(logits)[-1], reused, forwards + 1
 
     def verify(self, pending: int, draft: Sequence[int]) -> list[int]:
         """One forward over [pending] + draft -> the model's greedy pick after each: [1 + k]."""

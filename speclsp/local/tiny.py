@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .models import READY_MARKER
+from .registry import READY_MARKER
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",

@@ -1,14 +1,16 @@
 """The model worker: one thread runs every model call, the latest job per key wins.
 
 The model can only do one thing at a time, and a completion for a document is worthless
-once the user has typed on. Jobs are submitted with a key (the document URI, or "model"
-for loading); submitting a job cancels the previous job with the same key, dropping it
-if it has not started and setting its CancelToken if it is running (the engine checks the
-token between decode steps). Jobs with different keys run first come, first served.
+once the user has typed on. Jobs are submitted with a key (`document_key(uri)`, or
+`MODEL_KEY` for loading: the two kinds can never collide, whatever a URI says);
+submitting a job cancels the previous job with the same key, dropping it if it has not
+started and setting its CancelToken if it is running (the backend checks the token
+between decode steps). Jobs with different keys run first come, first served.
 
-Results come back as `concurrent.futures.Future`s, which asyncio code awaits with
-`asyncio.wrap_future`. The debounce lives in the caller (see session.py), because it
-depends on when the *next* request arrives, which only the event loop knows.
+Results come back as `concurrent.futures.Future`s; the caller adds a done callback that
+hands the result to its event loop with `call_soon_threadsafe`. The debounce lives in the
+caller (see session.py), because it depends on when the *next* request arrives, which only
+the event loop knows. `CancelToken` is the backend seam's (`speclsp.backend`), re-exported.
 """
 
 from __future__ import annotations
@@ -17,16 +19,25 @@ import logging
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
-from .engine import CancelToken
+from ..backend import CancelToken
+
+__all__ = ["CancelToken", "ModelWorker", "MODEL_KEY", "document_key"]
 
 log = logging.getLogger(__name__)
+
+MODEL_KEY: Hashable = ("model",)  # loading the model
+
+
+def document_key(uri: str) -> Hashable:
+    """The key of a document's generation job."""
+    return ("document", uri)
 
 
 @dataclass
 class _Job:
-    key: str
+    key: Hashable
     run: Callable[[CancelToken], Any]
     cancel: CancelToken
     future: Future = field(default_factory=Future)
@@ -37,7 +48,7 @@ class ModelWorker:
 
     def __init__(self, name: str = "speclsp-model"):
         self._cv = threading.Condition()
-        self._pending: dict[str, _Job] = {}  # insertion order: first come, first served
+        self._pending: dict[Hashable, _Job] = {}  # insertion order: first come, first served
         self._running: _Job | None = None
         self._stopped = False
         self.superseded = 0  # jobs dropped or cancelled because a newer one came for their key
@@ -45,7 +56,7 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, key: str, run: Callable[[CancelToken], Any], cancel: CancelToken | None = None) -> Future:
+    def submit(self, key: Hashable, run: Callable[[CancelToken], Any], cancel: CancelToken | None = None) -> Future:
         """Queue `run(cancel)`; any older job for `key` is dropped or cancelled."""
         job = _Job(key, run, cancel or CancelToken())
         with self._cv:
@@ -58,12 +69,12 @@ class ModelWorker:
             self._cv.notify()
         return job.future
 
-    def cancel(self, key: str) -> bool:
+    def cancel(self, key: Hashable) -> bool:
         """Drop the pending job for `key` and cancel the running one; True if there was one."""
         with self._cv:
             return self._cancel_locked(key)
 
-    def _cancel_locked(self, key: str) -> bool:
+    def _cancel_locked(self, key: Hashable) -> bool:
         found = False
         old = self._pending.pop(key, None)
         if old is not None:

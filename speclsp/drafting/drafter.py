@@ -8,7 +8,7 @@ speed. Drafters import no torch: they work on plain token ids.
 This module holds the interface and the simplest drafter, prompt lookup: the longest
 suffix of the current sequence that also occurs earlier in the sequence itself (the
 prompt, which includes the text after the cursor, plus what was generated so far).
-The workspace drafter lives in `ngram.py`.
+The workspace drafter lives in `workspace.py`.
 """
 
 from __future__ import annotations
@@ -118,3 +118,14 @@ class PromptLookupDrafter:
         for j in range(best_pos, best_pos + max_tokens):
             out.append(seq[j] if j < end else out[j - end])
         return Draft(tokens=tuple(out), source=self.source, match_len=best_len)
+
+
+DRAFTERS = ("ngram", "model", "hybrid")  # n-grams only; a draft model only; per step the better
+
+
+def parse_drafter(spec: str) -> str:
+    """A drafter kind from its name, or ValueError saying which names there are."""
+    spec = spec.strip().lower()
+    if spec not in DRAFTERS:
+        raise ValueError(f"bad drafter {spec!r}: expected one of {', '.join(DRAFTERS)}")
+    return spec

@@ -16,9 +16,10 @@ and a plain prefix otherwise. Budgets are in tokens.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 CHARS_PER_TOKEN = 3  # generous estimate used before tokenizing, so we tokenize little
 PREFIX_LINE_STEP = 16  # the prefix starts on a multiple of this many lines (cache-friendly)
@@ -172,3 +173,45 @@ def build_prompt(
     else:
         ids = ctx_ids + prefix_ids
     return Prompt(tuple(ids), prefix, suffix, tuple(suffix_ids), len(ctx_ids), tuple(names))
+
+
+# --- what the server hands to the prompt builder ----------------------------------------
+
+MAX_OTHER_DOCUMENTS = 16  # most recently edited documents offered as prompt context
+MAX_OTHER_CHARS = 2_000_000  # and at most this much of their text (snippet search scans it all)
+
+
+def prompt_window(text: str, starts: Sequence[int], offset: int, budget_tokens: int) -> tuple[int, int]:
+    """The slice [start, end) of `text` that the prompt for a cursor at `offset` can use.
+
+    Building a prompt tokenizes what it is given, so a 1 MB document (or one long line)
+    must not be handed over whole. The slice starts on a line that is a multiple of
+    PREFIX_LINE_STEP and holds at least twice the characters the prefix budget can take and
+    the 12 lines before the cursor, so `build_prompt` chooses exactly the prompt it would
+    choose from the whole text. Only when those lines are themselves enormous does the
+    slice start inside a line. `starts` are the text's line starts (positions.Lines).
+    """
+    need = 2 * budget_tokens * CHARS_PER_TOKEN
+    end = min(len(text), offset + need)
+    if offset <= need:
+        return 0, end
+    cursor_line = bisect_right(starts, offset) - 1
+    line = min(bisect_right(starts, offset - need) - 1, max(0, cursor_line - 12))
+    line -= line % PREFIX_LINE_STEP
+    start = starts[line]
+    if offset - start > 4 * need:  # very long lines: cut inside one
+        start = offset - need
+    return start, end
+
+
+def choose_other_documents(candidates: Iterable[OpenDocument]) -> tuple[OpenDocument, ...]:
+    """The documents offered as context: of the first MAX_OTHER_DOCUMENTS of `candidates`
+    (most recently edited first), those that fit in MAX_OTHER_CHARS together."""
+    chosen: list[OpenDocument] = []
+    chars = 0
+    for doc in list(candidates)[:MAX_OTHER_DOCUMENTS]:
+        if chars + len(doc.text) > MAX_OTHER_CHARS:
+            continue
+        chosen.append(doc)
+        chars += len(doc.text)
+    return tuple(chosen)

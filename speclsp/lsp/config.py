@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-from .models import DEFAULT_MODEL
+from ..drafting.controller import parse_lookahead
+from ..drafting.drafter import parse_drafter
+from ..drafting.index import DEFAULT_MAX_TOKENS
+from ..local.registry import DEFAULT_MODEL
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -26,7 +29,7 @@ class Config:
     max_tokens: int = 64  # per completion; each costs at least one verify pass without drafts
     lookahead: str = "auto"  # fixed:K | heuristic | auto
     # A smaller model with the same tokenizer that drafts when n-grams have nothing good
-    # (draft_model.py). Off by default: on CPU its own cost ate the gain (docs/benchmarks.md).
+    # (local/draft_model.py). Off by default: on CPU its own cost ate the gain (docs/benchmarks.md).
     draft_model: str = ""
     drafter: str = ""  # ngram | model | hybrid; "" = hybrid with a draft model, else ngram
     # Send speclsp/inlineCompletionUpdate to clients that opted in (docs/protocol.md).
@@ -44,8 +47,9 @@ class Config:
     # proportion to its length. 1M characters is ~25k lines, above any hand-written file.
     max_document_chars: int = 1_000_000
     # Tokens each workspace folder's n-gram index holds before it evicts the least
-    # recently used documents (ngram.NgramIndex.max_tokens; ~100 bytes per token).
-    index_max_tokens: int = 2_000_000
+    # recently used documents (drafting.index.NgramIndex.max_tokens). Measured ~500 bytes
+    # per indexed token (`speclsp bench index`), so 500k tokens (~40k lines) is ~250 MB.
+    index_max_tokens: int = DEFAULT_MAX_TOKENS
     cached_completions: int = 4  # finished completions kept per document (typing-through cache)
 
     def enabled_for(self, language_id: str | None) -> bool:
@@ -88,8 +92,6 @@ def _check(key: str, value: Any) -> Any:
             raise ValueError("expected a string (empty: no draft model)")
         return value.strip()
     if key == "drafter":
-        from .draft_model import parse_drafter
-
         if not isinstance(value, str):
             raise ValueError("expected one of ngram, model, hybrid")
         return parse_drafter(value) if value.strip() else ""
@@ -97,8 +99,6 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise ValueError("expected a non-empty string")
         if key == "lookahead":
-            from .controller import parse_lookahead
-
             parse_lookahead(value)  # raises ValueError with the reason
         return value.strip()
     if key == "device":

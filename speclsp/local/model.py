@@ -9,6 +9,7 @@ verify pass per draft length so the lookahead controller knows what a step costs
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -19,9 +20,12 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from . import models
+from ..drafting.tokens import common_prefix_len
+from . import registry as models
 
 log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 256  # tokens per prefill forward; cancellation is checked between chunks
 
 # Tokens that end a completion for the model families we know. Looked up by text, so a
 # tokenizer without them simply contributes none.
@@ -101,6 +105,7 @@ class LoadedModel:
         self.fim = {t: vocab.get(t) for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>", "<|repo_name|>")}
         self.has_fim = all(self.fim[t] is not None for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
         self.vocab_size = model.config.vocab_size
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     # --- text <-> ids -----------------------------------------------------------------
 
@@ -120,11 +125,28 @@ class LoadedModel:
         x = torch.tensor([list(new_ids)], dtype=torch.long, device=self.device)  # [1, T]
         # Prefill needs only the last position's logits: skip the lm_head on the rest
         # (for a 150k vocabulary that is most of the memory of a long prefill).
-        out = self.model(input_ids=x, past_key_values=kv.cache, use_cache=True,
-                         logits_to_keep=1 if last_only else 0)
-        kv.cache = out.past_key_values
+        # The cache is updated in place. transformers 5.24 renamed the argument to `cache`
+        # (`past_key_values` warns, and goes in 5.40); older 5.x releases know only the old name.
+        out = self.model(input_ids=x, use_cache=True, logits_to_keep=1 if last_only else 0,
+                         **{self._cache_arg: kv.cache})
         kv.ids.extend(new_ids)
         return out.logits[0].float()  # [T, V]
+
+    def prefill(self, kv: KVState, ids: Sequence[int], cancel: Any = None) -> tuple[int, int] | None:
+        """Bring `kv` to hold exactly `ids`: keep its longest common prefix with them and feed
+        the rest in chunks of PREFILL_CHUNK (logits unused). Returns (reused tokens,
+        forwards), or None if `cancel` (a CancelToken) was set between chunks."""
+        keep = common_prefix_len(kv.ids, ids)
+        self.crop(kv, keep)
+        forwards, pos = 0, keep
+        while pos < len(ids):
+            if cancel is not None and cancel.cancelled:
+                return None
+            end = min(pos + PREFILL_CHUNK, len(ids))
+            self.forward(kv, ids[pos:end], last_only=True)
+            forwards += 1
+            pos = end
+        return keep, forwards
 
     def greedy(self, logits: torch.Tensor) -> list[int]:
         """Argmax per position, restricted to the real vocabulary (padding rows excluded)."""
@@ -239,7 +261,7 @@ def load(
     if kind == "registry":
         if not models.is_ready(path):
             say(f"preparing {name_or_path} (download, verify, convert; once)")
-            models.pull(name_or_path)
+            models.pull(name_or_path, progress=progress)
         src = str(path)
     elif kind == "local" and path.suffix == ".gguf":
         src, kwargs["gguf_file"] = str(path.parent), path.name

@@ -1,0 +1,120 @@
+"""The seam between the completion pipeline and whatever runs the model: values and one
+interface, no tensors.
+
+A backend turns a prompt (token ids) into a greedy continuation, drafting and verifying as
+it likes, streaming text as it grows and stopping on a cancel token, a deadline, a token
+budget or a text rule. The completion pipeline (`completion/completer.py`) knows backends
+only through `Backend`; the local engine (`local/backend.py`) is one, a remote inference
+server another, and neither the session nor the server changes when one is added.
+
+Everything here is plain Python, so the state layer can hold a `CancelToken` without
+importing torch.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from .drafting.controller import LookaheadPolicy
+from .drafting.drafter import Drafter
+
+
+class CancelToken:
+    """Set by whoever no longer wants the result; checked by the backend between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens whose KV came from the previous request
+    new_tokens: int = 0  # generated tokens
+    forwards: int = 0  # forward passes after prefill (one per step)
+    prefill_forwards: int = 0
+    drafted: int = 0  # drafted tokens sent to verification
+    accepted: int = 0  # drafted tokens kept
+    prefill_ms: float = 0.0
+    ttft_ms: float = 0.0  # request start -> first generated token
+    total_ms: float = 0.0
+    tokens_per_s: float = 0.0  # new tokens / decode time (after the first token)
+    stop_reason: str = ""  # "eos", "max_tokens", "deadline", "cancelled", "stop_text"
+    lookahead: str = ""
+    device: str = ""
+    dtype: str = ""
+    model: str = ""
+    backend: str = "local"
+    draft_sources: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["acceptance"] = round(self.acceptance, 4)
+        for key in ("prefill_ms", "ttft_ms", "total_ms", "tokens_per_s"):
+            d[key] = round(d[key], 2)
+        return d
+
+
+@dataclass(frozen=True)
+class Step:
+    """One verify pass: what was drafted, how much was kept, what it cost."""
+
+    k: int
+    accepted: int
+    seconds: float
+    source: str
+    match_len: int
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]
+    text: str
+    stats: GenerationStats
+    steps: list[Step]
+
+
+class Backend(Protocol):
+    """What the completion pipeline needs from a model runner."""
+
+    name: str  # the model's name as configured
+    device: str  # where it runs, for statistics ("cpu", "cuda:0", an endpoint's host)
+    tokenizer: Any  # the model's tokenizer: the n-gram index tokenizes documents with it
+    special_ids: Mapping[str, int | None]  # id of each FIM/repo token the tokenizer has, else None
+    drafter_kinds: tuple[str, ...]  # the drafters it offers: "ngram", and "model"/"hybrid" with a draft model
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def step_costs(self) -> dict[int, float]:
+        """Seconds of one verify pass per draft length k, measured once on this device."""
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        drafter: Drafter | None,
+        drafter_kind: str,
+        policy: LookaheadPolicy | None,
+        deadline: float | None,
+        cancel: CancelToken | None,
+        on_text: Callable[[str], None] | None,
+        stop_text: Callable[[str], int | None] | None,
+        step_budget_s: float | None,
+    ) -> GenerationResult:
+        """Greedy continuation of `prompt_ids` (`drafter` None: no speculation)."""

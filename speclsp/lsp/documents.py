@@ -1,0 +1,128 @@
+"""The open documents: text, version, folder and size cap, with edits in client units.
+
+The store keeps its own copy of every open document (pygls' workspace is bypassed, see
+`transport.py`), applies `didChange` content changes converted from the negotiated position
+encoding to code points (`positions.py`), and decides which documents are too large to index
+or complete (`Config.max_document_chars`). Folders are one `drafting.folders.Folders` list,
+shared with the n-gram indexes. It knows nothing of lsprotocol or of the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from ..drafting.folders import Folders
+from .positions import UTF16, Lines
+
+log = logging.getLogger(__name__)
+
+Range = tuple[int, int, int, int]  # start line, start units, end line, end units (client units)
+
+
+@dataclass
+class Document:
+    uri: str
+    path: str
+    language_id: str
+    version: int
+    text: str
+    folder: str | None  # the workspace folder holding it (longest prefix), None if none
+    edited_at: float = field(default_factory=time.monotonic)
+    too_large: bool = False  # over Config.max_document_chars: in sync, not indexed or completed
+    edits: int = 0  # didChange notifications applied: tells edits apart when a client reuses a version
+    _lines: Lines | None = None
+
+    @property
+    def lines(self) -> Lines:
+        if self._lines is None or self._lines.text is not self.text:
+            self._lines = Lines(self.text)
+        return self._lines
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One applied change, in code points of the text before it."""
+
+    start: int
+    end: int
+    text: str
+
+
+class DocumentStore:
+    """Open documents by URI, the position encoding, the folders and the size cap."""
+
+    def __init__(self, folders: Folders | None = None, max_chars: int = 1_000_000) -> None:
+        self.folders = folders if folders is not None else Folders()
+        self.encoding = UTF16
+        self.max_chars = max_chars
+        self._docs: dict[str, Document] = {}
+
+    def get(self, uri: str) -> Document | None:
+        return self._docs.get(uri)
+
+    def __contains__(self, uri: str) -> bool:
+        return uri in self._docs
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def __iter__(self) -> Iterator[Document]:
+        return iter(list(self._docs.values()))
+
+    def open(self, uri: str, path: str, language_id: str, version: int, text: str) -> Document:
+        doc = Document(uri, path, language_id, version, text, self.folders.folder_for(uri))
+        doc.too_large = len(text) > self.max_chars
+        if doc.too_large:
+            log.info("%s has %d characters, over maxDocumentChars %d: kept in sync, not indexed or completed",
+                     uri, len(text), self.max_chars)
+        self._docs[uri] = doc
+        return doc
+
+    def close(self, uri: str) -> Document | None:
+        return self._docs.pop(uri, None)
+
+    def change(self, doc: Document, version: int, changes: Sequence[tuple[Range | None, str]]) -> list[Edit]:
+        """Apply content changes ((range in client units, or None for the whole text), text)
+        in order; returns them as code-point edits."""
+        edits = []
+        for rng, new_text in changes:
+            if rng is None:
+                start, end = 0, len(doc.text)
+            else:
+                lines = doc.lines
+                start = lines.offset_from_client(rng[0], rng[1], self.encoding)
+                end = lines.offset_from_client(rng[2], rng[3], self.encoding)
+                start, end = min(start, end), max(start, end)
+            doc.text = doc.text[:start] + new_text + doc.text[end:]
+            edits.append(Edit(start, end, new_text))
+        doc.version = version
+        doc.edits += 1
+        doc.edited_at = time.monotonic()
+        return edits
+
+    def resize(self, doc: Document) -> bool | None:
+        """After an edit or a new cap: True if `doc` just became too large, False if it just
+        fits again, None if nothing changed."""
+        too_large = len(doc.text) > self.max_chars
+        if too_large == doc.too_large:
+            return None
+        doc.too_large = too_large
+        if too_large:
+            log.info("%s grew to %d characters, over maxDocumentChars %d: no longer indexed or completed",
+                     doc.uri, len(doc.text), self.max_chars)
+        else:
+            log.info("%s is down to %d characters: indexed and completed again", doc.uri, len(doc.text))
+        return too_large
+
+    def folders_changed(self) -> None:
+        for doc in self._docs.values():
+            doc.folder = self.folders.folder_for(doc.uri)
+
+    def others(self, doc: Document) -> list[Document]:
+        """The other documents of `doc`'s folder that may give prompt context, most recently
+        edited first."""
+        return sorted((d for d in self._docs.values() if d is not doc and d.folder == doc.folder and not d.too_large),
+                      key=lambda d: -d.edited_at)

@@ -1,0 +1,96 @@
+"""The model's lifecycle in the server: loading -> ready | error, in the background.
+
+Loading runs on the model worker thread (`scheduler.ModelWorker`) under its own key, so no
+document's job can cancel it; the result comes back to the event loop, where a load that a
+newer configuration replaced is dropped. The load itself is `completion.loader.load_completer`
+(injectable for tests); its progress messages go to the editor as `$/progress` reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+from ..backend import CancelToken
+from .config import Config
+from .scheduler import MODEL_KEY, ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+class ModelSlot:
+    """Which model is configured, whether it is ready, and its `Completer` once it is."""
+
+    def __init__(self, worker: ModelWorker, client: Any, load: Callable[..., Any] | None = None) -> None:
+        self.worker = worker
+        self.client = client  # the session's ClientChannel
+        self._load = load  # completion.loader.load_completer unless a test injects another
+        self.completer: Any = None  # completion.completer.Completer once ready
+        self.state = "loading"
+        self.message = "not started"
+        self.device = ""
+        self._loading_key: tuple[str, ...] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._loading_key is not None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and self.completer is not None
+
+    def needs_reload(self, config: Config) -> bool:
+        """A different model is configured, or the same one again after it failed."""
+        return self._loading_key is not None and (config.model_key != self._loading_key or self.state == "error")
+
+    def start(self, config: Config, loop: asyncio.AbstractEventLoop, on_ready: Callable[[Any], None]) -> None:
+        """Load (or reload) `config`'s model in the background; `on_ready(completer)` runs
+        on the event loop once it is ready."""
+        key = config.model_key
+        self._loading_key = key
+        self.state, self.message = "loading", f"loading {config.model}"
+        self.completer = None
+        self.client.status("loading", self.message)
+        self.client.progress("begin", self.message)
+
+        def say(msg: str) -> None:
+            log.info("model: %s", msg)
+            loop.call_soon_threadsafe(self.client.progress, "report", msg)
+
+        def run(cancel: CancelToken) -> Any:
+            load = self._load
+            if load is None:
+                from ..completion.loader import load_completer as load
+            return load(config, progress=say, calibrate=True)
+
+        t0 = time.monotonic()
+        fut = self.worker.submit(MODEL_KEY, run)
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._loaded, key, f, t0, on_ready))
+
+    def _loaded(self, key: tuple[str, ...], fut: Any, t0: float, on_ready: Callable[[Any], None]) -> None:
+        if key != self._loading_key:
+            return  # a newer configuration is loading
+        exc = None if not fut.cancelled() else RuntimeError("the load was cancelled")
+        if exc is None:
+            exc = fut.exception()
+        if exc is not None:
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if isinstance(exc, MemoryError):
+                why = f"out of memory ({why or 'MemoryError'}); try a smaller model or dtype"
+            self.state, self.message = "error", f"could not load {key[0]}: {why}"
+            log.error("%s", self.message)
+            self.client.progress("end", self.message)
+            self.client.status("error", self.message)
+            self.client.warn(f"speclsp: {self.message}")
+            return
+        completer = fut.result()
+        self.completer = completer
+        self.device = completer.backend.device
+        on_ready(completer)
+        self.state = "ready"
+        self.message = f"{key[0]} ready on {completer.backend.describe()}"
+        log.info("model ready in %.1fs: %s", time.monotonic() - t0, self.message)
+        self.client.progress("end", self.message)
+        self.client.status("ready", self.message)

@@ -1,0 +1,449 @@
+"""The language server: module-level handlers and one routing table; lsprotocol stops here.
+
+Every handler follows one recipe: unpack the lsprotocol params into plain values, call the
+state (notifications: `state.ServerState`) or the session (completion requests:
+`session.Session`), and translate the plain answer back into lsprotocol types. A new
+request kind is one function here plus one line in `FEATURES`. The extensions to LSP
+(streaming updates, status, stats, accept events) are specified in docs/protocol.md; the
+framing and message checks are `transport.py`'s.
+
+Completion handlers are coroutines: pygls can cancel a coroutine on `$/cancelRequest`,
+which the session turns into the backend's CancelToken; it cannot stop a thread handler
+once started. The model runs on the worker thread, never on the event loop.
+
+stdout carries the protocol: logging goes to stderr or a file (see cli.setup_logging),
+and pygls' own INFO logging, which echoes every message with document text, is muted
+unless -vv asks for DEBUG. Nothing below -vv logs document text or message bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import uuid
+from dataclasses import replace
+from typing import Any, Callable
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.uris import to_fs_path
+
+from .. import __version__
+from .config import Config, settings_section
+from .positions import ENCODINGS, UTF16
+from .session import Answer, Session
+from .state import ServerState
+from .transport import MAX_HEADER_LINE, SpeclspProtocol, StdinReader, SocketReader, read_messages
+
+log = logging.getLogger(__name__)
+
+INLINE_UPDATE = "speclsp/inlineCompletionUpdate"
+STATUS = "speclsp/status"
+STATS = "speclsp/stats"
+DID_ACCEPT = "speclsp/didAccept"
+PARENT_POLL_S = 2.0  # how often to check that the editor process is still alive
+
+
+class EditorChannel:
+    """The session's way to the editor (`session.ClientChannel`): notifications and progress."""
+
+    def __init__(self, ls: "SpeclspServer"):
+        self.ls = ls
+        self.supports_progress = False
+        self._token: str | None = None
+        self._chain: asyncio.Future | None = None
+
+    def status(self, state: str, message: str) -> None:
+        s = self.ls.state
+        payload = {"state": state, "message": message, "model": s.config.model, "device": s.model.device}
+        # After any progress messages queued before it, so "ready" follows the progress end.
+        self._then(lambda: self.ls.protocol.notify(STATUS, payload))
+
+    def inline_update(self, uri: str, version: int, line: int, character: int, text: str, done: bool,
+                      request_id: Any) -> None:
+        self.ls.protocol.notify(INLINE_UPDATE, {
+            "uri": uri, "version": version, "position": {"line": line, "character": character},
+            "text": text, "done": done, "requestId": request_id,
+        })
+
+    def warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self.ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
+
+    def progress(self, kind: str, message: str) -> None:
+        """$/progress for model loading, in order, if the client supports it."""
+        if not self.supports_progress:
+            return
+
+        async def create() -> None:
+            token = f"speclsp-load-{uuid.uuid4().hex[:8]}"
+            try:
+                await asyncio.wait_for(self.ls.work_done_progress.create_async(token), 10)
+            except Exception as e:  # the client refused or never answered: no progress
+                log.info("no work-done progress: %s", e)
+                self._token = None
+                return
+            self._token = token
+            self.ls.work_done_progress.begin(
+                token, types.WorkDoneProgressBegin(title="speclsp", message=message, cancellable=False))
+
+        def update() -> None:
+            if self._token is None:
+                return
+            if kind == "report":
+                self.ls.work_done_progress.report(self._token, types.WorkDoneProgressReport(message=message))
+            else:
+                self.ls.work_done_progress.end(self._token, types.WorkDoneProgressEnd(message=message))
+                self._token = None
+
+        self._then(create if kind == "begin" else update)
+
+    def _then(self, action: Callable[[], Any]) -> None:
+        """Run `action` (a function or coroutine function) after everything queued before."""
+        previous = self._chain
+
+        async def step() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            result = action()
+            if asyncio.iscoroutine(result):
+                await result
+
+        self._chain = asyncio.ensure_future(step())
+
+
+class SpeclspServer(LanguageServer):
+    """Owns the session; the handlers below translate between it and lsprotocol."""
+
+    def __init__(self, config: Config | None = None):
+        super().__init__("speclsp", __version__, protocol_cls=SpeclspProtocol)
+        self.channel = EditorChannel(self)
+        self.state = ServerState(config or Config(), self.channel)
+        self.session = Session(self.state)
+        self.pending_warnings: list[str] = []
+        self.supports_pull_configuration = False
+        self._watchdog: asyncio.Task | None = None
+
+    # --- transports ------------------------------------------------------------------------
+
+    def start_io(self, stdin=None, stdout=None) -> None:
+        """Serve over stdin/stdout (pygls' writer, our message loop) until EOF or `exit`."""
+        from pygls.io_ import StdoutWriter
+
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        reader = StdinReader(stdin or sys.stdin.buffer, self.thread_pool)
+        try:
+            asyncio.run(read_messages(reader, self.protocol, self._stop_event))
+        except BrokenPipeError:
+            log.error("the connection to the client is lost; shutting down")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    def start_tcp(self, host: str, port: int, announce: Callable[[str, int], None] | None = None) -> None:
+        """Serve the first client that connects to host:port until it disconnects; no other
+        connection is accepted. `announce(host, port)` is called with the bound address."""
+        self._stop_event = stop = threading.Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self._server is not None:
+                self._server.close()  # one client per server: stop listening
+            peer = writer.get_extra_info("peername")
+            log.info("client connected from %s", peer)
+            self.protocol.set_writer(writer)
+            try:
+                await read_messages(SocketReader(reader), self.protocol, stop)
+            finally:
+                log.info("client %s disconnected", peer)
+                self.shutdown()
+                asyncio.get_running_loop().stop()
+
+        async def listen() -> None:
+            self._server = await asyncio.start_server(connection, host, port, limit=MAX_HEADER_LINE * 2)
+            bound = self._server.sockets[0].getsockname()
+            if announce is not None:
+                announce(bound[0], bound[1])
+            await asyncio.Event().wait()  # until the connection's handler stops the loop
+
+        loop = asyncio.new_event_loop()
+        try:
+            loop.create_task(listen())
+            loop.run_forever()
+        except (KeyboardInterrupt, SystemExit):
+            pass
+
+    def report_server_error(self, error: Exception, source) -> None:
+        """Log, never pop up: a malformed notification must not show the user a dialog."""
+        log.error("server error (%s): %s", getattr(source, "__name__", source), type(error).__name__)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop without waiting for the stdin reader thread (it may block until EOF)."""
+        self.state.shutdown()
+        if self._stop_event is not None:
+            self._stop_event.set()
+        if self._thread_pool:
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+        if self._server:
+            self._server.close()
+
+    def watch_parent(self, pid: int | None) -> None:
+        """Exit when the editor process that started us is gone (it cannot say `exit` then)."""
+        if not pid or pid == os.getpid():
+            return
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(PARENT_POLL_S)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    log.warning("client process %d is gone; exiting", pid)
+                    _exit(1)
+                except PermissionError:
+                    pass  # exists, owned by someone else
+
+        self._watchdog = asyncio.ensure_future(watch())
+
+
+server = None  # the running SpeclspServer (for debugging)
+
+
+# --- adapters: session answers -> lsprotocol ----------------------------------------------
+
+
+def _first_line(text: str) -> str:
+    return next((s.strip() for s in text.split("\n") if s.strip()), text.strip())
+
+
+def inline_items(answer: Answer, invoked: bool) -> types.InlineCompletionList:
+    """One item; an invoked multi-line suggestion also offers its first line alone."""
+    if not answer.text:
+        return types.InlineCompletionList(items=[])
+    rng = types.Range(types.Position(answer.line, answer.word_start), types.Position(answer.line, answer.character))
+    texts = [answer.text]
+    if invoked and "\n" in answer.text.strip("\n") and answer.text.split("\n", 1)[0].strip():
+        texts.append(answer.text.split("\n", 1)[0])
+    items = [
+        types.InlineCompletionItem(insert_text=answer.word + t, range=rng, filter_text=answer.word + t)
+        for t in texts
+    ]
+    return types.InlineCompletionList(items=items)
+
+
+def completion_items(answer: Answer) -> types.CompletionList:
+    if not answer.text:
+        return types.CompletionList(is_incomplete=True, items=[])
+    cursor = types.Position(answer.line, answer.character)
+    item = types.CompletionItem(
+        label=_first_line(answer.text),
+        kind=types.CompletionItemKind.Text,
+        detail="speclsp",
+        insert_text_format=types.InsertTextFormat.PlainText,
+        text_edit=types.TextEdit(range=types.Range(cursor, cursor), new_text=answer.text),
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+def _streaming_capability(caps: types.ClientCapabilities) -> bool:
+    exp = caps.experimental if isinstance(caps.experimental, dict) else {}
+    ours = exp.get("speclsp")
+    return isinstance(ours, dict) and ours.get("inlineCompletionUpdate") is True
+
+
+def _folders(params: types.InitializeParams) -> list[str]:
+    if params.workspace_folders:
+        return [f.uri for f in params.workspace_folders]
+    if params.root_uri:
+        return [params.root_uri]
+    return []
+
+
+def _path(uri: str) -> str:
+    try:
+        return to_fs_path(uri) or uri
+    except Exception:
+        return uri
+
+
+# --- handlers (one recipe each: lsprotocol in, plain values to the state or session, lsprotocol out)
+
+
+def initialize(ls: SpeclspServer, params: types.InitializeParams) -> None:
+    encoding = str(ls.workspace.position_encoding or UTF16)
+    if encoding not in ENCODINGS:
+        encoding = UTF16
+    caps = params.capabilities
+    ls.channel.supports_progress = bool(caps.window and caps.window.work_done_progress)
+    ls.supports_pull_configuration = bool(caps.workspace and caps.workspace.configuration)
+    ls.pending_warnings = ls.state.initialize(
+        params.initialization_options, encoding, _folders(params), _streaming_capability(caps)
+    )
+    name = params.client_info.name if params.client_info else "unknown client"
+    log.info("client %s (pid %s), position encoding %s", name, params.process_id, encoding)
+    ls.watch_parent(params.process_id)
+
+
+def initialized(ls: SpeclspServer, params: types.InitializedParams) -> None:
+    for message in ls.pending_warnings:
+        ls.channel.warn(message)
+    ls.pending_warnings = []
+    if not ls.state.model.started:  # a repeated `initialized` must not reload
+        ls.state.start_loading()  # in the background: initialize has been answered
+
+
+def shutdown(ls: SpeclspServer, params: None) -> None:
+    log.info("shutdown requested; stats: %s", ls.state.stats_dict())
+    ls.state.shutdown()
+
+
+def did_open(ls: SpeclspServer, params: types.DidOpenTextDocumentParams) -> None:
+    d = params.text_document
+    ls.state.open(d.uri, _path(d.uri), d.language_id, d.version, d.text)
+
+
+def did_change(ls: SpeclspServer, params: types.DidChangeTextDocumentParams) -> None:
+    changes = []
+    for c in params.content_changes:
+        if isinstance(c, types.TextDocumentContentChangePartial):
+            r = c.range
+            changes.append(((r.start.line, r.start.character, r.end.line, r.end.character), c.text))
+        else:
+            changes.append((None, c.text))
+    ls.state.change(params.text_document.uri, params.text_document.version, changes)
+
+
+def did_close(ls: SpeclspServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.state.close(params.text_document.uri)
+
+
+def did_change_folders(ls: SpeclspServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+    for f in params.event.removed:
+        ls.state.remove_folder(f.uri)
+    for f in params.event.added:
+        ls.state.add_folder(f.uri)
+
+
+async def did_change_configuration(ls: SpeclspServer, params: types.DidChangeConfigurationParams) -> None:
+    options = settings_section(params.settings)
+    if options is None and ls.supports_pull_configuration:
+        # Pull-model clients (e.g. VS Code) send an empty notification: ask for the section.
+        try:
+            got = await asyncio.wait_for(ls.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section="speclsp")])), 10)
+            options = got[0] if got else None
+        except Exception as e:
+            log.info("workspace/configuration failed: %s", e)
+    if options is None:
+        return
+    for message in ls.state.change_configuration(options):
+        ls.channel.warn(message)
+
+
+async def inline_completion(ls: SpeclspServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+    invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    answer = await ls.session.complete(params.text_document.uri, params.position.line, params.position.character,
+                                       request_id=ls.protocol.msg_id, invoked=invoked)
+    return inline_items(answer, invoked)
+
+
+async def completion(ls: SpeclspServer, params: types.CompletionParams) -> types.CompletionList:
+    invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+    answer = await ls.session.complete(params.text_document.uri, params.position.line, params.position.character,
+                                       request_id=ls.protocol.msg_id, invoked=invoked)
+    return completion_items(answer)
+
+
+def stats(ls: SpeclspServer, params: Any) -> dict[str, Any]:
+    return ls.state.stats_dict()
+
+
+def did_accept(ls: SpeclspServer, params: Any) -> None:
+    # pygls hands the params of methods it does not know over as a namedtuple.
+    p = params._asdict() if hasattr(params, "_asdict") else params if isinstance(params, dict) else {}
+    uri, text, kind = p.get("uri"), p.get("text"), p.get("kind", "full")
+    if isinstance(uri, str) and isinstance(text, str):
+        ls.state.accepted(uri, text, str(kind))
+    else:
+        log.warning("%s without uri/text ignored", DID_ACCEPT)
+
+
+# The routing table: method, its registration options, its handler.
+FEATURES: list[tuple[str, Any, Callable[..., Any]]] = [
+    (types.INITIALIZE, None, initialize),
+    (types.INITIALIZED, None, initialized),
+    (types.SHUTDOWN, None, shutdown),
+    (types.TEXT_DOCUMENT_DID_OPEN, None, did_open),
+    (types.TEXT_DOCUMENT_DID_CHANGE, None, did_change),
+    (types.TEXT_DOCUMENT_DID_CLOSE, None, did_close),
+    (types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS, None, did_change_folders),
+    (types.WORKSPACE_DID_CHANGE_CONFIGURATION, None, did_change_configuration),
+    # pygls 2.1.1 advertises inline completion only when registered with options.
+    (types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions(), inline_completion),
+    (types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False), completion),
+    (STATS, None, stats),
+    (DID_ACCEPT, None, did_accept),
+]
+
+
+def build_server(config: Config | None = None) -> SpeclspServer:
+    ls = SpeclspServer(config)
+    for method, options, handler in FEATURES:
+        ls.feature(method, options)(handler)
+    return ls
+
+
+# --- entry points (cli.run_server) ----------------------------------------------------------
+
+
+def _quiet_pygls() -> None:
+    root = logging.getLogger().getEffectiveLevel()
+    if root > logging.DEBUG:
+        # pygls logs every message it sends at INFO, document text included.
+        logging.getLogger("pygls").setLevel(logging.WARNING)
+
+
+def _exit(code: int) -> None:
+    """Leave now: the stdin reader thread may be blocked in read() and would hold us up."""
+    logging.shutdown()
+    os._exit(code)
+
+
+def _config(model: str | None, device: str | None, dtype: str | None) -> Config:
+    cfg = Config()
+    return replace(cfg, model=model or cfg.model, device=device or cfg.device, dtype=dtype or cfg.dtype)
+
+
+def serve_stdio(model: str | None = None, device: str | None = None, dtype: str | None = None) -> None:
+    """Serve one client over stdin/stdout until `exit` or EOF, then end the process."""
+    global server
+    _quiet_pygls()
+    server = build_server(_config(model, device, dtype))
+    log.info("speclsp %s serving on stdio (pid %d)", __version__, os.getpid())
+    server.start_io()
+    _exit(0 if server.protocol._shutdown else 1)
+
+
+def serve_tcp(host: str, port: int, model: str | None = None, device: str | None = None, dtype: str | None = None,
+              announce: Callable[[str, int], None] | None = None) -> None:
+    """Serve one client over TCP until it disconnects, then end the process.
+
+    `announce(host, port)` gets the bound address (port 0 asks the system for a free one).
+    """
+    global server
+    _quiet_pygls()
+    server = build_server(_config(model, device, dtype))
+
+    def bound(h: str, p: int) -> None:
+        log.info("speclsp %s serving on %s:%d (pid %d)", __version__, h, p, os.getpid())
+        if announce is not None:
+            announce(h, p)
+
+    server.start_tcp(host, port, announce=bound)
+    _exit(0 if server.protocol._shutdown else 1)

@@ -1,0 +1,261 @@
+"""The transport: JSON-RPC framing, message checks and readers; pygls does the dispatch.
+
+Bad input never ends the server (docs/reliability.md): this message loop replaces pygls'
+own so that framing errors, oversized messages, invalid JSON, malformed requests and
+requests before `initialize` each get the JSON-RPC error the specifications ask for (or are
+dropped, for notifications) and the loop reads on. `SpeclspProtocol` is pygls' protocol
+plus those checks, our experimental capability in the `initialize` result, and document
+notifications that bypass pygls' workspace (the session keeps the only copy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+from typing import Any
+
+from cattrs import transform_error
+from lsprotocol import types
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.json_rpc import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCResponseMessage,
+                                     RPCNotification, RPCRequest)
+from pygls.protocol.language_server import lsp_method
+
+from .. import __version__
+
+log = logging.getLogger(__name__)
+
+# A message body above this is skipped unread (in chunks, so it never sits in memory): no
+# editor sends one (a 10 MB didOpen is ~10 MB of JSON), and reading it whole could exhaust
+# memory on a lying Content-Length.
+MAX_MESSAGE_BYTES = 64 * 2**20
+MAX_HEADER_LINE = 8192  # a longer header line is garbage, read and dropped in pieces
+SKIP_CHUNK = 2**20
+_CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)$", re.IGNORECASE)
+
+PARSE_ERROR = types.ErrorCodes.ParseError.value  # -32700
+INVALID_REQUEST = types.ErrorCodes.InvalidRequest.value  # -32600
+INVALID_PARAMS = types.ErrorCodes.InvalidParams.value  # -32602
+SERVER_NOT_INITIALIZED = types.ErrorCodes.ServerNotInitialized.value  # -32002
+
+
+def _describe(exc: BaseException) -> str:
+    """What was wrong with a message's structure: paths and expected types, never values
+    (the values may be document text, which must not reach the log)."""
+    try:
+        return "; ".join(transform_error(exc, path="$"))[:500]
+    except Exception:
+        return type(exc).__name__
+
+
+class SpeclspProtocol(LanguageServerProtocol):
+    """pygls' protocol plus our experimental capability in the `initialize` result, and
+    the checks on every incoming message (`receive`) that keep bad input from hurting."""
+
+    def __init__(self, server, converter):
+        super().__init__(server, converter)
+        self.initialized = False  # an `initialize` request has been handled
+        self.received = 0  # message bodies read (for the reliability tests' figures)
+        self.rejected = 0  # of those, answered with an error or dropped as malformed
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        self.initialized = True
+        result = yield from super().lsp_initialize(params)
+        result.capabilities.experimental = {
+            "speclsp": {"inlineCompletionUpdate": True, "stats": True, "version": __version__}
+        }
+        return result
+
+    # The session keeps the documents; pygls' workspace would keep a second copy of every
+    # text (10 MB twice for a 10 MB file) and can raise on edits the session clamps.
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+    # --- incoming messages ---------------------------------------------------------------
+
+    def reply_error(self, msg_id: Any, code: int, message: str) -> None:
+        """An error response; `msg_id` None when the request's id cannot be known."""
+        self.rejected += 1
+        self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
+
+    def receive(self, body: bytes) -> None:
+        """One message body from the transport: check it, then hand it to pygls.
+
+        Invalid JSON: ParseError (id null). Not a JSON-RPC 2.0 message: InvalidRequest.
+        A request whose params do not fit its method: InvalidParams to its id; such a
+        notification is dropped with a log line. Requests before `initialize`:
+        ServerNotInitialized; notifications then are dropped (except `exit`). Requests
+        after `shutdown`: InvalidRequest.
+        """
+        self.received += 1
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            where = f" at byte {e.pos}" if isinstance(e, json.JSONDecodeError) else ""
+            log.warning("message of %d bytes is not valid JSON%s: parse error", len(body), where)
+            self.reply_error(None, PARSE_ERROR, f"Parse error: the message is not valid JSON{where}")
+            return
+        if not isinstance(data, dict):
+            log.warning("message is a JSON %s, not an object: invalid request", type(data).__name__)
+            self.reply_error(None, INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
+            return
+        method, msg_id = data.get("method"), data.get("id")
+        good_id = isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool)
+        notification = "id" not in data and isinstance(method, str)
+        if data.get("jsonrpc") != "2.0" or ("method" in data and not isinstance(method, str)) \
+                or ("id" in data and not good_id) \
+                or ("method" not in data and not ("id" in data and ("result" in data or "error" in data))):
+            if notification:
+                log.warning("malformed %s notification dropped (not JSON-RPC 2.0)", method[:80])
+                self.rejected += 1
+            else:
+                log.warning("invalid request (id %r): not a JSON-RPC 2.0 request, notification or response",
+                            msg_id if good_id else None)
+                self.reply_error(msg_id if good_id else None, INVALID_REQUEST,
+                                 "Invalid Request: not a JSON-RPC 2.0 request, notification or response")
+            return
+        if "method" in data and "params" not in data:
+            data["params"] = None  # JSON-RPC lets a request or notification omit its params
+        try:
+            message = self._structure(data)
+        except Exception as e:
+            detail = _describe(e)
+            if notification:
+                log.warning("%s notification with invalid params dropped: %s", method[:80], detail)
+                self.rejected += 1
+            elif "method" in data:
+                log.warning("req %s: %s with invalid params: %s", msg_id, method[:80], detail)
+                self.reply_error(msg_id, INVALID_PARAMS, f"Invalid params for {method[:80]}: {detail}")
+            else:
+                log.warning("malformed response to %r dropped: %s", msg_id, detail)
+                self.rejected += 1
+            return
+        self.handle_message(message)
+
+    def _structure(self, data: dict[str, Any]) -> Any:
+        """pygls' structure_message without its logging (which prints the values)."""
+        conv = self._converter
+        if "id" in data:
+            if "error" in data:
+                return conv.structure(data, types.ResponseErrorMessage)
+            if "method" in data:
+                return conv.structure(data, self.get_message_type(data["method"]) or JsonRPCRequestMessage)
+            return conv.structure(data, self._result_types.pop(data["id"], None) or JsonRPCResponseMessage)
+        return conv.structure(data, self.get_message_type(data["method"]) or JsonRPCNotification)
+
+    def handle_message(self, message) -> None:
+        method = getattr(message, "method", None)
+        if isinstance(message, RPCRequest):
+            if not self.initialized and method != types.INITIALIZE:
+                log.warning("req %s: %s before initialize", message.id, method[:80])
+                self.reply_error(message.id, SERVER_NOT_INITIALIZED, f"{method[:80]}: the server is not initialized yet")
+                return
+            if self.initialized and method == types.INITIALIZE and self._workspace is not None:
+                log.warning("req %s: a second initialize refused", message.id)
+                self.reply_error(message.id, INVALID_REQUEST, "initialize may be sent only once")
+                return
+            if self._shutdown:
+                log.warning("req %s: %s after shutdown", message.id, method[:80])
+                self.reply_error(message.id, INVALID_REQUEST, f"{method[:80]}: the server is shutting down")
+                return
+        elif isinstance(message, RPCNotification) and not self.initialized and method != types.EXIT:
+            log.warning("%s notification before initialize dropped", method[:80])
+            return
+        super().handle_message(message)
+
+
+class StdinReader:
+    """Blocking reads of stdin on a thread, awaited on the event loop."""
+
+    def __init__(self, stream, executor):
+        self.stream, self.executor = stream, executor
+
+    async def readline(self, limit: int) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.stream.readline, limit)
+
+    async def read(self, n: int) -> bytes:
+        """`n` bytes, or fewer at the end of the stream."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.stream.read, n)
+
+
+class SocketReader:
+    """An asyncio StreamReader (TCP) behind the same two calls."""
+
+    def __init__(self, reader: asyncio.StreamReader):
+        self.reader = reader
+
+    async def readline(self, limit: int) -> bytes:
+        try:
+            return await self.reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:
+            return e.partial
+        except asyncio.LimitOverrunError as e:  # a line longer than the buffer: hand a piece over
+            return await self.reader.read(max(1, min(e.consumed, limit)))
+
+    async def read(self, n: int) -> bytes:
+        try:
+            return await self.reader.readexactly(n)
+        except asyncio.IncompleteReadError as e:
+            return e.partial
+
+
+async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event) -> None:
+    """The message loop: `Content-Length` framing, then `protocol.receive` per body.
+
+    Header lines other than Content-Length (and Content-Type) are logged and skipped, which
+    also resynchronises after garbage: the next line ending in `Content-Length: N` starts
+    a message. A
+    body over MAX_MESSAGE_BYTES is skipped in chunks. Ends at the end of the stream.
+    """
+    while not stop.is_set():
+        length: int | None = None
+        while True:  # headers, up to the empty line
+            line = await reader.readline(MAX_HEADER_LINE)
+            if not line:
+                return
+            stripped = line.strip()
+            if not stripped:
+                if length is not None:
+                    break
+                continue
+            # `search`, not `match`: after a lying Content-Length the rest of a swallowed
+            # body runs into the next header on the same line; its end still counts.
+            if m := _CONTENT_LENGTH.search(stripped):
+                digits = m.group(1)
+                length = int(digits) if len(digits) <= 18 else 10**18
+            elif not stripped.lower().startswith(b"content-type"):
+                log.warning("skipping a header line that is not Content-Length (%d bytes)", len(line))
+        if length > MAX_MESSAGE_BYTES:
+            log.warning("message of %d bytes is over the %d-byte limit: skipped unread", length, MAX_MESSAGE_BYTES)
+            protocol.received += 1
+            protocol.rejected += 1
+            while length > 0:
+                chunk = await reader.read(min(length, SKIP_CHUNK))
+                if not chunk:
+                    return
+                length -= len(chunk)
+            continue
+        body = await reader.read(length)
+        if len(body) < length:
+            log.warning("the stream ended inside a message (%d of %d bytes)", len(body), length)
+            return
+        try:
+            protocol.receive(body)
+        except Exception:  # a bug of ours: the message is lost, the server is not
+            log.exception("failed to handle a message of %d bytes", length)
