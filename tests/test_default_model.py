@@ -25,7 +25,6 @@ def test_add_function_gets_a_body_returning_the_sum(completer):
 
 
 def test_repetitive_class_is_continued_from_the_file_with_accepted_drafts(completer):
-    from pathlib import Path
 
     from speclsp.data import demo_path
 

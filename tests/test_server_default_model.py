@@ -3,7 +3,6 @@ completes real code plausibly. Slow (loads a 0.5B model); run with `pytest -m sl
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

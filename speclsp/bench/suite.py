@@ -23,7 +23,6 @@ rate, peak memory. Writes `report.json`, `report.md` and `speedup.png`, `latency
 
 from __future__ import annotations
 
-import json
 import resource
 import subprocess
 import sys

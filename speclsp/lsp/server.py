@@ -29,12 +29,12 @@ from typing import Any, Callable
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
-from pygls.uris import to_fs_path
 
 from .. import __version__
 from .config import Config, settings_section
 from .positions import ENCODINGS, UTF16
-from .session import Answer, Session
+from .adapters import completion_items, folders_of, inline_items, path_of, streaming_capability
+from .session import Session
 from .state import ServerState
 from .transport import MAX_HEADER_LINE, SpeclspProtocol, StdinReader, SocketReader, read_messages
 
@@ -215,63 +215,6 @@ class SpeclspServer(LanguageServer):
 server = None  # the running SpeclspServer (for debugging)
 
 
-# --- adapters: session answers -> lsprotocol ----------------------------------------------
-
-
-def _first_line(text: str) -> str:
-    return next((s.strip() for s in text.split("\n") if s.strip()), text.strip())
-
-
-def inline_items(answer: Answer, invoked: bool) -> types.InlineCompletionList:
-    """One item; an invoked multi-line suggestion also offers its first line alone."""
-    if not answer.text:
-        return types.InlineCompletionList(items=[])
-    rng = types.Range(types.Position(answer.line, answer.word_start), types.Position(answer.line, answer.character))
-    texts = [answer.text]
-    if invoked and "\n" in answer.text.strip("\n") and answer.text.split("\n", 1)[0].strip():
-        texts.append(answer.text.split("\n", 1)[0])
-    items = [
-        types.InlineCompletionItem(insert_text=answer.word + t, range=rng, filter_text=answer.word + t)
-        for t in texts
-    ]
-    return types.InlineCompletionList(items=items)
-
-
-def completion_items(answer: Answer) -> types.CompletionList:
-    if not answer.text:
-        return types.CompletionList(is_incomplete=True, items=[])
-    cursor = types.Position(answer.line, answer.character)
-    item = types.CompletionItem(
-        label=_first_line(answer.text),
-        kind=types.CompletionItemKind.Text,
-        detail="speclsp",
-        insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=types.Range(cursor, cursor), new_text=answer.text),
-    )
-    return types.CompletionList(is_incomplete=True, items=[item])
-
-
-def _streaming_capability(caps: types.ClientCapabilities) -> bool:
-    exp = caps.experimental if isinstance(caps.experimental, dict) else {}
-    ours = exp.get("speclsp")
-    return isinstance(ours, dict) and ours.get("inlineCompletionUpdate") is True
-
-
-def _folders(params: types.InitializeParams) -> list[str]:
-    if params.workspace_folders:
-        return [f.uri for f in params.workspace_folders]
-    if params.root_uri:
-        return [params.root_uri]
-    return []
-
-
-def _path(uri: str) -> str:
-    try:
-        return to_fs_path(uri) or uri
-    except Exception:
-        return uri
-
-
 # --- handlers (one recipe each: lsprotocol in, plain values to the state or session, lsprotocol out)
 
 
@@ -283,7 +226,7 @@ def initialize(ls: SpeclspServer, params: types.InitializeParams) -> None:
     ls.channel.supports_progress = bool(caps.window and caps.window.work_done_progress)
     ls.supports_pull_configuration = bool(caps.workspace and caps.workspace.configuration)
     ls.pending_warnings = ls.state.initialize(
-        params.initialization_options, encoding, _folders(params), _streaming_capability(caps)
+        params.initialization_options, encoding, folders_of(params), streaming_capability(caps)
     )
     name = params.client_info.name if params.client_info else "unknown client"
     log.info("client %s (pid %s), position encoding %s", name, params.process_id, encoding)
@@ -305,7 +248,7 @@ def shutdown(ls: SpeclspServer, params: None) -> None:
 
 def did_open(ls: SpeclspServer, params: types.DidOpenTextDocumentParams) -> None:
     d = params.text_document
-    ls.state.open(d.uri, _path(d.uri), d.language_id, d.version, d.text)
+    ls.state.open(d.uri, path_of(d.uri), d.language_id, d.version, d.text)
 
 
 def did_change(ls: SpeclspServer, params: types.DidChangeTextDocumentParams) -> None:
