@@ -23,6 +23,8 @@ from .workspace import WorkspaceDrafter
 
 log = logging.getLogger(__name__)
 
+MAX_HISTORY_CHARS = 8192  # an accepted completion is a few lines; more is not a completion
+
 
 def _norm(uri: str) -> str:
     return uri.rstrip("/")
@@ -168,8 +170,8 @@ class WorkspaceIndexes:
         if isinstance(text, str):
             if not text.strip() or self._encode is None:
                 return
-            text = self._encode(text)
-        self.index_for(uri).add_history(text)
+            text = self._encode(text[:MAX_HISTORY_CHARS])
+        self.index_for(uri).add_history(list(text)[:MAX_HISTORY_CHARS])
 
     # --- drafting -------------------------------------------------------------------------
 

@@ -125,6 +125,13 @@ def _check(key: str, value: Any) -> Any:
     raise AssertionError(key)
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters: warnings are shown to the user and logged, and
+    a client may send a megabyte as an option's key or value."""
+    text = repr(value) if not isinstance(value, (dict, list)) else repr(value)[: limit + 1]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def parse_options(raw: Any, base: Config | None = None) -> tuple[Config, list[str]]:
     """Overlay the options in `raw` onto `base`; returns the config and warnings."""
     base = base or Config()
@@ -137,14 +144,14 @@ def parse_options(raw: Any, base: Config | None = None) -> tuple[Config, list[st
     for key, value in raw.items():
         name = _KEYS.get(key)
         if name is None:
-            warnings.append(f"speclsp: unknown option {key!r} ignored (known: {', '.join(sorted(_KEYS))})")
+            warnings.append(f"speclsp: unknown option {_short(key)} ignored (known: {', '.join(sorted(_KEYS))})")
             continue
         if value is None:
             continue  # editors send null for "not set"
         try:
             changes[name] = _check(name, value)
         except ValueError as e:
-            warnings.append(f"speclsp: bad value for {key!r}: {value!r}: {e}; using {getattr(base, name)!r}")
+            warnings.append(f"speclsp: bad value for {_short(key)}: {_short(value)}: {e}; using {_short(getattr(base, name))}")
     return replace(base, **changes), warnings
 
 

@@ -45,6 +45,7 @@ STATUS = "speclsp/status"
 STATS = "speclsp/stats"
 DID_ACCEPT = "speclsp/didAccept"
 PARENT_POLL_S = 2.0  # how often to check that the editor process is still alive
+PID_MAX = 2**22  # the largest process id Linux hands out (pid_max); macOS and Windows stay below
 
 
 class EditorChannel:
@@ -150,10 +151,19 @@ class SpeclspServer(LanguageServer):
         connection is accepted. `announce(host, port)` is called with the bound address."""
         self._stop_event = stop = threading.Event()
 
+        served: list[Any] = []  # the one client this server serves
+
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peer = writer.get_extra_info("peername")
+            if served:
+                # Two clients can connect in the same loop turn, before listening stops: the
+                # second must never share the first one's protocol (its answers, its exit).
+                log.warning("client %s refused: this server already serves %s", peer, served[0])
+                writer.close()
+                return
+            served.append(peer)
             if self._server is not None:
                 self._server.close()  # one client per server: stop listening
-            peer = writer.get_extra_info("peername")
             log.info("client connected from %s", peer)
             self.protocol.set_writer(writer)
             try:
@@ -195,7 +205,11 @@ class SpeclspServer(LanguageServer):
 
     def watch_parent(self, pid: int | None) -> None:
         """Exit when the editor process that started us is gone (it cannot say `exit` then)."""
-        if not pid or pid == os.getpid():
+        if pid is None or pid == os.getpid():
+            return
+        if not 0 < pid <= PID_MAX:
+            log.warning("initialize: processId %s is not a process id: the server will not watch for the editor "
+                        "exiting (it ends on `exit` or when its input closes)", str(pid)[:40])
             return
 
         async def watch() -> None:

@@ -94,7 +94,8 @@ class Session:
         """Answer one completion request at (line, character) in client units."""
         st = self.state
         t0 = time.monotonic()
-        st.latest_request[uri] = request_id
+        if uri in st.documents:  # a request for a document that is not open leaves nothing behind
+            st.latest_request[uri] = request_id
         answer, gen = EMPTY, None
         try:
             answer, gen = await self._complete(uri, line, character, request_id, invoked)
@@ -176,6 +177,9 @@ class Session:
             raise
         finally:
             sub.answered = True
+            # Keep the requests still waiting and the newest: a generation served by many
+            # typed-through requests must not keep every id it ever saw.
+            gen.subscribers = [s for s in gen.subscribers if not s.answered or s is gen.latest]
         if self._outdated(sub, doc) or st.documents.get(uri) is not doc:
             st.stats.stale += 1
             return replace(EMPTY, reason="stale", **where), gen
