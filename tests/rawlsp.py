@@ -19,6 +19,15 @@ def frame(msg: Any) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
+def read_message(reader) -> dict:
+    """One framed message from a binary file object (a socket's makefile("rb"))."""
+    length = 0
+    while (h := reader.readline()).strip():
+        if h.lower().startswith(b"content-length"):
+            length = int(h.split(b":")[1])
+    return json.loads(reader.read(length))
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of a process, from /proc/PID/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

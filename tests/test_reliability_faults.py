@@ -5,7 +5,6 @@ documents name. (The editor process dying is tests/test_server_lifecycle.py.)"""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SERVER_ENV
-from rawlsp import RawServer, frame
+from rawlsp import RawServer, frame, read_message
 from speclsp.local import registry as models
 from speclsp.cli import is_loopback, parse_tcp_address
 from speclsp.lsp.config import Config
@@ -126,17 +125,13 @@ def test_tcp_listens_on_loopback_says_so_and_serves_one_client(tmp_path):
         reader = sock.makefile("rb")
 
         def response():
-            length = 0
-            while (h := reader.readline()).strip():
-                if h.lower().startswith(b"content-length"):
-                    length = int(h.split(b":")[1])
-            return json.loads(reader.read(length))
+            return read_message(reader)
 
         assert "capabilities" in response()["result"]
         with pytest.raises(OSError):  # one client per server: no longer listening
             socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=5).recv(1)
         sock.sendall(frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}))
-        while (r := response()).get("id") != 2:
+        while response().get("id") != 2:
             pass
         sock.sendall(frame({"jsonrpc": "2.0", "method": "exit"}))
         assert proc.wait(30) == 0

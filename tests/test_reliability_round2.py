@@ -7,7 +7,6 @@ far past pytest's timeout; nothing here asserts a duration.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -19,7 +18,7 @@ import time
 import pytest
 
 from conftest import SERVER_ENV
-from rawlsp import RawServer, frame
+from rawlsp import RawServer, frame, read_message
 from speclsp.lsp.config import Config, parse_options
 from speclsp.lsp.session import Session, word_before
 from speclsp.lsp.state import ServerState
@@ -157,12 +156,7 @@ def test_over_tcp_two_clients_connecting_at_once_never_see_each_others_messages(
         os.kill(proc.pid, signal.SIGCONT)
         a.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                          "params": {"processId": None, "rootUri": None, "capabilities": {}}}))
-        reader = a.makefile("rb")
-        length = 0
-        while (h := reader.readline()).strip():
-            if h.lower().startswith(b"content-length"):
-                length = int(h.split(b":")[1])
-        assert json.loads(reader.read(length))["id"] == 1
+        assert read_message(a.makefile("rb"))["id"] == 1
         b.settimeout(30)
         assert b.recv(1) == b""  # refused: closed without a byte
         a.sendall(frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}) + frame({"jsonrpc": "2.0", "method": "exit"}))
