@@ -31,12 +31,19 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from .. import __version__
-from .config import Config, settings_section
-from .positions import ENCODINGS, UTF16
 from .adapters import completion_items, folders_of, inline_items, path_of, streaming_capability
+from .config import Config, settings_section
+from .loopwatch import LoopWatch
+from .positions import ENCODINGS, UTF16
 from .session import Session
 from .state import ServerState
-from .transport import MAX_HEADER_LINE, SpeclspProtocol, StdinReader, SocketReader, read_messages
+from .transport import (
+    MAX_HEADER_LINE,
+    SocketReader,
+    SpeclspProtocol,
+    StdinReader,
+    read_messages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +131,7 @@ class SpeclspServer(LanguageServer):
         self.channel = EditorChannel(self)
         self.state = ServerState(config or Config(), self.channel)
         self.session = Session(self.state)
+        self.loop_watch = LoopWatch()
         self.pending_warnings: list[str] = []
         self.supports_pull_configuration = False
         self._watchdog: asyncio.Task | None = None
@@ -245,6 +253,7 @@ def initialize(ls: SpeclspServer, params: types.InitializeParams) -> None:
     name = params.client_info.name if params.client_info else "unknown client"
     log.info("client %s (pid %s), position encoding %s", name, params.process_id, encoding)
     ls.watch_parent(params.process_id)
+    ls.loop_watch.start()
 
 
 def initialized(ls: SpeclspServer, params: types.InitializedParams) -> None:
@@ -318,7 +327,7 @@ async def completion(ls: SpeclspServer, params: types.CompletionParams) -> types
 
 
 def stats(ls: SpeclspServer, params: Any) -> dict[str, Any]:
-    return ls.state.stats_dict()
+    return {**ls.state.stats_dict(), **ls.loop_watch.figures()}
 
 
 def did_accept(ls: SpeclspServer, params: Any) -> None:
