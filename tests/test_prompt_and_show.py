@@ -88,3 +88,29 @@ def test_cut_is_safe_on_partial_text():
     assert r.cut("total = a") is None
     assert r.cut("total = a\n    ret") is None
     assert r.cut("total = a\nx") == len("total = a")
+
+
+@pytest.mark.parametrize("prefix, suffix, text, shown", [
+    # Enter after an accepted line: the same line again is dropped, whatever its indentation.
+    ('    name = "float range"\n    ', "\n    return name\n", 'name = "float range"', ""),
+    ('    name = "float range"\n    ', "\n", 'name = "float range"\n    size = 2', ""),
+    # Completing the line into the one below it: dropped too.
+    ("def f():\n    ", "\n    return total\n", "return total", ""),
+    # Single-line mode: the whole line with the text after the cursor counts.
+    ("total = compute(a)\ntotal = compute(", ")\n", "a", ""),
+    ("total = compute(a)\ntotal = compute(", ")\n", "b", "b"),
+    # Different lines, and lines without letters or digits, are shown.
+    ('    name = "float range"\n    ', "\n", 'size = 2', "size = 2"),
+    ("    })\n    ", "\n", "})", "})"),
+    ("    return a\n    ", "\n", "return a + b", "return a + b"),
+])
+def test_a_suggestion_repeating_the_line_above_or_below_is_dropped(prefix, suffix, text, shown):
+    rules = ShowRules.at(prefix, suffix)
+    assert rules.finalize(text) == shown
+    if not shown and "\n" in text:
+        assert rules.cut(text) == 0  # the engine stops as soon as the first line repeats
+
+
+def test_a_partial_first_line_is_not_judged_before_it_is_complete():
+    rules = ShowRules.at('    name = "float range"\n    ', "\n")
+    assert rules.cut('name = "float') is None

@@ -9,6 +9,8 @@ to stop early) and once at the end (`ShowRules.finalize`):
   blank line, or where the model starts repeating the text after the cursor;
 - at most `max_lines` lines;
 - trailing whitespace trimmed, text that duplicates what follows the cursor dropped;
+- a suggestion that makes the cursor's line repeat the line above or the line below is
+  dropped (after accepting a line and pressing Enter, the model often offers it again);
 - an empty or whitespace-only suggestion is no suggestion.
 """
 
@@ -27,14 +29,17 @@ class ShowRules:
     line_suffix: str  # text of the cursor's line after the cursor
     next_lines: str = ""  # a few lines after the cursor's line (to spot repetition)
     max_lines: int = 16
+    prev_line: str = ""  # the line above the cursor's line
 
     @classmethod
     def at(cls, prefix: str, suffix: str, max_lines: int = 16) -> "ShowRules":
-        line_prefix = prefix[prefix.rfind("\n") + 1 :]
+        start = prefix.rfind("\n") + 1
+        line_prefix = prefix[start:]
+        prev_line = prefix[prefix.rfind("\n", 0, start - 1) + 1 : start - 1] if start else ""
         nl = suffix.find("\n")
         line_suffix = suffix if nl < 0 else suffix[:nl]
         rest = "" if nl < 0 else suffix[nl + 1 : nl + 1 + 2000]
-        return cls(line_prefix, line_suffix, rest, max_lines)
+        return cls(line_prefix, line_suffix, rest, max_lines, prev_line)
 
     @property
     def single_line(self) -> bool:
@@ -46,9 +51,21 @@ class ShowRules:
             return _indent(self.line_prefix)
         return len(self.line_prefix.expandtabs(4)) if self.line_prefix else 0
 
+    def repeats_a_neighbour(self, first_line: str) -> bool:
+        """Whether the cursor's line, completed with `first_line`, equals the line above or
+        the line below it (ignoring indentation; lines without a letter or digit, such as
+        closing brackets, may repeat)."""
+        full = (self.line_prefix + first_line + (self.line_suffix if self.single_line else "")).strip()
+        if len(full) < 4 or not any(c.isalnum() for c in full):
+            return False
+        below = self.next_lines.split("\n", 1)[0].strip()
+        return full == self.prev_line.strip() or full == below
+
     def cut(self, text: str) -> int | None:
         """Where to stop showing `text`, or None to keep going. Safe on partial text."""
         lines = text.split("\n")
+        if len(lines) > 1 and self.repeats_a_neighbour(lines[0]):
+            return 0  # the first line is complete and repeats a neighbour: nothing to show
         if self.single_line:
             return len(lines[0]) if len(lines) > 1 else None
         first_code = next((s.strip() for s in self.next_lines.split("\n") if s.strip()), "")
@@ -79,6 +96,8 @@ class ShowRules:
         cut = self.cut(text)
         if cut is not None:
             text = text[:cut]
+        if self.repeats_a_neighbour(text.split("\n", 1)[0]):
+            return ""
         if self.single_line:
             text = text.split("\n", 1)[0]
             tail = self.line_suffix.strip()
