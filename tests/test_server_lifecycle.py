@@ -19,6 +19,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
+from rawlsp import read_message
 from conftest import SERVER_ENV, server_command
 
 SLOW = {"maxTokens": 1024, "lookahead": "fixed:0", "deadlineMs": 0}
@@ -172,6 +173,38 @@ def test_server_exits_when_the_client_closes_its_pipe(tmp_path):
     proc = _start_raw_server(tmp_path, os.getpid())
     proc.stdin.close()
     assert proc.wait(timeout=20) == 1
+
+
+def test_a_client_closing_the_pipe_mid_request_ends_the_server_with_one_line_and_no_traceback(tiny_model_dir,
+                                                                                              tmp_path):
+    log_file = tmp_path / "server.log"
+    proc = subprocess.Popen(server_command(str(tiny_model_dir), "--dtype", "float32", "--log-file", str(log_file), "-v"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=SERVER_ENV)
+
+    def send(msg: dict) -> None:
+        proc.stdin.write(_frame(msg))
+        proc.stdin.flush()
+
+    send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "processId": None, "rootUri": None, "capabilities": {},
+        "initializationOptions": {"maxTokens": 512, "lookahead": "fixed:2", "deadlineMs": 0}}})
+    send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+    while read_message(proc.stdout).get("params", {}).get("state") != "ready":  # status after loading
+        pass
+    text = "def f(x):\n    return x\n" * 40
+    for i in range(4):
+        uri = f"file:///w/doc{i}.py"
+        send({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
+            "textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}})
+        send({"jsonrpc": "2.0", "id": 10 + i, "method": "textDocument/inlineCompletion", "params": {
+            "textDocument": {"uri": uri}, "position": {"line": 80, "character": 0}, "context": {"triggerKind": 1}}})
+    proc.stdout.close()  # the editor goes away while those requests run
+    time.sleep(1.0)
+    proc.stdin.close()
+    assert proc.wait(timeout=30) in (0, 1)
+    log = log_file.read_text()
+    assert "Traceback" not in log and "BrokenPipe" not in log
+    assert log.count("the client closed the connection") <= 1
 
 
 def test_server_exits_when_the_client_process_dies(tmp_path):

@@ -123,6 +123,30 @@ class EditorChannel:
         self._chain = asyncio.ensure_future(step())
 
 
+class ClientWriter:
+    """pygls' writer, quiet when the client is gone: the first failed write calls `lost`
+    (one log line, shutdown), later ones do nothing. pygls would log a traceback per
+    message still in flight, and re-raise into every handler."""
+
+    def __init__(self, writer: Any, lost: Callable[[], None]) -> None:
+        self.writer, self.lost, self.closed = writer, lost, False
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.writer.write(data)
+        except (BrokenPipeError, ConnectionResetError, ValueError):  # ValueError: write to a closed file
+            self.closed = True
+            self.lost()
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except OSError:
+            pass
+
+
 class SpeclspServer(LanguageServer):
     """Owns the session; the handlers below translate between it and lsprotocol."""
 
@@ -143,12 +167,12 @@ class SpeclspServer(LanguageServer):
         from pygls.io_ import StdoutWriter
 
         self._stop_event = threading.Event()
-        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        self.protocol.set_writer(ClientWriter(StdoutWriter(stdout or sys.stdout.buffer), self._client_lost))
         reader = StdinReader(stdin or sys.stdin.buffer, self.thread_pool)
         try:
             asyncio.run(read_messages(reader, self.protocol, self._stop_event))
         except BrokenPipeError:
-            log.error("the connection to the client is lost; shutting down")
+            self._client_lost()
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
@@ -194,6 +218,13 @@ class SpeclspServer(LanguageServer):
             loop.run_forever()
         except (KeyboardInterrupt, SystemExit):
             pass
+
+    def _client_lost(self) -> None:
+        """The editor closed its end: say so once, stop reading, answer nothing more."""
+        if self._stop_event is not None and not self._stop_event.is_set():
+            log.warning("the client closed the connection; shutting down")
+            self._stop_event.set()
+            self.state.shutdown()
 
     def report_server_error(self, error: Exception, source) -> None:
         """Log, never pop up: a malformed notification must not show the user a dialog."""
