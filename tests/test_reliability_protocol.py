@@ -259,3 +259,72 @@ def test_fuzzed_messages_never_stop_the_server(server, tmp_path_factory):
         "messages_per_s": round(sent["messages"] / fuzz_s), "completion_after_ms": round((time.monotonic() - t1) * 1e3, 1),
         "rss_before_MB": round(rss0 / 1024, 1), "rss_after_MB": round(rss_kb(server.pid) / 1024, 1)})
     assert sent["messages"] >= 1000 and server.proc.poll() is None
+
+
+# --- in process: the real protocol and handlers, no subprocess ---------------------------------
+
+
+class _Collect:
+    """A writer that keeps what the server sends (framed JSON-RPC), in order."""
+
+    def __init__(self):
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        pass
+
+    def messages(self) -> list[dict]:
+        out, rest = [], self.data
+        while rest:
+            head, _, rest = rest.partition(b"\r\n\r\n")
+            n = int(head.split(b"Content-Length:")[1].split(b"\r\n")[0])
+            out.append(json.loads(rest[:n]))
+            rest = rest[n:]
+        return out
+
+
+def in_process_server(tmp_path):
+    """The real server (handlers, protocol checks) fed message bodies through `receive`."""
+    from speclsp.lsp.server import build_server
+
+    ls = build_server()
+    out = _Collect()
+    ls.protocol.set_writer(out)
+    ls.protocol.receive(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {}}}).encode())
+    return ls, out
+
+
+def test_notifications_leave_no_futures_behind(tmp_path):
+    """pygls registers a future per generator or coroutine handler of a notification under
+    a fresh uuid; one open, 1,000 changes and one close used to leave 1,002 of them."""
+    import asyncio
+
+    async def run():
+        ls, out = in_process_server(tmp_path)
+        uri = (tmp_path / "grow.py").as_uri()
+
+        def notify(method, params):
+            ls.protocol.receive(json.dumps({"jsonrpc": "2.0", "method": method, "params": params}).encode())
+
+        notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
+                                                         "text": "x = 1\n"}})
+        for v in range(2, 1002):
+            notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": v}, "contentChanges": [
+                {"range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}}, "text": "y"}]})
+        assert ls.state.documents.get(uri).text == "x = 1\n" + "y" * 1000
+        notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+        # A coroutine handler (configuration) and one that yields to ours (setTrace has none).
+        notify("workspace/didChangeConfiguration", {"settings": {"speclsp": {"maxTokens": 9}}})
+        notify("$/setTrace", {"value": "off"})
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert ls.state.config.max_tokens == 9
+        assert ls.protocol._request_futures == {}
+        assert [m["id"] for m in out.messages() if "id" in m] == [1]  # initialize, answered
+        ls.state.shutdown()
+
+    asyncio.run(run())

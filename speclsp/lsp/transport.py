@@ -71,21 +71,37 @@ class SpeclspProtocol(LanguageServerProtocol):
         return result
 
     # The session keeps the documents; pygls' workspace would keep a second copy of every
-    # text (10 MB twice for a 10 MB file) and can raise on edits the session clamps.
+    # text (10 MB twice for a 10 MB file) and can raise on edits the session clamps. Plain
+    # methods, not generators like pygls' own: pygls registers a future for every generator
+    # (and coroutine) handler of a notification and never removes it (see `_execute_handler`).
+    # Our document handlers are plain functions, called here directly.
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> None:
         if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
-            yield handler, (params,), None
+            handler(params)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> None:
         if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
-            yield handler, (params,), None
+            handler(params)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
         if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
-            yield handler, (params,), None
+            handler(params)
+
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        """pygls' `_execute_handler`, plus: a handler's future leaves `_request_futures`
+        when it is done. pygls removes it only for requests (when it sends the response);
+        notifications, and the handlers a generator handler yields to, are registered under
+        fresh uuids that nothing removed, so every such message left a future behind."""
+
+        def done(future) -> None:
+            if self._request_futures.get(msg_id) is future:
+                del self._request_futures[msg_id]
+            callback(future)
+
+        super()._execute_handler(msg_id, handler, done, args, kwargs)
 
     # --- incoming messages ---------------------------------------------------------------
 
