@@ -91,6 +91,39 @@ def test_unknown_methods_requests_get_method_not_found_notifications_are_ignored
     assert error_of(server, "unknown-2") == METHOD_NOT_FOUND
 
 
+def test_notification_methods_sent_with_an_id_are_answered_method_not_found_and_not_applied(server):
+    uri = (server.root / "with-id.py").as_uri()
+    doc = {"uri": uri, "languageId": "python", "version": 1, "text": "x = 1\n"}
+    before = alive(server)
+    log_before = server.log_file.read_text().count("configuration changed")
+    sent = {
+        "open": ("textDocument/didOpen", {"textDocument": doc}),
+        "initialized": ("initialized", {}),
+        "config": ("workspace/didChangeConfiguration", {"settings": {"speclsp": {"maxTokens": 3}}}),
+        "cancel": ("$/cancelRequest", {"id": "whatever"}),
+        "accept": ("speclsp/didAccept", {"uri": uri, "text": "y", "kind": "full"}),
+        "exit": ("exit", None),
+        "hover-bad-params": ("textDocument/hover", {"position": "nope"}),  # a method we do not serve
+    }
+    for key, (method, params) in sent.items():
+        server.send({"jsonrpc": "2.0", "id": key, "method": method, "params": params})
+    assert alive(server)["documents"] == before["documents"]  # the didOpen with an id was not applied
+    server.open(uri, "x = 1\n")
+    change = {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": "y = 2\n"}]}
+    server.send({"jsonrpc": "2.0", "id": "change", "method": "textDocument/didChange", "params": change})
+    server.send({"jsonrpc": "2.0", "id": "close", "method": "textDocument/didClose",
+                 "params": {"textDocument": {"uri": uri}}})
+    after = alive(server)
+    assert after["documents"] == before["documents"] + 1 and after["edits"] == before["edits"]
+    assert server.log_file.read_text().count("configuration changed") == log_before
+    keys = [*sent, "change", "close"]
+    assert {k: error_of(server, k) for k in keys} == {k: METHOD_NOT_FOUND for k in keys}
+    with server.cv:  # exactly one response each
+        assert sorted(m["id"] for m in server.messages if m.get("id") in keys and "method" not in m) == sorted(keys)
+    assert server.proc.poll() is None  # `exit` with an id did not end the server
+    server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+
+
 def test_wrong_types_are_invalid_params_and_bad_notifications_are_dropped(server):
     uri = (server.root / "typed.py").as_uri()
     server.open(uri, "def f(x):\n    return x")

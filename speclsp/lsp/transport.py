@@ -17,6 +17,7 @@ import re
 import threading
 from typing import Any
 
+import attrs
 from cattrs import transform_error
 from lsprotocol import types
 from pygls.protocol import LanguageServerProtocol
@@ -38,6 +39,7 @@ _CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)$", re.IGNORECAS
 
 PARSE_ERROR = types.ErrorCodes.ParseError.value  # -32700
 INVALID_REQUEST = types.ErrorCodes.InvalidRequest.value  # -32600
+METHOD_NOT_FOUND = types.ErrorCodes.MethodNotFound.value  # -32601
 INVALID_PARAMS = types.ErrorCodes.InvalidParams.value  # -32602
 SERVER_NOT_INITIALIZED = types.ErrorCodes.ServerNotInitialized.value  # -32002
 
@@ -60,6 +62,7 @@ class SpeclspProtocol(LanguageServerProtocol):
         self.initialized = False  # an `initialize` request has been handled
         self.received = 0  # message bodies read (for the reliability tests' figures)
         self.rejected = 0  # of those, answered with an error or dropped as malformed
+        self.notification_methods: set[str] = set()  # our own notifications (the server adds them)
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
@@ -110,6 +113,26 @@ class SpeclspProtocol(LanguageServerProtocol):
         self.rejected += 1
         self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
 
+    def is_notification_method(self, method: str) -> bool:
+        """A method that LSP (or we) define as a notification: it never has an id."""
+        kind = types.METHOD_TO_TYPES.get(method, (None,))[0]
+        if kind is not None:
+            return "id" not in attrs.fields_dict(kind)
+        return method in self.notification_methods
+
+    def _refusal(self, method: str) -> tuple[int, str] | None:
+        """Why a request (a message with an id) for `method` is answered with an error
+        before its params are read, or None. A notification method sent with an id is not
+        applied: a request must get exactly one response, and a notification gets none."""
+        if not self.initialized and method != types.INITIALIZE:
+            return SERVER_NOT_INITIALIZED, f"{method[:80]}: the server is not initialized yet"
+        if self.is_notification_method(method):
+            return METHOD_NOT_FOUND, (f"Method not found: {method[:80]} is a notification and was sent with an id; "
+                                      "not applied")
+        if method not in self.fm.features and method not in self.fm.builtin_features:
+            return METHOD_NOT_FOUND, f"Method not found: {method[:80]}"
+        return None
+
     def receive(self, body: bytes) -> None:
         """One message body from the transport: check it, then hand it to pygls.
 
@@ -145,6 +168,11 @@ class SpeclspProtocol(LanguageServerProtocol):
                             msg_id if good_id else None)
                 self.reply_error(msg_id if good_id else None, INVALID_REQUEST,
                                  "Invalid Request: not a JSON-RPC 2.0 request, notification or response")
+            return
+        if "method" in data and "id" in data and (refusal := self._refusal(method)) is not None:
+            code, text = refusal
+            log.warning("req %s: %s refused (%d)", msg_id, method[:80], code)
+            self.reply_error(msg_id, code, text)
             return
         if "method" in data and "params" not in data:
             data["params"] = None  # JSON-RPC lets a request or notification omit its params
