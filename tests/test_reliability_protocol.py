@@ -221,6 +221,22 @@ def test_huge_and_misframed_messages(server, tmp_path_factory):
                                                "rss_growth_skipping_80MiB_message_MB": round(skip_growth_mb, 1)})
 
 
+@pytest.mark.parametrize("claimed", [b"99999999999999999999", b"1000000", b"%d" % (64 * 2**20 + 1)])
+def test_a_content_length_past_the_next_header_resynchronises_there(server, claimed):
+    """A claimed body that runs into the next message's header is dropped with one error
+    (id null) and the header starts the next message: the requests after it are answered."""
+    before = len(null_id_errors(server))
+    body = json.dumps({"jsonrpc": "2.0", "method": "$/unknownNotification", "params": [1]}).encode()
+    body += b" " * (60 - len(body))  # a 60-byte body
+    ids = [f"after-{claimed[:4].decode()}-{i}" for i in range(20)]
+    server.write(b"Content-Length: " + claimed + b"\r\n\r\n" + body)
+    server.write(b"".join(frame({"jsonrpc": "2.0", "id": i, "method": "speclsp/stats"}) for i in ids))
+    assert all("result" in server.response(i, timeout=20) for i in ids)
+    alive(server)
+    assert null_id_errors(server)[before:] == [PARSE_ERROR]  # exactly one, for the dropped message
+    assert "runs past the next header" in server.log_file.read_text()
+
+
 def test_an_absurd_content_length_reads_to_the_end_of_the_stream_and_exits(tmp_path):
     s = RawServer(str(tmp_path / "no-model"), tmp_path / "server.log")
     try:

@@ -36,6 +36,22 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 MAX_HEADER_LINE = 8192  # a longer header line is garbage, read and dropped in pieces
 SKIP_CHUNK = 2**20
 _CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)$", re.IGNORECASE)
+# A header inside what a Content-Length claims as the body: the claim runs past the end of
+# its message. No valid JSON body holds one: a raw line break cannot be inside a JSON string,
+# and outside strings JSON has no such words.
+_NEXT_HEADER = re.compile(rb"content-length[ \t]*:[ \t]*\d+[ \t]*\r?\n")  # matched in lowercase
+HEADER_OVERLAP = 256  # bytes kept between reads, so a header split across two reads is found
+
+
+def _header_in(data: bytes) -> int:
+    """Where a `Content-Length: N` header line starts in `data`, or -1 (~1 ms per MiB)."""
+    low = data.lower()
+    at = low.find(b"content-length")
+    while at >= 0:
+        if _NEXT_HEADER.match(low, at):
+            return at
+        at = low.find(b"content-length", at + 1)
+    return -1
 
 PARSE_ERROR = types.ErrorCodes.ParseError.value  # -32700
 INVALID_REQUEST = types.ErrorCodes.InvalidRequest.value  # -32600
@@ -229,13 +245,15 @@ class StdinReader:
 
     def __init__(self, stream, executor):
         self.stream, self.executor = stream, executor
+        self._read_some = getattr(stream, "read1", stream.read)
 
     async def readline(self, limit: int) -> bytes:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.stream.readline, limit)
 
-    async def read(self, n: int) -> bytes:
-        """`n` bytes, or fewer at the end of the stream."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.stream.read, n)
+    async def read_some(self, n: int) -> bytes:
+        """Up to `n` bytes, as soon as some are there (empty at the end of the stream): a
+        lying Content-Length must not make us wait for bytes the client never sends."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._read_some, n)
 
 
 class SocketReader:
@@ -252,11 +270,36 @@ class SocketReader:
         except asyncio.LimitOverrunError as e:  # a line longer than the buffer: hand a piece over
             return await self.reader.read(max(1, min(e.consumed, limit)))
 
-    async def read(self, n: int) -> bytes:
-        try:
-            return await self.reader.readexactly(n)
-        except asyncio.IncompleteReadError as e:
-            return e.partial
+    async def read_some(self, n: int) -> bytes:
+        return await self.reader.read(n)
+
+
+class _Input:
+    """A reader plus the bytes handed back to it after a resynchronisation."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.pending = b""
+
+    def unread(self, data: bytes) -> None:
+        self.pending = data + self.pending
+
+    async def readline(self, limit: int) -> bytes:
+        if not self.pending:
+            return await self.reader.readline(limit)
+        end = self.pending.find(b"\n", 0, limit)
+        if end >= 0 or len(self.pending) >= limit:
+            cut = end + 1 if end >= 0 else limit
+            line, self.pending = self.pending[:cut], self.pending[cut:]
+            return line
+        line, self.pending = self.pending, b""
+        return line + await self.reader.readline(limit - len(line))
+
+    async def read_some(self, n: int) -> bytes:
+        if not self.pending:
+            return await self.reader.read_some(n)
+        got, self.pending = self.pending[:n], self.pending[n:]
+        return got
 
 
 async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event) -> None:
@@ -264,13 +307,18 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
 
     Header lines other than Content-Length (and Content-Type) are logged and skipped, which
     also resynchronises after garbage: the next line ending in `Content-Length: N` starts
-    a message. A
-    body over MAX_MESSAGE_BYTES is skipped in chunks. Ends at the end of the stream.
+    a message. A body is read as it arrives and searched for a `Content-Length: N` header
+    line: one inside the claimed body means the claim runs past its message (a lying or
+    miscounted Content-Length); that message is dropped with one ParseError (id null) and
+    the header starts the next one. A body over MAX_MESSAGE_BYTES is skipped in chunks
+    (searched the same way, never held whole) with one InvalidRequest (id null). Ends at
+    the end of the stream.
     """
+    inp = _Input(reader)
     while not stop.is_set():
         length: int | None = None
         while True:  # headers, up to the empty line
-            line = await reader.readline(MAX_HEADER_LINE)
+            line = await inp.readline(MAX_HEADER_LINE)
             if not line:
                 return
             stripped = line.strip()
@@ -285,21 +333,39 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
                 length = int(digits) if len(digits) <= 18 else 10**18
             elif not stripped.lower().startswith(b"content-type"):
                 log.warning("skipping a header line that is not Content-Length (%d bytes)", len(line))
-        if length > MAX_MESSAGE_BYTES:
+        too_big = length > MAX_MESSAGE_BYTES
+        if too_big:
             log.warning("message of %d bytes is over the %d-byte limit: skipped unread", length, MAX_MESSAGE_BYTES)
-            protocol.received += 1
-            protocol.rejected += 1
-            while length > 0:
-                chunk = await reader.read(min(length, SKIP_CHUNK))
-                if not chunk:
-                    return
-                length -= len(chunk)
+        body = bytearray()
+        got, seen = 0, b""  # bytes of the body read; the last HEADER_OVERLAP of them
+        resynced = False
+        while got < length:
+            chunk = await inp.read_some(min(length - got, SKIP_CHUNK))
+            if not chunk:
+                log.warning("the stream ended inside a message (%d of %d bytes)", got, length)
+                return
+            window = seen + chunk
+            if (at := _header_in(window)) >= 0:
+                inp.unread(window[at:])  # the next message starts there
+                log.warning("Content-Length %d runs past the next header (at byte %d of the body): "
+                            "message dropped, reading on from that header", length, got - len(seen) + at)
+                protocol.received += 1
+                protocol.reply_error(None, PARSE_ERROR, "Parse error: the message's Content-Length runs into the "
+                                     "next message's header; the message was dropped")
+                resynced = True
+                break
+            got += len(chunk)
+            seen = window[-HEADER_OVERLAP:]
+            if not too_big:
+                body += chunk
+        if resynced:
             continue
-        body = await reader.read(length)
-        if len(body) < length:
-            log.warning("the stream ended inside a message (%d of %d bytes)", len(body), length)
-            return
+        if too_big:
+            protocol.received += 1
+            protocol.reply_error(None, INVALID_REQUEST, f"Invalid Request: a message of {length} bytes is over the "
+                                 f"{MAX_MESSAGE_BYTES}-byte limit; skipped")
+            continue
         try:
-            protocol.receive(body)
+            protocol.receive(bytes(body))
         except Exception:  # a bug of ours: the message is lost, the server is not
             log.exception("failed to handle a message of %d bytes", length)
