@@ -165,6 +165,21 @@ def test_positions_out_of_range_and_unknown_documents_answer_empty(server):
     alive(server)
 
 
+def test_a_lone_cr_ends_a_line_for_completions_and_edits(server):
+    uri = (server.root / "cr.py").as_uri()
+    server.open(uri, "a = 1\rb = 2\rvalue = mul")
+    items = server.inline(uri, 2, 11)["result"]["items"]
+    assert f"req rawlsp-{server.next_id}: line 2 is past the end" not in server.log_file.read_text()
+    assert items and items[0]["range"] == {"start": {"line": 2, "character": 8}, "end": {"line": 2, "character": 11}}
+    assert items[0]["insertText"].startswith("mul")
+    server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
+        {"range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}}, "text": "Q"}]})
+    items = server.inline(uri, 1, 2)["result"]["items"]  # the start of line 1 is now "Qb"
+    assert items and items[0]["range"]["start"] == {"line": 1, "character": 0}
+    assert items[0]["insertText"].startswith("Qb")
+    server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+
+
 def test_versions_out_of_order_apply_in_order_and_drop_cached_suggestions(server):
     uri = (server.root / "versions.py").as_uri()
     server.open(uri, "a = ", version=10)
