@@ -103,10 +103,12 @@ def test_document_edits_match_a_reference_model_of_lsp_edits_with_every_line_end
         expected = expected[:s] + new + expected[e:]
         store.change(doc, doc.version + 1, changes)
         assert doc.text == expected
-    # All of them in one notification, too.
-    doc2 = store.open("file:///u.py", "/u.py", "python", 1, text)
-    store.change(doc2, 2, [((a[0], a[1], b[0], b[1]), new) for a, b, new in edits])
-    assert doc2.text == expected
+    # All of them in one notification, too: one by one, and on lines (as above MANY_CHANGES).
+    for many in (99, 0):
+        store.many_changes = many
+        doc2 = store.open("file:///u.py", "/u.py", "python", 1, text)
+        store.change(doc2, 2, [((a[0], a[1], b[0], b[1]), new) for a, b, new in edits])
+        assert doc2.text == expected
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
