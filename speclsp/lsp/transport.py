@@ -92,7 +92,7 @@ class SpeclspProtocol(LanguageServerProtocol):
     # The session keeps the documents; pygls' workspace would keep a second copy of every
     # text (10 MB twice for a 10 MB file) and can raise on edits the session clamps. Plain
     # methods, not generators like pygls' own: pygls registers a future for every generator
-    # (and coroutine) handler of a notification and never removes it (see `_execute_handler`).
+    # (and coroutine) handler of a notification and never removes it (see `_forget_finished`).
     # Our document handlers are plain functions, called here directly.
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> None:
@@ -108,19 +108,6 @@ class SpeclspProtocol(LanguageServerProtocol):
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
         if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
             handler(params)
-
-    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
-        """pygls' `_execute_handler`, plus: a handler's future leaves `_request_futures`
-        when it is done. pygls removes it only for requests (when it sends the response);
-        notifications, and the handlers a generator handler yields to, are registered under
-        fresh uuids that nothing removed, so every such message left a future behind."""
-
-        def done(future) -> None:
-            if self._request_futures.get(msg_id) is future:
-                del self._request_futures[msg_id]
-            callback(future)
-
-        super()._execute_handler(msg_id, handler, done, args, kwargs)
 
     # --- incoming messages ---------------------------------------------------------------
 
@@ -219,7 +206,19 @@ class SpeclspProtocol(LanguageServerProtocol):
             return conv.structure(data, self._result_types.pop(data["id"], None) or JsonRPCResponseMessage)
         return conv.structure(data, self.get_message_type(data["method"]) or JsonRPCNotification)
 
+    def _forget_finished(self) -> None:
+        """Drop finished futures from pygls' `_request_futures`. pygls removes a future only
+        when it answers a request; notifications handled by a coroutine or generator, and the
+        handlers a generator handler yields to, are registered under fresh uuids that nothing
+        removed, so every such message left one behind. Pruned here, before each message,
+        rather than in a done callback: pygls' `shutdown` cancels the futures while iterating
+        over the table, and a concurrent future runs its callbacks inside `cancel()`."""
+        finished = [key for key, future in self._request_futures.items() if future.done()]
+        for key in finished:
+            del self._request_futures[key]
+
     def handle_message(self, message) -> None:
+        self._forget_finished()
         method = getattr(message, "method", None)
         if isinstance(message, RPCRequest):
             if not self.initialized and method != types.INITIALIZE:
