@@ -85,6 +85,74 @@ def test_incremental_edits_after_astral_characters_keep_the_document_in_sync(ser
     assert got == expected_completion(tiny_lm, text)
 
 
+def test_one_did_change_with_20000_changes_keeps_the_document_in_sync(server, tiny_lm, tmp_path_factory):
+    uri = (server.root / "many.py").as_uri()
+    text = "def f(x):\r    return x\n" * 50
+    server.open(uri, text)
+    changes, n_lines = [], text.count("\n") * 2
+    for k in range(20_000):  # one character at a time, all over the document
+        line, char = (k * 7) % n_lines, k % 5
+        changes.append({"range": {"start": {"line": line, "character": char},
+                                  "end": {"line": line, "character": char}}, "text": "abc\r\n"[k % 5]})
+    t0 = time.monotonic()
+    server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": changes})
+    alive_ms = (server.request("speclsp/stats")["result"] and time.monotonic() - t0) * 1e3
+    from speclsp.lsp.documents import DocumentStore
+
+    reference = DocumentStore()  # the same edits applied one by one (the path for a few changes)
+    reference.many_changes = len(changes)
+    doc = reference.open(uri, "/many.py", "python", 1, text)
+    for c in changes:
+        r = c["range"]
+        reference.change(doc, doc.version + 1, [((r["start"]["line"], r["start"]["character"], r["end"]["line"],
+                                                  r["end"]["character"]), c["text"])])
+    expected = doc.text
+    server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 3}, "contentChanges": [
+        {"range": {"start": {"line": 10**6, "character": 0}, "end": {"line": 10**6, "character": 0}},
+         "text": "\nvalue = "}]})
+    got, _ = complete_at_end(server, uri, expected + "\nvalue = ", open_first=False)
+    assert got == expected_completion(tiny_lm, expected + "\nvalue = ")
+    record(tmp_path_factory, "many_changes", {"changes": len(changes), "applied_and_answered_ms": round(alive_ms, 1)})
+
+
+def test_many_changes_in_one_notification_are_tokenized_and_split_into_lines_once(tiny_model_dir, monkeypatch):
+    """20,000 one-character changes cost one pass over the text, not one each: counted as the
+    characters handed to the tokenizer and to the line table (`positions.Lines`)."""
+    from transformers import AutoTokenizer
+
+    from speclsp.drafting.tokens import make_tokenize
+    from speclsp.lsp import documents
+    from speclsp.lsp.config import Config
+    from speclsp.lsp.state import ServerState
+
+    counted = {"tokenized": 0, "lines": 0}
+    tokenize = make_tokenize(AutoTokenizer.from_pretrained(str(tiny_model_dir)))
+
+    def counting_tokenize(text):
+        counted["tokenized"] += len(text)
+        return tokenize(text)
+
+    class CountingLines(documents.Lines):
+        def __init__(self, text):
+            counted["lines"] += len(text)
+            super().__init__(text)
+
+    monkeypatch.setattr(documents, "Lines", CountingLines)
+    state = ServerState(Config(), None)
+    state.indexes.attach(counting_tokenize, lambda t: tokenize(t)[0], [])
+    text = "def f(x):\n    return x + 1\n" * 800  # 21,600 characters, 1,600 lines
+    state.open("file:///a.py", "/a.py", "python", 1, text)
+    counted.update(tokenized=0, lines=0)
+    n = 20_000
+    state.change("file:///a.py", 2, [((k % 1600, 4, k % 1600, 4), "z") for k in range(n)])
+    final = state.documents.get("file:///a.py").text
+    assert len(final) == len(text) + n
+    assert counted["tokenized"] <= 2 * len(final)  # once (one changed region, tokenized whole)
+    longest = max(len(x) for x in final.splitlines()) + 2
+    assert counted["lines"] <= len(text) + n * 3 * longest  # the text once, then three lines a change
+    assert state.indexes.index_for("file:///a.py").text("file:///a.py") == final
+
+
 def test_long_lines_and_10mb_documents_stay_bounded(server, tmp_path_factory):
     long_line = "x = [" + "1, " * 100_000  # one line of 300k characters
     got, long_ms = complete_at_end(server, (server.root / "long.py").as_uri(), long_line)

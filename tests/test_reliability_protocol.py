@@ -91,6 +91,39 @@ def test_unknown_methods_requests_get_method_not_found_notifications_are_ignored
     assert error_of(server, "unknown-2") == METHOD_NOT_FOUND
 
 
+def test_notification_methods_sent_with_an_id_are_answered_method_not_found_and_not_applied(server):
+    uri = (server.root / "with-id.py").as_uri()
+    doc = {"uri": uri, "languageId": "python", "version": 1, "text": "x = 1\n"}
+    before = alive(server)
+    log_before = server.log_file.read_text().count("configuration changed")
+    sent = {
+        "open": ("textDocument/didOpen", {"textDocument": doc}),
+        "initialized": ("initialized", {}),
+        "config": ("workspace/didChangeConfiguration", {"settings": {"speclsp": {"maxTokens": 3}}}),
+        "cancel": ("$/cancelRequest", {"id": "whatever"}),
+        "accept": ("speclsp/didAccept", {"uri": uri, "text": "y", "kind": "full"}),
+        "exit": ("exit", None),
+        "hover-bad-params": ("textDocument/hover", {"position": "nope"}),  # a method we do not serve
+    }
+    for key, (method, params) in sent.items():
+        server.send({"jsonrpc": "2.0", "id": key, "method": method, "params": params})
+    assert alive(server)["documents"] == before["documents"]  # the didOpen with an id was not applied
+    server.open(uri, "x = 1\n")
+    change = {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": "y = 2\n"}]}
+    server.send({"jsonrpc": "2.0", "id": "change", "method": "textDocument/didChange", "params": change})
+    server.send({"jsonrpc": "2.0", "id": "close", "method": "textDocument/didClose",
+                 "params": {"textDocument": {"uri": uri}}})
+    after = alive(server)
+    assert after["documents"] == before["documents"] + 1 and after["edits"] == before["edits"]
+    assert server.log_file.read_text().count("configuration changed") == log_before
+    keys = [*sent, "change", "close"]
+    assert {k: error_of(server, k) for k in keys} == {k: METHOD_NOT_FOUND for k in keys}
+    with server.cv:  # exactly one response each
+        assert sorted(m["id"] for m in server.messages if m.get("id") in keys and "method" not in m) == sorted(keys)
+    assert server.proc.poll() is None  # `exit` with an id did not end the server
+    server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+
+
 def test_wrong_types_are_invalid_params_and_bad_notifications_are_dropped(server):
     uri = (server.root / "typed.py").as_uri()
     server.open(uri, "def f(x):\n    return x")
@@ -130,6 +163,21 @@ def test_positions_out_of_range_and_unknown_documents_answer_empty(server):
         {"range": {"start": {"line": 50, "character": 0}, "end": {"line": 60, "character": 9}}, "text": "\nz = "}]})
     assert server.inline(uri, 2, 4)["result"]["items"]
     alive(server)
+
+
+def test_a_lone_cr_ends_a_line_for_completions_and_edits(server):
+    uri = (server.root / "cr.py").as_uri()
+    server.open(uri, "a = 1\rb = 2\rvalue = mul")
+    items = server.inline(uri, 2, 11)["result"]["items"]
+    assert f"req rawlsp-{server.next_id}: line 2 is past the end" not in server.log_file.read_text()
+    assert items and items[0]["range"] == {"start": {"line": 2, "character": 8}, "end": {"line": 2, "character": 11}}
+    assert items[0]["insertText"].startswith("mul")
+    server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
+        {"range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}}, "text": "Q"}]})
+    items = server.inline(uri, 1, 2)["result"]["items"]  # the start of line 1 is now "Qb"
+    assert items and items[0]["range"]["start"] == {"line": 1, "character": 0}
+    assert items[0]["insertText"].startswith("Qb")
+    server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
 
 
 def test_versions_out_of_order_apply_in_order_and_drop_cached_suggestions(server):
@@ -186,6 +234,22 @@ def test_huge_and_misframed_messages(server, tmp_path_factory):
     record(tmp_path_factory, "huge_messages", {"didOpen_10MB_s": round(big_open_s, 2),
                                                "completion_in_10MB_doc_ms": round(big_answer_ms, 1),
                                                "rss_growth_skipping_80MiB_message_MB": round(skip_growth_mb, 1)})
+
+
+@pytest.mark.parametrize("claimed", [b"99999999999999999999", b"1000000", b"%d" % (64 * 2**20 + 1)])
+def test_a_content_length_past_the_next_header_resynchronises_there(server, claimed):
+    """A claimed body that runs into the next message's header is dropped with one error
+    (id null) and the header starts the next message: the requests after it are answered."""
+    before = len(null_id_errors(server))
+    body = json.dumps({"jsonrpc": "2.0", "method": "$/unknownNotification", "params": [1]}).encode()
+    body += b" " * (60 - len(body))  # a 60-byte body
+    ids = [f"after-{claimed[:4].decode()}-{i}" for i in range(20)]
+    server.write(b"Content-Length: " + claimed + b"\r\n\r\n" + body)
+    server.write(b"".join(frame({"jsonrpc": "2.0", "id": i, "method": "speclsp/stats"}) for i in ids))
+    assert all("result" in server.response(i, timeout=20) for i in ids)
+    alive(server)
+    assert null_id_errors(server)[before:] == [PARSE_ERROR]  # exactly one, for the dropped message
+    assert "runs past the next header" in server.log_file.read_text()
 
 
 def test_an_absurd_content_length_reads_to_the_end_of_the_stream_and_exits(tmp_path):
@@ -259,3 +323,73 @@ def test_fuzzed_messages_never_stop_the_server(server, tmp_path_factory):
         "messages_per_s": round(sent["messages"] / fuzz_s), "completion_after_ms": round((time.monotonic() - t1) * 1e3, 1),
         "rss_before_MB": round(rss0 / 1024, 1), "rss_after_MB": round(rss_kb(server.pid) / 1024, 1)})
     assert sent["messages"] >= 1000 and server.proc.poll() is None
+
+
+# --- in process: the real protocol and handlers, no subprocess ---------------------------------
+
+
+class _Collect:
+    """A writer that keeps what the server sends (framed JSON-RPC), in order."""
+
+    def __init__(self):
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        pass
+
+    def messages(self) -> list[dict]:
+        out, rest = [], self.data
+        while rest:
+            head, _, rest = rest.partition(b"\r\n\r\n")
+            n = int(head.split(b"Content-Length:")[1].split(b"\r\n")[0])
+            out.append(json.loads(rest[:n]))
+            rest = rest[n:]
+        return out
+
+
+def in_process_server(tmp_path):
+    """The real server (handlers, protocol checks) fed message bodies through `receive`."""
+    from speclsp.lsp.server import build_server
+
+    ls = build_server()
+    out = _Collect()
+    ls.protocol.set_writer(out)
+    ls.protocol.receive(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {}}}).encode())
+    return ls, out
+
+
+def test_notifications_leave_no_futures_behind(tmp_path):
+    """pygls registers a future per generator or coroutine handler of a notification under
+    a fresh uuid; one open, 1,000 changes and one close used to leave 1,002 of them."""
+    import asyncio
+
+    async def run():
+        ls, out = in_process_server(tmp_path)
+        uri = (tmp_path / "grow.py").as_uri()
+
+        def notify(method, params):
+            ls.protocol.receive(json.dumps({"jsonrpc": "2.0", "method": method, "params": params}).encode())
+
+        notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
+                                                         "text": "x = 1\n"}})
+        for v in range(2, 1002):
+            notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": v}, "contentChanges": [
+                {"range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}}, "text": "y"}]})
+        assert ls.state.documents.get(uri).text == "x = 1\n" + "y" * 1000
+        notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+        # A coroutine handler (configuration) and one that yields to ours (setTrace has none).
+        notify("workspace/didChangeConfiguration", {"settings": {"speclsp": {"maxTokens": 9}}})
+        notify("$/setTrace", {"value": "off"})
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert ls.state.config.max_tokens == 9
+        ls.protocol.receive(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "speclsp/stats"}).encode())
+        assert ls.protocol._request_futures == {}  # nothing left of the 1,005 notifications
+        assert [m["id"] for m in out.messages() if "id" in m] == [1, 2]  # initialize and stats, answered
+        ls.state.shutdown()
+
+    asyncio.run(run())

@@ -7,6 +7,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from speclsp.lsp.config import Config, parse_options, settings_section
 from speclsp.backend import CancelToken
@@ -43,12 +45,81 @@ def test_columns_clamp_past_the_end_and_round_down_inside_a_character():
 def test_lines_convert_offsets_and_client_positions():
     text = "ab\r\n" + LINE + "\n"
     lines = Lines(text)
-    assert len(lines) == 3 and lines.line(0) == "ab\r" and lines.line(2) == ""
+    assert len(lines) == 3 and lines.line(0) == "ab" and lines.line(2) == ""  # "\r\n" is one line ending
     off = lines.offset_from_client(1, 8, UTF16)  # after 😀
     assert text[:off].endswith("😀")
     assert lines.client_position(off, UTF8) == (1, 11)
     assert lines.position(len(text)) == (2, 0)
     assert lines.offset(7, 0) == len(text)
+
+
+def test_lines_end_at_lf_crlf_and_a_lone_cr():
+    text = "a = 1\rb = 2\r\nc\n\rd\r"
+    lines = Lines(text)
+    assert [lines.line(n) for n in range(len(lines))] == ["a = 1", "b = 2", "c", "", "d", ""]
+    assert lines.offset(1, 0) == text.index("b") and lines.offset(1, 99) == text.index("\r\n")
+    assert lines.position(text.index("d")) == (4, 0)
+    assert lines.offset_from_client(2, 5, UTF16) == text.index("c") + 1  # clamped before the ending
+
+
+# An independent model of LSP's text edits: lines end at "\n", "\r\n" or a lone "\r";
+# a UTF-16 column inside a surrogate pair rounds down; past the end of a line clamps to it,
+# past the last line to the end of the text.
+def _reference_offset(text: str, line: int, units: int) -> int:
+    i, n = 0, 0
+    while n < line:
+        while i < len(text) and text[i] not in "\r\n":
+            i += 1
+        if i == len(text):
+            return len(text)
+        i += 2 if text[i] == "\r" and text[i + 1 : i + 2] == "\n" else 1
+        n += 1
+    used = 0
+    while i < len(text) and text[i] not in "\r\n":
+        width = 2 if ord(text[i]) > 0xFFFF else 1
+        if used + width > units:
+            break
+        used += width
+        i += 1
+    return i
+
+
+TEXT_PIECES = st.sampled_from(["a", "bc", " ", "\n", "\r\n", "\r", "😀", "é"])
+texts = st.lists(TEXT_PIECES, max_size=30).map("".join)
+positions_ = st.tuples(st.integers(0, 8), st.integers(0, 8))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(texts, st.lists(st.tuples(positions_, positions_, texts), max_size=8))
+def test_document_edits_match_a_reference_model_of_lsp_edits_with_every_line_ending(text, edits):
+    from speclsp.lsp.documents import DocumentStore
+
+    store = DocumentStore()
+    doc = store.open("file:///t.py", "/t.py", "python", 1, text)
+    expected = text
+    for (a, b, new) in edits:
+        changes = [((a[0], a[1], b[0], b[1]), new)]
+        s, e = sorted((_reference_offset(expected, *a), _reference_offset(expected, *b)))
+        expected = expected[:s] + new + expected[e:]
+        store.change(doc, doc.version + 1, changes)
+        assert doc.text == expected
+    # All of them in one notification, too: one by one, and on lines (as above MANY_CHANGES).
+    for many in (99, 0):
+        store.many_changes = many
+        doc2 = store.open("file:///u.py", "/u.py", "python", 1, text)
+        store.change(doc2, 2, [((a[0], a[1], b[0], b[1]), new) for a, b, new in edits])
+        assert doc2.text == expected
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(texts, st.integers(0, 200))
+def test_the_completion_request_splits_the_document_at_the_cursor_offset_whatever_the_line_endings(text, at):
+    from speclsp.completion.completer import build_request
+    from speclsp.completion.context import PromptBudget, split_at
+
+    offset = min(at, len(text))
+    req = build_request("/t.py", text, Lines(text).starts, offset, others=(), budget=PromptBudget())
+    assert split_at(req.text, req.line, req.character) == (text[:offset], text[offset:])
 
 
 def test_options_parse_camel_case_and_fall_back_on_bad_values():

@@ -37,8 +37,11 @@ log = logging.getLogger(__name__)
 class CompletionRequest:
     path: str
     text: str
-    line: int  # 0-based
-    character: int  # 0-based, in code points
+    # The cursor as `context.split_at` reads it: lines split at "\n" only (a "\r" is text),
+    # 0-based, the column in code points. The server's LSP lines also end at a lone "\r";
+    # `build_request` turns its code-point offset into this form, so the two never mix.
+    line: int
+    character: int
     other_documents: tuple[OpenDocument, ...] = ()
     max_tokens: int = 64
     lookahead: str = "auto"  # fixed:K | heuristic | auto
@@ -71,6 +74,8 @@ def build_request(path: str, text: str, line_starts: Sequence[int], offset: int,
     total size (`context.choose_other_documents`, most recently edited first).
     """
     start, end = prompt_window(text, line_starts, offset, budget.max_prompt_tokens)
+    # "\n" lines, as split_at counts them (not LSP's lines, which also end at a lone "\r"):
+    # split_at(text[start:end], line, col) splits exactly at `offset`.
     line = text.count("\n", start, offset)
     col = offset - max(start, text.rfind("\n", start, offset) + 1)
     return CompletionRequest(path=path, text=text[start:end], line=line, character=col,

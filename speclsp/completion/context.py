@@ -60,7 +60,8 @@ class Prompt:
 
 
 def split_at(text: str, line: int, character: int) -> tuple[str, str]:
-    """Split a document at a 0-based (line, character-in-code-points) position.
+    """Split a document at a 0-based (line, character-in-code-points) position, its lines
+    split at "\\n" only ("\\r" is part of a line: `completer.build_request` counts the same way).
 
     Raises ValueError with a clear message when the position is outside the document.
     """

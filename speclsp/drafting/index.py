@@ -36,6 +36,12 @@ from .tokens import (CHUNK_TARGET, POS_MASK, SLOT_MASK, SLOT_SHIFT, STATIC, Chun
 log = logging.getLogger(__name__)
 
 LEVELS = (2, 4, 8, 16, 32)  # context lengths that are indexed; lookup tries the longest first
+# A bucket (the uids posted under one key) is an int, a list, or above BIG_BUCKET uids a dict
+# uid -> None: repeated text (`"0," * 100000`) makes buckets of 10^5 uids, and removing each
+# of them from a list (`list.remove`) made closing such a document quadratic (13.7 s). A
+# dict keeps the same order (insertion order; a re-posted uid goes last, as with a list),
+# so `bucket()` answers exactly as before.
+BIG_BUCKET = 32
 MAX_MATCH = 64  # exact match length is measured up to this many tokens
 DEFAULT_MAX_TOKENS = 500_000  # ~250 MB at the measured ~500 bytes per token
 
@@ -74,7 +80,7 @@ class NgramIndex:
         self.max_tokens = max_tokens
         self.max_history = max_history
         self.lock = threading.RLock()
-        self._post: list[dict[int, int | list[int]]] = [{} for _ in LEVELS]
+        self._post: list[dict[int, int | list[int] | dict[int, None]]] = [{} for _ in LEVELS]
         self._where: dict[int, Chunk] = {}  # text-token uid -> its chunk
         self._docs: dict[str, TextDoc | IdsDoc] = {}
         self._slots: dict[int, IdsDoc] = {}
@@ -346,18 +352,27 @@ class NgramIndex:
             d[key] = uid
         elif isinstance(got, int):
             d[key] = [got, uid]
-        else:
+        elif isinstance(got, list):
             got.append(uid)
+            if len(got) > BIG_BUCKET:
+                d[key] = dict.fromkeys(got)
+        else:
+            got[uid] = None
 
     def _unpost(self, li: int, key: int, uid: int) -> None:
+        """Remove one uid: O(1), or O(BIG_BUCKET) from a small list."""
         d = self._post[li]
         got = d[key]
         if isinstance(got, int):
             del d[key]
-        else:
+        elif isinstance(got, list):
             got.remove(uid)
             if len(got) == 1:
                 d[key] = got[0]
+        else:
+            del got[uid]
+            if len(got) <= BIG_BUCKET // 2:
+                d[key] = list(got)
 
     def _post_range(self, ids: list[int], uids: list[int], base: int, lo: int, hi: int, full_hi: int,
                     add: bool) -> None:

@@ -15,11 +15,60 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from ..drafting.folders import Folders
-from .positions import UTF16, Lines
+from .positions import UTF16, Lines, to_codepoints
 
 log = logging.getLogger(__name__)
 
 Range = tuple[int, int, int, int]  # start line, start units, end line, end units (client units)
+
+# A didChange with more content changes than this is applied on a list of lines and reported
+# as one whole-text edit (indexed once): each change applied to the whole text costs a copy
+# of it and a new line table, so 20,000 one-character changes took minutes.
+MANY_CHANGES = 16
+
+
+def _split(text: str) -> list[str]:
+    """`text` as lines with their endings (LSP's: "\\n", "\\r\\n", lone "\\r"); the last line
+    has none and may be empty."""
+    starts = Lines(text).starts
+    return [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
+
+
+def _body_len(line: str) -> int:
+    """Length of a line without its ending."""
+    if line.endswith("\r\n"):
+        return len(line) - 2
+    return len(line) - 1 if line.endswith(("\n", "\r")) else len(line)
+
+
+def _apply_on_lines(text: str, changes: Sequence[tuple[Range | None, str]], encoding: str) -> str:
+    """`changes` applied in order, each costing the lines it touches (and a list splice), not
+    the whole text: the same result as applying them to the text one by one."""
+    lines = _split(text)
+
+    def point(line: int, units: int) -> tuple[int, int]:
+        if line >= len(lines):
+            return len(lines) - 1, _body_len(lines[-1])
+        line = max(0, line)
+        body = lines[line][:_body_len(lines[line])]
+        return line, to_codepoints(body, units, encoding)
+
+    for rng, new_text in changes:
+        if rng is None:
+            lines = _split(new_text)
+            continue
+        (sl, sc), (el, ec) = sorted((point(rng[0], rng[1]), point(rng[2], rng[3])))
+        # The lines around the change too: a "\r" ending before it may join a "\n" it
+        # inserts, and what it inserts may end where the next line starts.
+        r0, r1 = max(0, sl - 1), min(len(lines), el + 2)
+        region = "".join(lines[r0:r1])
+        s_off = sum(len(x) for x in lines[r0:sl]) + sc
+        e_off = sum(len(x) for x in lines[r0:el]) + ec
+        new_lines = _split(region[:s_off] + new_text + region[e_off:])
+        if r1 < len(lines):  # the region ends with a line ending: no partial last line
+            new_lines.pop()
+        lines[r0:r1] = new_lines
+    return "".join(lines)
 
 
 @dataclass
@@ -58,6 +107,7 @@ class DocumentStore:
         self.folders = folders if folders is not None else Folders()
         self.encoding = UTF16
         self.max_chars = max_chars
+        self.many_changes = MANY_CHANGES
         self._docs: dict[str, Document] = {}
 
     def get(self, uri: str) -> Document | None:
@@ -86,8 +136,14 @@ class DocumentStore:
 
     def change(self, doc: Document, version: int, changes: Sequence[tuple[Range | None, str]]) -> list[Edit]:
         """Apply content changes ((range in client units, or None for the whole text), text)
-        in order; returns them as code-point edits."""
+        in order; returns them as code-point edits. More than MANY_CHANGES are applied on
+        lines (linear overall) and returned as one edit of the whole text."""
         edits = []
+        if len(changes) > self.many_changes:
+            old = doc.text
+            doc.text = _apply_on_lines(old, changes, self.encoding)
+            edits.append(Edit(0, len(old), doc.text))
+            changes = ()
         for rng, new_text in changes:
             if rng is None:
                 start, end = 0, len(doc.text)

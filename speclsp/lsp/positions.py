@@ -6,13 +6,16 @@ index code points, which is what everything behind the server (CompletionRequest
 context.split_at) uses. These functions convert one line's column between the two; they
 know nothing of lsprotocol.
 
-Lines end at "\\n"; a "\\r" before it stays part of the line's text, which leaves every
-column before it unchanged.
+Lines end as LSP says: at "\\n", at "\\r\\n" (one ending) and at a lone "\\r". A line's text
+(`Lines.line`) excludes its ending, so a column never lands inside one.
 """
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
+
+_EOL = re.compile(r"\r\n?|\n")
 
 UTF8, UTF16, UTF32 = "utf-8", "utf-16", "utf-32"
 ENCODINGS = (UTF16, UTF8, UTF32)
@@ -56,27 +59,38 @@ class Lines:
     def __init__(self, text: str):
         self.text = text
         starts = [0]
-        pos = text.find("\n")
-        while pos >= 0:
-            starts.append(pos + 1)
-            pos = text.find("\n", pos + 1)
+        if "\r" in text:
+            starts += [m.end() for m in _EOL.finditer(text)]
+        else:  # the common case, ~3x faster than the regular expression
+            pos = text.find("\n")
+            while pos >= 0:
+                starts.append(pos + 1)
+                pos = text.find("\n", pos + 1)
         self.starts = starts
 
     def __len__(self) -> int:
         return len(self.starts)
 
+    def end(self, n: int) -> int:
+        """Offset of the end of line `n`'s text (where its line ending starts)."""
+        if n + 1 >= len(self.starts):
+            return len(self.text)
+        end = self.starts[n + 1] - 1  # the ending's last character: "\n" or a lone "\r"
+        if self.text[end] == "\n" and end > self.starts[n] and self.text[end - 1] == "\r":
+            end -= 1  # "\r\n"
+        return end
+
     def line(self, n: int) -> str:
         if n < 0 or n >= len(self.starts):
             return ""
-        end = self.starts[n + 1] - 1 if n + 1 < len(self.starts) else len(self.text)
-        return self.text[self.starts[n] : end]
+        return self.text[self.starts[n] : self.end(n)]
 
     def offset(self, line: int, column: int) -> int:
         """Code-point offset of (line, column); past the end clamps to the end."""
         if line >= len(self.starts):
             return len(self.text)
         line = max(0, line)
-        return self.starts[line] + max(0, min(column, len(self.line(line))))
+        return self.starts[line] + max(0, min(column, self.end(line) - self.starts[line]))
 
     def position(self, offset: int) -> tuple[int, int]:
         offset = max(0, min(offset, len(self.text)))

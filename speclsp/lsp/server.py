@@ -393,6 +393,7 @@ def build_server(config: Config | None = None) -> SpeclspServer:
     ls = SpeclspServer(config)
     for method, options, handler in FEATURES:
         ls.feature(method, options)(handler)
+    ls.protocol.notification_methods.add(DID_ACCEPT)  # with an id it is refused, not applied
     return ls
 
 

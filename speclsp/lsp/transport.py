@@ -17,6 +17,7 @@ import re
 import threading
 from typing import Any
 
+import attrs
 from cattrs import transform_error
 from lsprotocol import types
 from pygls.protocol import LanguageServerProtocol
@@ -35,9 +36,26 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 MAX_HEADER_LINE = 8192  # a longer header line is garbage, read and dropped in pieces
 SKIP_CHUNK = 2**20
 _CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)$", re.IGNORECASE)
+# A header inside what a Content-Length claims as the body: the claim runs past the end of
+# its message. No valid JSON body holds one: a raw line break cannot be inside a JSON string,
+# and outside strings JSON has no such words.
+_NEXT_HEADER = re.compile(rb"content-length[ \t]*:[ \t]*\d+[ \t]*\r?\n")  # matched in lowercase
+HEADER_OVERLAP = 256  # bytes kept between reads, so a header split across two reads is found
+
+
+def _header_in(data: bytes) -> int:
+    """Where a `Content-Length: N` header line starts in `data`, or -1 (~1 ms per MiB)."""
+    low = data.lower()
+    at = low.find(b"content-length")
+    while at >= 0:
+        if _NEXT_HEADER.match(low, at):
+            return at
+        at = low.find(b"content-length", at + 1)
+    return -1
 
 PARSE_ERROR = types.ErrorCodes.ParseError.value  # -32700
 INVALID_REQUEST = types.ErrorCodes.InvalidRequest.value  # -32600
+METHOD_NOT_FOUND = types.ErrorCodes.MethodNotFound.value  # -32601
 INVALID_PARAMS = types.ErrorCodes.InvalidParams.value  # -32602
 SERVER_NOT_INITIALIZED = types.ErrorCodes.ServerNotInitialized.value  # -32002
 
@@ -60,6 +78,7 @@ class SpeclspProtocol(LanguageServerProtocol):
         self.initialized = False  # an `initialize` request has been handled
         self.received = 0  # message bodies read (for the reliability tests' figures)
         self.rejected = 0  # of those, answered with an error or dropped as malformed
+        self.notification_methods: set[str] = set()  # our own notifications (the server adds them)
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
@@ -71,21 +90,24 @@ class SpeclspProtocol(LanguageServerProtocol):
         return result
 
     # The session keeps the documents; pygls' workspace would keep a second copy of every
-    # text (10 MB twice for a 10 MB file) and can raise on edits the session clamps.
+    # text (10 MB twice for a 10 MB file) and can raise on edits the session clamps. Plain
+    # methods, not generators like pygls' own: pygls registers a future for every generator
+    # (and coroutine) handler of a notification and never removes it (see `_forget_finished`).
+    # Our document handlers are plain functions, called here directly.
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> None:
         if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
-            yield handler, (params,), None
+            handler(params)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> None:
         if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
-            yield handler, (params,), None
+            handler(params)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
         if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
-            yield handler, (params,), None
+            handler(params)
 
     # --- incoming messages ---------------------------------------------------------------
 
@@ -93,6 +115,26 @@ class SpeclspProtocol(LanguageServerProtocol):
         """An error response; `msg_id` None when the request's id cannot be known."""
         self.rejected += 1
         self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
+
+    def is_notification_method(self, method: str) -> bool:
+        """A method that LSP (or we) define as a notification: it never has an id."""
+        kind = types.METHOD_TO_TYPES.get(method, (None,))[0]
+        if kind is not None:
+            return "id" not in attrs.fields_dict(kind)
+        return method in self.notification_methods
+
+    def _refusal(self, method: str) -> tuple[int, str] | None:
+        """Why a request (a message with an id) for `method` is answered with an error
+        before its params are read, or None. A notification method sent with an id is not
+        applied: a request must get exactly one response, and a notification gets none."""
+        if not self.initialized and method != types.INITIALIZE:
+            return SERVER_NOT_INITIALIZED, f"{method[:80]}: the server is not initialized yet"
+        if self.is_notification_method(method):
+            return METHOD_NOT_FOUND, (f"Method not found: {method[:80]} is a notification and was sent with an id; "
+                                      "not applied")
+        if method not in self.fm.features and method not in self.fm.builtin_features:
+            return METHOD_NOT_FOUND, f"Method not found: {method[:80]}"
+        return None
 
     def receive(self, body: bytes) -> None:
         """One message body from the transport: check it, then hand it to pygls.
@@ -130,6 +172,11 @@ class SpeclspProtocol(LanguageServerProtocol):
                 self.reply_error(msg_id if good_id else None, INVALID_REQUEST,
                                  "Invalid Request: not a JSON-RPC 2.0 request, notification or response")
             return
+        if "method" in data and "id" in data and (refusal := self._refusal(method)) is not None:
+            code, text = refusal
+            log.warning("req %s: %s refused (%d)", msg_id, method[:80], code)
+            self.reply_error(msg_id, code, text)
+            return
         if "method" in data and "params" not in data:
             data["params"] = None  # JSON-RPC lets a request or notification omit its params
         try:
@@ -159,7 +206,19 @@ class SpeclspProtocol(LanguageServerProtocol):
             return conv.structure(data, self._result_types.pop(data["id"], None) or JsonRPCResponseMessage)
         return conv.structure(data, self.get_message_type(data["method"]) or JsonRPCNotification)
 
+    def _forget_finished(self) -> None:
+        """Drop finished futures from pygls' `_request_futures`. pygls removes a future only
+        when it answers a request; notifications handled by a coroutine or generator, and the
+        handlers a generator handler yields to, are registered under fresh uuids that nothing
+        removed, so every such message left one behind. Pruned here, before each message,
+        rather than in a done callback: pygls' `shutdown` cancels the futures while iterating
+        over the table, and a concurrent future runs its callbacks inside `cancel()`."""
+        finished = [key for key, future in self._request_futures.items() if future.done()]
+        for key in finished:
+            del self._request_futures[key]
+
     def handle_message(self, message) -> None:
+        self._forget_finished()
         method = getattr(message, "method", None)
         if isinstance(message, RPCRequest):
             if not self.initialized and method != types.INITIALIZE:
@@ -185,13 +244,15 @@ class StdinReader:
 
     def __init__(self, stream, executor):
         self.stream, self.executor = stream, executor
+        self._read_some = getattr(stream, "read1", stream.read)
 
     async def readline(self, limit: int) -> bytes:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.stream.readline, limit)
 
-    async def read(self, n: int) -> bytes:
-        """`n` bytes, or fewer at the end of the stream."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.stream.read, n)
+    async def read_some(self, n: int) -> bytes:
+        """Up to `n` bytes, as soon as some are there (empty at the end of the stream): a
+        lying Content-Length must not make us wait for bytes the client never sends."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._read_some, n)
 
 
 class SocketReader:
@@ -208,11 +269,36 @@ class SocketReader:
         except asyncio.LimitOverrunError as e:  # a line longer than the buffer: hand a piece over
             return await self.reader.read(max(1, min(e.consumed, limit)))
 
-    async def read(self, n: int) -> bytes:
-        try:
-            return await self.reader.readexactly(n)
-        except asyncio.IncompleteReadError as e:
-            return e.partial
+    async def read_some(self, n: int) -> bytes:
+        return await self.reader.read(n)
+
+
+class _Input:
+    """A reader plus the bytes handed back to it after a resynchronisation."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.pending = b""
+
+    def unread(self, data: bytes) -> None:
+        self.pending = data + self.pending
+
+    async def readline(self, limit: int) -> bytes:
+        if not self.pending:
+            return await self.reader.readline(limit)
+        end = self.pending.find(b"\n", 0, limit)
+        if end >= 0 or len(self.pending) >= limit:
+            cut = end + 1 if end >= 0 else limit
+            line, self.pending = self.pending[:cut], self.pending[cut:]
+            return line
+        line, self.pending = self.pending, b""
+        return line + await self.reader.readline(limit - len(line))
+
+    async def read_some(self, n: int) -> bytes:
+        if not self.pending:
+            return await self.reader.read_some(n)
+        got, self.pending = self.pending[:n], self.pending[n:]
+        return got
 
 
 async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event) -> None:
@@ -220,13 +306,18 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
 
     Header lines other than Content-Length (and Content-Type) are logged and skipped, which
     also resynchronises after garbage: the next line ending in `Content-Length: N` starts
-    a message. A
-    body over MAX_MESSAGE_BYTES is skipped in chunks. Ends at the end of the stream.
+    a message. A body is read as it arrives and searched for a `Content-Length: N` header
+    line: one inside the claimed body means the claim runs past its message (a lying or
+    miscounted Content-Length); that message is dropped with one ParseError (id null) and
+    the header starts the next one. A body over MAX_MESSAGE_BYTES is skipped in chunks
+    (searched the same way, never held whole) with one InvalidRequest (id null). Ends at
+    the end of the stream.
     """
+    inp = _Input(reader)
     while not stop.is_set():
         length: int | None = None
         while True:  # headers, up to the empty line
-            line = await reader.readline(MAX_HEADER_LINE)
+            line = await inp.readline(MAX_HEADER_LINE)
             if not line:
                 return
             stripped = line.strip()
@@ -241,21 +332,39 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
                 length = int(digits) if len(digits) <= 18 else 10**18
             elif not stripped.lower().startswith(b"content-type"):
                 log.warning("skipping a header line that is not Content-Length (%d bytes)", len(line))
-        if length > MAX_MESSAGE_BYTES:
+        too_big = length > MAX_MESSAGE_BYTES
+        if too_big:
             log.warning("message of %d bytes is over the %d-byte limit: skipped unread", length, MAX_MESSAGE_BYTES)
-            protocol.received += 1
-            protocol.rejected += 1
-            while length > 0:
-                chunk = await reader.read(min(length, SKIP_CHUNK))
-                if not chunk:
-                    return
-                length -= len(chunk)
+        body = bytearray()
+        got, seen = 0, b""  # bytes of the body read; the last HEADER_OVERLAP of them
+        resynced = False
+        while got < length:
+            chunk = await inp.read_some(min(length - got, SKIP_CHUNK))
+            if not chunk:
+                log.warning("the stream ended inside a message (%d of %d bytes)", got, length)
+                return
+            window = seen + chunk
+            if (at := _header_in(window)) >= 0:
+                inp.unread(window[at:])  # the next message starts there
+                log.warning("Content-Length %d runs past the next header (at byte %d of the body): "
+                            "message dropped, reading on from that header", length, got - len(seen) + at)
+                protocol.received += 1
+                protocol.reply_error(None, PARSE_ERROR, "Parse error: the message's Content-Length runs into the "
+                                     "next message's header; the message was dropped")
+                resynced = True
+                break
+            got += len(chunk)
+            seen = window[-HEADER_OVERLAP:]
+            if not too_big:
+                body += chunk
+        if resynced:
             continue
-        body = await reader.read(length)
-        if len(body) < length:
-            log.warning("the stream ended inside a message (%d of %d bytes)", len(body), length)
-            return
+        if too_big:
+            protocol.received += 1
+            protocol.reply_error(None, INVALID_REQUEST, f"Invalid Request: a message of {length} bytes is over the "
+                                 f"{MAX_MESSAGE_BYTES}-byte limit; skipped")
+            continue
         try:
-            protocol.receive(body)
+            protocol.receive(bytes(body))
         except Exception:  # a bug of ours: the message is lost, the server is not
             log.exception("failed to handle a message of %d bytes", length)
