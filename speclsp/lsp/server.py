@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 import threading
-import uuid
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -33,6 +32,7 @@ from pygls.lsp.server import LanguageServer
 from .. import __version__
 from .adapters import completion_items, folders_of, inline_items, path_of, streaming_capability
 from .config import Config, settings_section
+from .channel import ClientWriter, EditorChannel
 from .loopwatch import LoopWatch
 from .positions import ENCODINGS, UTF16
 from .session import Session
@@ -47,104 +47,10 @@ from .transport import (
 
 log = logging.getLogger(__name__)
 
-INLINE_UPDATE = "speclsp/inlineCompletionUpdate"
-STATUS = "speclsp/status"
 STATS = "speclsp/stats"
 DID_ACCEPT = "speclsp/didAccept"
 PARENT_POLL_S = 2.0  # how often to check that the editor process is still alive
 PID_MAX = 2**22  # the largest process id Linux hands out (pid_max); macOS and Windows stay below
-
-
-class EditorChannel:
-    """The session's way to the editor (`session.ClientChannel`): notifications and progress."""
-
-    def __init__(self, ls: "SpeclspServer"):
-        self.ls = ls
-        self.supports_progress = False
-        self._token: str | None = None
-        self._chain: asyncio.Future | None = None
-
-    def status(self, state: str, message: str) -> None:
-        s = self.ls.state
-        payload = {"state": state, "message": message, "model": s.config.model, "device": s.model.device}
-        # After any progress messages queued before it, so "ready" follows the progress end.
-        self._then(lambda: self.ls.protocol.notify(STATUS, payload))
-
-    def inline_update(self, uri: str, version: int, line: int, character: int, text: str, done: bool,
-                      request_id: Any) -> None:
-        self.ls.protocol.notify(INLINE_UPDATE, {
-            "uri": uri, "version": version, "position": {"line": line, "character": character},
-            "text": text, "done": done, "requestId": request_id,
-        })
-
-    def warn(self, message: str) -> None:
-        log.warning("%s", message)
-        self.ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
-
-    def progress(self, kind: str, message: str) -> None:
-        """$/progress for model loading, in order, if the client supports it."""
-        if not self.supports_progress:
-            return
-
-        async def create() -> None:
-            token = f"speclsp-load-{uuid.uuid4().hex[:8]}"
-            try:
-                await asyncio.wait_for(self.ls.work_done_progress.create_async(token), 10)
-            except Exception as e:  # the client refused or never answered: no progress
-                log.info("no work-done progress: %s", e)
-                self._token = None
-                return
-            self._token = token
-            self.ls.work_done_progress.begin(
-                token, types.WorkDoneProgressBegin(title="speclsp", message=message, cancellable=False))
-
-        def update() -> None:
-            if self._token is None:
-                return
-            if kind == "report":
-                self.ls.work_done_progress.report(self._token, types.WorkDoneProgressReport(message=message))
-            else:
-                self.ls.work_done_progress.end(self._token, types.WorkDoneProgressEnd(message=message))
-                self._token = None
-
-        self._then(create if kind == "begin" else update)
-
-    def _then(self, action: Callable[[], Any]) -> None:
-        """Run `action` (a function or coroutine function) after everything queued before."""
-        previous = self._chain
-
-        async def step() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            result = action()
-            if asyncio.iscoroutine(result):
-                await result
-
-        self._chain = asyncio.ensure_future(step())
-
-
-class ClientWriter:
-    """pygls' writer, quiet when the client is gone: the first failed write calls `lost`
-    (one log line, shutdown), later ones do nothing. pygls would log a traceback per
-    message still in flight, and re-raise into every handler."""
-
-    def __init__(self, writer: Any, lost: Callable[[], None]) -> None:
-        self.writer, self.lost, self.closed = writer, lost, False
-
-    def write(self, data: bytes) -> None:
-        if self.closed:
-            return
-        try:
-            self.writer.write(data)
-        except (BrokenPipeError, ConnectionResetError, ValueError):  # ValueError: write to a closed file
-            self.closed = True
-            self.lost()
-
-    def close(self) -> None:
-        try:
-            self.writer.close()
-        except OSError:
-            pass
 
 
 class SpeclspServer(LanguageServer):
