@@ -93,11 +93,12 @@ class Document:
 
 @dataclass(frozen=True)
 class Edit:
-    """One applied change, in code points of the text before it."""
+    """One applied change, in code points of the text before it, and the text after it."""
 
     start: int
     end: int
     text: str
+    after: str
 
 
 class DocumentStore:
@@ -142,7 +143,7 @@ class DocumentStore:
         if len(changes) > self.many_changes:
             old = doc.text
             doc.text = _apply_on_lines(old, changes, self.encoding)
-            edits.append(Edit(0, len(old), doc.text))
+            edits.append(Edit(0, len(old), doc.text, doc.text))
             changes = ()
         for rng, new_text in changes:
             if rng is None:
@@ -153,7 +154,7 @@ class DocumentStore:
                 end = lines.offset_from_client(rng[2], rng[3], self.encoding)
                 start, end = min(start, end), max(start, end)
             doc.text = doc.text[:start] + new_text + doc.text[end:]
-            edits.append(Edit(start, end, new_text))
+            edits.append(Edit(start, end, new_text, doc.text))
         doc.version = version
         doc.edits += 1
         doc.edited_at = time.monotonic()

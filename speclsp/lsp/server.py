@@ -61,7 +61,7 @@ class SpeclspServer(LanguageServer):
         self.channel = EditorChannel(self)
         self.state = ServerState(config or Config(), self.channel)
         self.session = Session(self.state)
-        self.loop_watch = LoopWatch()
+        self.loop_watch = LoopWatch(paused=lambda: self.state.model.state == "loading")
         self.pending_warnings: list[str] = []
         self.supports_pull_configuration = False
         self._watchdog: asyncio.Task | None = None

@@ -35,6 +35,7 @@ from .state import ServerState
 log = logging.getLogger(__name__)
 
 GENERATION_TIME_CAP_S = 10.0  # no completion occupies the model longer than this
+INDEX_WAIT_S = 2.0  # a generation waits at most this long for the index to catch up with its request
 CANCEL_GRACE_S = 0.25  # a cancelled request's generation waits this long for a typed-through successor
 # TEST-ONLY fault injection, off unless the variable is set: "generate-if-contains:MARKER"
 # makes a generation raise when its document contains MARKER, so tests can check that a
@@ -266,7 +267,7 @@ class Session:
             step_budget_s=None if invoked else st.clock.step_budget(doc.uri, now),
             budget=PromptBudget(max_prompt_tokens=cfg.context_budget, context_tokens=min(512, cfg.context_budget // 4)),
         )
-        drafter = st.indexes.drafter_for(doc.uri, offset)
+        indexed = st.indexer.mark()  # the index as of this request: updates so far
         policy = st.policy
         loop = st.loop
         st.stats.model_calls += 1
@@ -275,6 +276,9 @@ class Session:
         def run(cancel: CancelToken):
             if fault and fault in req.text:  # test-only (FAULT_INJECT_ENV)
                 raise RuntimeError("injected fault (SPECLSP_FAULT_INJECT)")
+            if not st.indexer.wait_for(indexed, timeout=INDEX_WAIT_S):
+                log.info("gen %d: the index is %d updates behind; drafting from what it has", gen.id, st.indexer.pending())
+            drafter = st.indexes.drafter_for(gen.uri, offset)  # here, not on the loop: it takes the index's lock
             return completer.complete(req, drafter=drafter, policy=policy, cancel=cancel,
                                       on_text=lambda t: loop.call_soon_threadsafe(self._grow, gen, t))
 
@@ -310,7 +314,7 @@ class Session:
             s.accepted += stats.accepted
             s.last = {**gen.stats, "requestId": gen.subscribers[0].request_id if gen.subscribers else None}
             if gen.uri in st.documents and comp.text:
-                st.indexes.add_history(gen.uri, comp.text)
+                st.remember(gen.uri, comp.text)
         self._stream(gen)
         self._events.pop(gen.id, None)
 

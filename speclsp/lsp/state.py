@@ -21,8 +21,9 @@ from .. import __version__
 from ..drafting.controller import KeystrokeClock, LookaheadPolicy
 from ..drafting.folders import Folders, WorkspaceIndexes
 from .config import Config, parse_options
-from .documents import Document, DocumentStore, Range
+from .documents import Document, DocumentStore, Edit, Range
 from .generations import Generations
+from .indexing import IndexWorker
 from .loading import ModelSlot
 from .scheduler import ModelWorker, document_key
 from .stats import ServerStats
@@ -54,6 +55,7 @@ class ServerState:
         self.folders = Folders()
         self.documents = DocumentStore(self.folders, base_config.max_document_chars)
         self.indexes = WorkspaceIndexes(self.folders, max_tokens=base_config.index_max_tokens)
+        self.indexer = IndexWorker()  # every index update runs there, in order (indexing.py)
         self.clock = KeystrokeClock()
         self.generations = Generations(base_config.cached_completions)
         self.worker = ModelWorker()
@@ -104,7 +106,7 @@ class ServerState:
         if cfg.lookahead != old.lookahead and self.model.ready:
             self.policy = self.model.completer.policy_for(cfg.lookahead)
         if cfg.index_max_tokens != old.index_max_tokens:
-            self.indexes.set_max_tokens(cfg.index_max_tokens)
+            self.indexer.submit(lambda n=cfg.index_max_tokens: self.indexes.set_max_tokens(n))
         self.generations.per_document = cfg.cached_completions
         if cfg.max_document_chars != old.max_document_chars:
             self.documents.max_chars = cfg.max_document_chars
@@ -123,14 +125,16 @@ class ServerState:
         self.policy = completer.policy_for(self.config.lookahead)  # long-lived, so it keeps learning
         backend = completer.backend
         fim = backend.special_ids
-        self.indexes.attach(backend.tokenizer, backend.encode,
-                            [(d.uri, d.text) for d in self.documents if not d.too_large],
-                            fim_suffix_id=fim.get("<|fim_suffix|>"), fim_middle_id=fim.get("<|fim_middle|>"))
+        documents = [(d.uri, d.text) for d in self.documents if not d.too_large]
+        self.indexer.submit(lambda: self.indexes.attach(
+            backend.tokenizer, backend.encode, documents,
+            fim_suffix_id=fim.get("<|fim_suffix|>"), fim_middle_id=fim.get("<|fim_middle|>")))
 
     def shutdown(self) -> None:
         for gen in self.generations:
             gen.cancel.cancel()
         self.worker.stop()
+        self.indexer.stop()
 
     # --- workspaces and documents ---------------------------------------------------------
 
@@ -143,7 +147,7 @@ class ServerState:
             self._folders_changed()
 
     def _folders_changed(self) -> None:
-        self.indexes.folders_changed()
+        self.indexer.submit(self.indexes.folders_changed)
         self.documents.folders_changed()
 
     def open(self, uri: str, path: str, language_id: str, version: int, text: str) -> None:
@@ -151,7 +155,7 @@ class ServerState:
             self.close(uri)  # opened again without a close: start over from this text
         doc = self.documents.open(uri, path, language_id, version, text)
         if not doc.too_large:
-            self.indexes.open(uri, text)
+            self.indexer.submit(lambda: self.indexes.open(uri, text))
 
     def change(self, uri: str, version: int, changes: Sequence[tuple[Range | None, str]]) -> None:
         """Apply didChange content changes: (range in client units or None for all, text)."""
@@ -167,34 +171,43 @@ class ServerState:
             self.worker.cancel(document_key(uri))
             self.generations.drop(uri)
         was_indexed = not doc.too_large
-        for edit in self.documents.change(doc, version, changes):
-            if was_indexed:
-                self.indexes.edit(uri, edit.start, edit.end, edit.text, doc.text)
+        edits = self.documents.change(doc, version, changes)
+        if was_indexed:
+            self.indexer.submit(lambda: self._index_edits(uri, edits))
         self._resized(doc)
         self.clock.on_edit(uri, doc.edited_at)
         self.stats.edits += 1
         self.generations.after_edit(uri, doc.text)
 
+    def _index_edits(self, uri: str, edits: Sequence[Edit]) -> None:
+        for e in edits:  # on the index thread
+            self.indexes.edit(uri, e.start, e.end, e.text, e.after)
+
     def _resized(self, doc: Document) -> None:
         """Index a document that fits again, drop one that no longer does."""
         became = self.documents.resize(doc)
+        uri, text = doc.uri, doc.text
         if became is True:
-            self.indexes.close(doc.uri)
+            self.indexer.submit(lambda: self.indexes.close(uri))
             self.worker.cancel(document_key(doc.uri))
             self.generations.drop(doc.uri)
         elif became is False:
-            self.indexes.open(doc.uri, doc.text)
+            self.indexer.submit(lambda: self.indexes.open(uri, text))
 
     def close(self, uri: str) -> None:
         if self.documents.close(uri) is not None:
-            self.indexes.close(uri)
+            self.indexer.submit(lambda: self.indexes.close(uri))
         self.worker.cancel(document_key(uri))
         self.generations.drop(uri)
         self.clock.forget(uri)
         self.latest_request.pop(uri, None)
 
+    def remember(self, uri: str, text: str) -> None:
+        """A completion that was accepted or generated joins its folder's drafting history."""
+        self.indexer.submit(lambda: self.indexes.add_history(uri, text))
+
     def accepted(self, uri: str, text: str, kind: str) -> None:
-        self.indexes.add_history(uri, text)
+        self.remember(uri, text)
         kind = kind if kind in ("full", "word", "line") else "other"
         log.info("accepted %s completion (%d chars) in %s", kind, len(text), uri)
 
