@@ -64,3 +64,8 @@ def test_bench_quick_writes_json_markdown_and_plots(tiny_model_dir, history_repo
     md = (out / "report.md").read_text()
     assert "| edit-replay | ws:auto |" in md and "TTFT p50" in md
     assert "| workload | system |" in r.stdout  # the table also goes to stdout
+    # The typing replay reports what a user feels: the pauses (at least the end of typing).
+    pauses = report["typing"]["pauses"]
+    assert pauses and pauses[-1]["gap_s"] is None
+    assert "last key -> first ghost text in a pause" in md
+    assert (out / "pauses.png").read_bytes()[:4] == b"\x89PNG"

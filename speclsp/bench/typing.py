@@ -13,6 +13,12 @@ the final text (the streaming update marked done, or the response). Requests tha
 cancelled or superseded count separately. From the server's `speclsp/stats` at the end:
 model calls per keystroke, cache hits (typed-through suggestions), tokens/s, acceptance.
 
+What a user feels are the pauses: most requests are cancelled by the next keystroke, and
+only when the user stops typing does a suggestion matter. For every pause (no keystroke for
+at least `PAUSE_S` after one, and the end of typing): the time from that last keystroke to
+the first ghost text the editor could show for it, if it came before the next keystroke;
+p50/p95 over the pauses that got text, and the share of pauses that got any.
+
     speclsp bench typing [--file F] [--cps 8] [--line-pause 1] [--chars 240] [--model M] [--no-stream]
 """
 
@@ -20,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -32,7 +37,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-
+PAUSE_S = 0.5  # no keystroke for this long after one: the user stopped, a suggestion matters
 
 @dataclass
 class Request:
@@ -213,8 +218,26 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def pauses(rep: Replay) -> list[dict[str, Any]]:
+    """Every pause: the keystroke before it, how long it lasted, and when ghost text came
+    (ms after that keystroke; None if nothing showed before the next keystroke)."""
+    reqs = rep.requests
+    out = []
+    for i, r in enumerate(reqs):
+        nxt = reqs[i + 1].sent if i + 1 < len(reqs) else None
+        gap = (nxt - r.sent) if nxt is not None else None
+        if gap is not None and gap < PAUSE_S:
+            continue
+        shown = r.first_text is not None and (nxt is None or r.first_text < nxt)
+        out.append({"keystroke": r.keystroke, "gap_s": None if gap is None else round(gap, 3),
+                    "first_text_ms": round((r.first_text - r.sent) * 1e3, 1) if shown else None})
+    return out
+
+
 def summarise(rep: Replay) -> dict[str, Any]:
     reqs = rep.requests
+    ps = pauses(rep)
+    pause_ms = [p["first_text_ms"] for p in ps if p["first_text_ms"] is not None]
     shown = [r for r in reqs if r.outcome == "text"]
     first = [(r.first_text - r.sent) * 1e3 for r in shown if r.first_text]
     final = [(r.final - r.sent) * 1e3 for r in shown if r.final]
@@ -229,6 +252,12 @@ def summarise(rep: Replay) -> dict[str, Any]:
         "first_text_p95_ms": _pct(first, 0.95),
         "final_text_p50_ms": _pct(final, 0.5),
         "final_text_p95_ms": _pct(final, 0.95),
+        "pauses": len(ps),
+        "pauses_with_text": len(pause_ms),
+        "pause_text_share": round(len(pause_ms) / len(ps), 3) if ps else None,
+        "pause_first_text_p50_ms": _pct(pause_ms, 0.5),
+        "pause_first_text_p95_ms": _pct(pause_ms, 0.95),
+        "keystrokes_from_cache": round((st.get("cacheHits") or 0) / max(1, rep.keystrokes), 3),
         "model_calls": st.get("modelCalls"),
         "model_calls_per_keystroke": round((st.get("modelCalls") or 0) / max(1, rep.keystrokes), 3),
         "cache_hits": st.get("cacheHits"),
@@ -252,6 +281,12 @@ def render(rep: Replay, s: dict[str, Any]) -> str:
             f"{rep.cps:g} chars/s with {rep.line_pause:g} s pauses at line ends, streaming {'on' if rep.streaming else 'off'}; model {st.get('model')} on "
             f"{st.get('device')} (loaded in {rep.load_s:.1f} s)")
     rows = [
+        (f"pauses (no key for >= {PAUSE_S:g} s, and the end)", s["pauses"]),
+        ("pauses that got ghost text before the next key", "-" if s["pause_text_share"] is None
+         else f"{100 * s['pause_text_share']:.0f}% ({s['pauses_with_text']})"),
+        ("last key -> first ghost text in a pause p50 / p95 (ms)",
+         f"{ms(s['pause_first_text_p50_ms'])} / {ms(s['pause_first_text_p95_ms'])}"),
+        ("keystrokes answered from the typed-through cache", f"{100 * s['keystrokes_from_cache']:.0f}%"),
         ("requests (one per keystroke)", s["requests"]),
         ("answered with text", s["with_text"]),
         ("answered empty", s["empty"]),
@@ -278,10 +313,16 @@ def _server_cmd(args) -> list[str]:
     return cmd
 
 
-def run(args) -> dict[str, Any]:
-    from ..data import demo_path
+def default_file() -> Path:
+    """A real public Python file with little repetition, present wherever Python is: the
+    standard library's textwrap.py (the demo file repeats itself, the favourable case)."""
+    import sysconfig
 
-    path = Path(getattr(args, "file", None) or demo_path())
+    return Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
+
+
+def run(args) -> dict[str, Any]:
+    path = Path(getattr(args, "file", None) or default_file())
     text = path.read_text().replace("\r\n", "\n")
     n_keys = getattr(args, "chars", None) or 240
     start = getattr(args, "start", None)
@@ -299,6 +340,7 @@ def run(args) -> dict[str, Any]:
     rep.file = str(path)
     s = summarise(rep)
     return {"summary": s, "markdown": render(rep, s), "requests": [asdict(r) for r in rep.requests],
+            "pauses": pauses(rep),
             "stats": rep.stats, "wall_s": round(rep.wall_s, 1), "load_s": round(rep.load_s, 1)}
 
 
@@ -310,10 +352,9 @@ def run_for_suite(args, quick: bool = False) -> dict[str, Any]:
 
 
 def main(args) -> dict[str, Any]:
+    from .report import write_report
+
     report = run(args)
-    out = Path(getattr(args, "out", None) or "bench-out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "typing.json").write_text(json.dumps(report, indent=2))
-    (out / "typing.md").write_text(report["markdown"] + "\n")
     print(report["markdown"])
+    write_report(getattr(args, "out", None) or "bench-out", "typing", report, report["markdown"])
     return report
