@@ -43,7 +43,7 @@ class FimFamily:
     file_sep: tuple[str, ...] = ()
     repo_name: tuple[str, ...] = ()
     bos: tuple[str, ...] = ()
-    end: tuple[str, ...] = ()  # where the model ends a middle (for documentation and tests)
+    end: tuple[str, ...] = ()  # where the model ends a middle, besides its EOS (model.END_TOKENS)
     requires: tuple[str, ...] = ()  # tokens that must also be present (to tell families apart)
     spaced: bool = False  # CodeLlama's spacing (FimTokens.spaced)
 
@@ -55,7 +55,7 @@ STARCODER = FimFamily("starcoder", ("<fim_prefix>",), ("<fim_suffix>",), ("<fim_
                       file_sep=("<file_sep>",), repo_name=("<repo_name>",),
                       end=("<|endoftext|>", "<fim_pad>", "<file_sep>"))
 CODELLAMA = FimFamily("codellama", ("▁<PRE>", "<PRE>"), ("▁<SUF>", "<SUF>"), ("▁<MID>", "<MID>"),
-                      bos=("<s>",), end=("▁<EOT>", "<EOT>", "</s>"), spaced=True)
+                      bos=("<s>",), end=("▁<EOT>", "<EOT>"), spaced=True)  # and its EOS </s>
 DEEPSEEK = FimFamily("deepseek", ("<｜fim▁begin｜>",), ("<｜fim▁hole｜>",), ("<｜fim▁end｜>",),
                      bos=("<｜begin▁of▁sentence｜>",), end=("<｜end▁of▁sentence｜>", "<|EOT|>"))
 CODEGEMMA = FimFamily("codegemma", ("<|fim_prefix|>",), ("<|fim_suffix|>",), ("<|fim_middle|>",),
