@@ -186,3 +186,8 @@ def test_a_family_prompt_generates_and_stops(family_backend):
                                                                    lookahead="fixed:4"))
     assert completion.prompt.ids[0] == backend.tokenizer.get_vocab()["<｜begin▁of▁sentence｜>"]
     assert completion.stats.new_tokens >= 1
+
+
+def test_codellama_at_the_start_of_a_document_has_no_stray_space():
+    p = build_prompt(sp_enc, detect_fim(CODELLAMA), "a.py", "", "x = 1\n")
+    assert p.ids == (-29, -21, -22, *sp_enc("x = 1\n")[1:], -23)

@@ -4,8 +4,8 @@ Order matters for speed. The engine reuses the KV cache of the longest common to
 prefix with the previous prompt, so the parts that change least come first: snippets of
 other open files (chosen by identifier overlap with the code around the cursor, kept in a
 stable order), then the current file's prefix (whose start moves in coarse line steps, not
-with every keystroke), then the short suffix. For models with fill-in-the-middle tokens the template is, in
-Qwen2.5-Coder's spelling,
+with every keystroke), then the short suffix. For models with fill-in-the-middle tokens
+the template is, in Qwen2.5-Coder's spelling,
 
     [<|repo_name|>repo\\n <|file_sep|>other.py\\n snippet\\n ...] [<|file_sep|>this.py\\n]
     <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>
@@ -183,7 +183,7 @@ def build_prompt(
     space: list[int] = []
     if fim is not None and fim.spaced:
         bare = _bare_encoder(encode)
-        encode_prefix, encode_suffix = (lambda t: bare(" " + t)), bare
+        encode_prefix, encode_suffix = (lambda t: bare(" " + t) if t else []), bare
         space = bare(" ")
     suffix = _trim_suffix(suffix, budget.suffix_tokens * CHARS_PER_TOKEN) if fim else ""
     suffix_ids = encode_suffix(suffix)[: budget.suffix_tokens] if suffix else []
