@@ -93,7 +93,10 @@ class Backend(Protocol):
     name: str  # the model's name as configured
     device: str  # where it runs, for statistics ("cpu", "cuda:0", an endpoint's host)
     tokenizer: Any  # the model's tokenizer: the n-gram index tokenizes documents with it
-    special_ids: Mapping[str, int | None]  # id of each FIM/repo token the tokenizer has, else None
+    # Token text -> id (None: the tokenizer lacks it) for every FIM marker, repo/file token
+    # and BOS any known family uses (`completion.fim.token_strings()`); the completer
+    # detects the family's template from it (`completion.fim.detect_fim`).
+    special_ids: Mapping[str, int | None]
     drafter_kinds: tuple[str, ...]  # the drafters it offers: "ngram", and "model"/"hybrid" with a draft model
 
     def encode(self, text: str) -> list[int]: ...

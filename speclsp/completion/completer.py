@@ -2,7 +2,7 @@
 
 The pipeline reads as three named steps (after llm-ls):
 
-    prompt_for   context.build_prompt with the model's FIM tokens and the budget, and the
+    prompt_for   context.build_prompt with the model's FIM tokens (fim.detect_fim) and the budget, and the
                  show rules for this cursor
     generate     the backend (`speclsp.backend.Backend`) with a drafter and a lookahead
                  policy, streaming what the show rules let through
@@ -28,6 +28,7 @@ from ..drafting.tokens import make_tokenize
 from ..drafting.workspace import WorkspaceDrafter
 from .context import (FimTokens, OpenDocument, Prompt, PromptBudget, build_prompt, choose_other_documents,
                       prompt_window, split_at)
+from .fim import detect_fim
 from .postprocess import ShowRules
 
 log = logging.getLogger(__name__)
@@ -87,13 +88,8 @@ class Completer:
 
     def __init__(self, backend: Backend):
         self.backend = backend
-        f = backend.special_ids
-        self.fim = (
-            FimTokens(f["<|fim_prefix|>"], f["<|fim_suffix|>"], f["<|fim_middle|>"], f.get("<|file_sep|>"),
-                      f.get("<|repo_name|>"))
-            if all(f.get(t) is not None for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
-            else None
-        )
+        # The FIM template of the model's family (fim.py), None: the plain prefix.
+        self.fim: FimTokens | None = detect_fim(backend.special_ids)
         self.tokenize = make_tokenize(backend.tokenizer)
         self._auto: CostAwareLookahead | None = None
 

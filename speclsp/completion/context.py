@@ -5,12 +5,15 @@ prefix with the previous prompt, so the parts that change least come first: snip
 other open files (chosen by identifier overlap with the code around the cursor, kept in a
 stable order), then the current file's prefix (whose start moves in coarse line steps, not
 with every keystroke), then the short suffix. For models with fill-in-the-middle tokens
-(Qwen2.5-Coder) the template is
+the template is, in Qwen2.5-Coder's spelling,
 
     [<|repo_name|>repo\\n <|file_sep|>other.py\\n snippet\\n ...] [<|file_sep|>this.py\\n]
     <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>
 
-and a plain prefix otherwise. Budgets are in tokens.
+and a plain prefix otherwise. Other families spell the markers their own way
+(`fim.FAMILIES`, detected from the tokenizer's special tokens by `fim.detect_fim`); a
+family without a file separator gets the snippets as "# path" comments before its prefix
+marker. Budgets are in tokens.
 """
 
 from __future__ import annotations
@@ -42,11 +45,26 @@ class PromptBudget:
 
 @dataclass(frozen=True)
 class FimTokens:
+    """The ids of one tokenizer's FIM markers and how its family spaces them.
+
+    `prefix`, `suffix`, `middle` are the markers in prompt order (DeepSeek's begin, hole and
+    end). `bos` goes first where the family's own prompts start with it. `spaced` is
+    CodeLlama's `<PRE> {prefix} <SUF>{suffix} <MID>`: the prefix is encoded after a space
+    and the suffix without the tokenizer's leading space; `space_before_suffix`/`_middle`
+    add that space as text where the marker token does not carry it (`<SUF>`, not `▁<SUF>`).
+    The defaults are Qwen2.5-Coder's template.
+    """
+
     prefix: int
     suffix: int
     middle: int
     file_sep: int | None = None
     repo_name: int | None = None
+    family: str = "qwen"
+    bos: int | None = None
+    spaced: bool = False
+    space_before_suffix: bool = False
+    space_before_middle: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,20 @@ def _fit_prefix(prefix: str, room: int, encode: Callable[[str], list[int]]) -> t
     return text, ids
 
 
+def _bare_encoder(encode: Callable[[str], list[int]]) -> Callable[[str], list[int]]:
+    """`encode` without the space a SentencePiece tokenizer puts before the text (its "dummy
+    prefix"), as CodeLlama's reference code encodes the suffix (`encode_infilling`): the
+    text is encoded after a newline and the newline's ids are dropped. Where the newline
+    merges with the text (byte-level BPE, which adds no such space), plain `encode`."""
+    newline = encode("\n")
+
+    def bare(text: str) -> list[int]:
+        ids = encode("\n" + text)
+        return ids[len(newline):] if ids[: len(newline)] == newline else encode(text)
+
+    return bare
+
+
 def _trim_suffix(suffix: str, max_chars: int) -> str:
     if len(suffix) <= max_chars:
         return suffix
@@ -147,8 +179,14 @@ def build_prompt(
     budget: PromptBudget = PromptBudget(),
 ) -> Prompt:
     """The token ids for a completion at the boundary between `prefix` and `suffix`."""
+    encode_prefix = encode_suffix = encode
+    space: list[int] = []
+    if fim is not None and fim.spaced:
+        bare = _bare_encoder(encode)
+        encode_prefix, encode_suffix = (lambda t: bare(" " + t) if t else []), bare
+        space = bare(" ")
     suffix = _trim_suffix(suffix, budget.suffix_tokens * CHARS_PER_TOKEN) if fim else ""
-    suffix_ids = encode(suffix)[: budget.suffix_tokens] if suffix else []
+    suffix_ids = encode_suffix(suffix)[: budget.suffix_tokens] if suffix else []
     around = "\n".join(prefix.split("\n")[-12:-1]) or prefix[-400:]
     snippets = select_snippets(others, around, budget.context_tokens * CHARS_PER_TOKEN, budget.snippet_lines)
 
@@ -167,10 +205,15 @@ def build_prompt(
             names.append(f"{p}:{start}")
     ctx_ids = ctx_ids[: budget.context_tokens + 64]
 
-    room = max(16, budget.max_prompt_tokens - len(ctx_ids) - len(suffix_ids) - 3)
-    prefix, prefix_ids = _fit_prefix(prefix, room, encode)
+    head: list[int] = [fim.bos] if fim is not None and fim.bos is not None else []
+    before_suffix = space if fim is not None and fim.space_before_suffix else []
+    before_middle = space if fim is not None and fim.space_before_middle else []
+    extra = len(head) + len(before_suffix) + len(before_middle)
+    room = max(16, budget.max_prompt_tokens - len(ctx_ids) - len(suffix_ids) - 3 - extra)
+    prefix, prefix_ids = _fit_prefix(prefix, room, encode_prefix)
     if fim:
-        ids = ctx_ids + [fim.prefix] + prefix_ids + [fim.suffix] + suffix_ids + [fim.middle]
+        ids = (head + ctx_ids + [fim.prefix] + prefix_ids + before_suffix + [fim.suffix] + suffix_ids
+               + before_middle + [fim.middle])
     else:
         ids = ctx_ids + prefix_ids
     return Prompt(tuple(ids), prefix, suffix, tuple(suffix_ids), len(ctx_ids), tuple(names))

@@ -20,8 +20,6 @@ from .model import LoadedModel, load
 
 log = logging.getLogger(__name__)
 
-SPECIAL_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>", "<|repo_name|>")
-
 
 class LocalBackend:
     """A loaded model (and draft model), one generation at a time."""

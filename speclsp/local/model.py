@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per prefill forward; cancellation is checked between chunks
 
-# Tokens that end a completion for the model families we know. Looked up by text, so a
-# tokenizer without them simply contributes none.
+# Tokens that end a completion for the model families we know (completion/fim.py names
+# each family's). Looked up by text, so a tokenizer without them simply contributes none.
 END_TOKENS = (
+    # Qwen2.5-Coder (its FIM markers too: a model that writes one has left the middle)
     "<|endoftext|>",
     "<|im_end|>",
     "<|fim_pad|>",
@@ -38,9 +39,34 @@ END_TOKENS = (
     "<|fim_prefix|>",
     "<|fim_suffix|>",
     "<|fim_middle|>",
+    # CodeGemma (and Gemma)
     "<eos>",
     "<end_of_turn>",
+    "<|file_separator|>",
+    # StarCoder/StarCoder2 (<|endoftext|> above)
+    "<fim_pad>",
+    "<file_sep>",
+    "<fim_prefix>",
+    "<fim_suffix>",
+    "<fim_middle>",
+    # CodeLlama: the end of the middle, as Meta's tokenizer spells it and as conversions do
+    "▁<EOT>",
+    "<EOT>",
+    # DeepSeek-Coder
+    "<｜end▁of▁sentence｜>",
+    "<|EOT|>",
 )
+
+# The special tokens the local backend reports (`special_ids`) so the completion layer can
+# detect the FIM family: every token string `completion.fim.token_strings()` names (a test
+# checks that; this layer does not import the completion layer).
+FIM_TOKENS = (
+    "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>", "<|repo_name|>",  # Qwen
+    "<|file_separator|>", "<bos>",  # CodeGemma (with Qwen's markers)
+    "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<file_sep>", "<repo_name>",  # StarCoder(2)
+    "▁<PRE>", "<PRE>", "▁<SUF>", "<SUF>", "▁<MID>", "<MID>", "<s>",  # CodeLlama
+    "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<｜begin▁of▁sentence｜>",  # DeepSeek-Coder
+) + END_TOKENS
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -102,8 +128,7 @@ class LoadedModel:
             {vocab[t] for t in END_TOKENS if t in vocab}
             | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
         )
-        self.fim = {t: vocab.get(t) for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>", "<|repo_name|>")}
-        self.has_fim = all(self.fim[t] is not None for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
+        self.fim: dict[str, int | None] = {t: vocab.get(t) for t in dict.fromkeys(FIM_TOKENS)}
         self.vocab_size = model.config.vocab_size
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 

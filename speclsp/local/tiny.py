@@ -47,26 +47,35 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 512, seed: int = 0) -> Path:
-    """Write a tiny random Qwen2 model and its tokenizer to `out_dir`; returns the path."""
-    import torch
+def build_tokenizer(special_tokens: list[str], vocab: int = 512, eos: str | None = None, pad: str | None = None):
+    """A byte-level BPE tokenizer trained on the built-in corpus with `special_tokens`, as a
+    transformers fast tokenizer. Tests build one per FIM family with that family's tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tk.train_from_iterator(_corpus() * 3, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|fim_pad|>")
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=eos, pad_token=pad)
+
+
+def build(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 512, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2 model and its tokenizer to `out_dir`; returns the path."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    fast = build_tokenizer(SPECIAL_TOKENS, vocab, eos="<|endoftext|>", pad="<|fim_pad|>")
+    tk = fast.backend_tokenizer
     fast.save_pretrained(str(out))
 
     torch.manual_seed(seed)

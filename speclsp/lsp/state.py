@@ -124,11 +124,11 @@ class ServerState:
         """A new model: a new lookahead policy and new indexes (its tokenizer)."""
         self.policy = completer.policy_for(self.config.lookahead)  # long-lived, so it keeps learning
         backend = completer.backend
-        fim = backend.special_ids
+        fim = completer.fim  # the detected family's markers: its suffix part is labelled
         documents = [(d.uri, d.text) for d in self.documents if not d.too_large]
         self.indexer.submit(lambda: self.indexes.attach(
             backend.tokenizer, backend.encode, documents,
-            fim_suffix_id=fim.get("<|fim_suffix|>"), fim_middle_id=fim.get("<|fim_middle|>")))
+            fim_suffix_id=fim.suffix if fim else None, fim_middle_id=fim.middle if fim else None))
 
     def shutdown(self) -> None:
         for gen in self.generations:
