@@ -142,15 +142,18 @@ def test_many_changes_in_one_notification_are_tokenized_and_split_into_lines_onc
     state.indexes.attach(counting_tokenize, lambda t: tokenize(t)[0], [])
     text = "def f(x):\n    return x + 1\n" * 800  # 21,600 characters, 1,600 lines
     state.open("file:///a.py", "/a.py", "python", 1, text)
+    assert state.indexer.wait_for(state.indexer.mark(), 60)  # index updates run on their own thread
     counted.update(tokenized=0, lines=0)
     n = 20_000
     state.change("file:///a.py", 2, [((k % 1600, 4, k % 1600, 4), "z") for k in range(n)])
+    assert state.indexer.wait_for(state.indexer.mark(), 60)
     final = state.documents.get("file:///a.py").text
     assert len(final) == len(text) + n
     assert counted["tokenized"] <= 2 * len(final)  # once (one changed region, tokenized whole)
     longest = max(len(x) for x in final.splitlines()) + 2
     assert counted["lines"] <= len(text) + n * 3 * longest  # the text once, then three lines a change
     assert state.indexes.index_for("file:///a.py").text("file:///a.py") == final
+    state.shutdown()
 
 
 def test_long_lines_and_10mb_documents_stay_bounded(server, tmp_path_factory):
