@@ -128,7 +128,10 @@ def test_wrong_types_are_invalid_params_and_bad_notifications_are_dropped(server
     uri = (server.root / "typed.py").as_uri()
     server.open(uri, "def f(x):\n    return x")
     bad_positions = [{"line": "a", "character": 0}, {"line": -1, "character": 0}, {"line": 0},
-                     {"line": 2**40, "character": 0}, None]
+                     {"line": 2**40, "character": 0}, None,
+                     # Wrong JSON types are not converted (the attack saw them answered):
+                     {"line": "0", "character": 0}, {"line": 1.5, "character": 0}, {"line": True, "character": 0},
+                     {"line": 0, "character": "3"}]
     for i, pos in enumerate(bad_positions):
         server.send({"jsonrpc": "2.0", "id": f"pos-{i}", "method": "textDocument/inlineCompletion",
                      "params": {"textDocument": {"uri": uri}, "position": pos, "context": {"triggerKind": 1}}})
@@ -142,9 +145,7 @@ def test_wrong_types_are_invalid_params_and_bad_notifications_are_dropped(server
     codes = {f"pos-{i}": error_of(server, f"pos-{i}") for i in range(len(bad_positions))}
     assert codes == {f"pos-{i}": INVALID_PARAMS for i in range(len(bad_positions))}
     assert error_of(server, "no-params") == INVALID_PARAMS
-    # lsprotocol's converter turns a number into a string where one is expected: an
-    # unknown document, answered empty.
-    assert server.response("uri-number")["result"] == {"isIncomplete": True, "items": []}
+    assert error_of(server, "uri-number") == INVALID_PARAMS  # a number is not a URI
     # The bad notifications changed nothing: the document still completes.
     assert server.inline(uri, 1, 12)["result"]["items"]
 

@@ -69,11 +69,32 @@ def _describe(exc: BaseException) -> str:
         return type(exc).__name__
 
 
+def _strict_scalars(converter: Any) -> None:
+    """Make the converter refuse a wrong JSON type where LSP says integer, string, boolean
+    or decimal, instead of converting it (`int("0")`, `int(1.5)`, `int(True)`, `str(5)`):
+    such params are then InvalidParams (-32602), as docs/protocol.md says."""
+
+    def strict(kind: type, accept: tuple[type, ...]):
+        def structure(value: Any, _: Any) -> Any:
+            if isinstance(value, bool) and kind is not bool:
+                raise TypeError(f"expected {kind.__name__}, got a boolean")
+            if not isinstance(value, accept):
+                raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+            return kind(value) if kind is float else value
+        return structure
+
+    converter.register_structure_hook(int, strict(int, (int,)))
+    converter.register_structure_hook(str, strict(str, (str,)))
+    converter.register_structure_hook(bool, strict(bool, (bool,)))
+    converter.register_structure_hook(float, strict(float, (int, float)))
+
+
 class SpeclspProtocol(LanguageServerProtocol):
     """pygls' protocol plus our experimental capability in the `initialize` result, and
     the checks on every incoming message (`receive`) that keep bad input from hurting."""
 
     def __init__(self, server, converter):
+        _strict_scalars(converter)
         super().__init__(server, converter)
         self.initialized = False  # an `initialize` request has been handled
         self.received = 0  # message bodies read (for the reliability tests' figures)
