@@ -47,14 +47,11 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 512, seed: int = 0) -> Path:
-    """Write a tiny random Qwen2 model and its tokenizer to `out_dir`; returns the path."""
-    import torch
+def train_tokenizer(texts: list[str], vocab: int):
+    """A byte-level BPE tokenizer (GPT-2 style, as Qwen's) with the FIM special tokens,
+    trained on `texts`; deterministic for the same texts."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -65,9 +62,20 @@ def build(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tk.train_from_iterator(_corpus() * 3, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|fim_pad|>")
+    tk.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|fim_pad|>")
+
+
+def build(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 512, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2 model and its tokenizer to `out_dir`; returns the path."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fast = train_tokenizer(_corpus() * 3, vocab)
     fast.save_pretrained(str(out))
+    tk = fast.backend_tokenizer
 
     torch.manual_seed(seed)
     config = Qwen2Config(
