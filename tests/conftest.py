@@ -51,6 +51,23 @@ def tiny_lm(tiny_model_dir):
     return model.load(str(tiny_model_dir), device="cpu", dtype="float32", warm_up=False)
 
 
+@pytest.fixture(scope="session")
+def trained_model_dir() -> Path:
+    """A tiny Qwen2 trained until it reproduces `tiny_trained.CORPUS` (its suggestions can
+    be asserted). Cached under the shared `models` folder: trained once per cache."""
+    from speclsp.local import tiny_trained
+
+    return tiny_trained.trained()
+
+
+@pytest.fixture(scope="session")
+def trained_lm(trained_model_dir):
+    """The trained tiny model loaded in float32 on CPU."""
+    from speclsp.local import model
+
+    return model.load(str(trained_model_dir), device="cpu", dtype="float32", warm_up=False)
+
+
 def default_model_ready() -> bool:
     from speclsp.local import registry as models
 

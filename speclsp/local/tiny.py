@@ -47,14 +47,17 @@ def _corpus() -> list[str]:
     return lines
 
 
-def train_tokenizer(texts: list[str], vocab: int):
+def train_tokenizer(texts: list[str], vocab: int, pre_tokenizer=None, normalizer=None):
     """A byte-level BPE tokenizer (GPT-2 style, as Qwen's) with the FIM special tokens,
-    trained on `texts`; deterministic for the same texts."""
+    trained on `texts`; deterministic for the same texts. `pre_tokenizer` and `normalizer`
+    replace GPT-2's splitting (tokenizers objects)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.pre_tokenizer = pre_tokenizer or pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if normalizer is not None:
+        tk.normalizer = normalizer
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab,
