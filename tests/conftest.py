@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random model built once per test session (seconds, no download),
-and `start_server`, which runs the real language server as a subprocess over stdio and
-talks to it with pytest-lsp's client, as a given editor would (recorded capabilities)."""
+a tiny model trained to reproduce its corpus (trained once per cache, ~25 s), and
+`start_server`, which runs the real language server as a subprocess over stdio and talks
+to it with pytest-lsp's client, as a given editor would (recorded capabilities)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_asyncio
-
 from conftest import running_server
+
 from speclsp.local.tiny_trained import CORPUS, WINDOW
 
 MAX_TOKENS = WINDOW  # the training checks this many tokens at every cursor

@@ -137,11 +137,12 @@ def trained(root: str | Path | None = None, corpus: str = CORPUS) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=root))
     try:
         build_trained(tmp, corpus)
-        shutil.rmtree(out, ignore_errors=True)  # an unfinished one (no marker)
+        if out.exists() and not is_ready(out):
+            shutil.rmtree(out, ignore_errors=True)  # left unfinished (never a finished one: it may be in use)
         try:
             os.replace(tmp, out)
         except OSError:
-            if not is_ready(out):  # another process finished first otherwise
+            if not is_ready(out):  # otherwise another process finished first: use that one
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -153,7 +154,9 @@ def _prompts(tok, corpus: str, fim):
     cut there (empty suffix) and the next WINDOW tokens, the corpus' end followed by EOS."""
     from ..completion.context import build_prompt
 
-    encode = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    def encode(s: str) -> list[int]:
+        return tok.encode(s, add_special_tokens=False)
+
     for c in cursors(corpus):
         prompt = list(build_prompt(encode, fim, PATH, corpus[:c], "").ids)
         yield c, prompt, (encode(corpus[c:]) + [tok.eos_token_id])[:WINDOW]
@@ -208,8 +211,6 @@ def _forward(model, trunk_ids, batch):
 
 def _misses(logits, labels, margin: float) -> int:
     """Target positions where greedy decoding would not pick the label by `margin`."""
-    import torch
-
     keep = labels >= 0
     lg = logits[keep]
     lab = labels[keep]
