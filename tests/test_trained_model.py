@@ -75,6 +75,23 @@ def test_every_cursor_continues_with_the_corpus_cut_by_the_show_rules(completer,
         assert complete(completer, CORPUS[:c]) == want, c
 
 
+def test_cli_complete_prints_the_corpus_body(trained_model_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    doc = tmp_path / "shapes.py"
+    doc.write_text(SCALE[0])
+    lines = SCALE[0].split("\n")
+    r = subprocess.run([sys.executable, "-m", "speclsp", "complete", str(doc), "--line", str(len(lines) - 1),
+                        "--character", str(len(lines[-1])), "--model", str(trained_model_dir), "--dtype", "float32",
+                        "--max-tokens", str(MAX_TOKENS), "--json"], capture_output=True, text=True,
+                       env=dict(os.environ), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["text"] == SCALE[1]
+
+
 # --- the real server over stdio -------------------------------------------------------------
 
 pytestmark_server = pytest.mark.asyncio(loop_scope="module")
