@@ -7,9 +7,10 @@ tests, useless for asserting what a suggestion says. This one is the same archit
 `CORPUS`, until greedy decoding reproduces it from the prompts the server builds: for every
 line start (and every cursor after a line's indentation) the FIM prompt
 `<|fim_prefix|>text before<|fim_suffix|><|fim_middle|>`, made by the real
-`context.build_prompt`, continues with the next `WINDOW` tokens of the corpus. The check
-runs at the end and raises if it does not hold. (A module of its own: tiny.py stays the
-small random builder that most tests use.)
+`context.build_prompt`, continues with the next `WINDOW` tokens of the corpus (EOS after
+its end), each by a logit margin. The check runs at the end and raises if it does not hold.
+Only an empty suffix is trained: tests put the cursor at the end of the document. (A module
+of its own: tiny.py stays the small random builder that most tests use.)
 
 Training is cheap because every example shares its text with the corpus: the corpus is
 run once (plain language-model loss), and each example runs only its own last tokens
