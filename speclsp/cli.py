@@ -2,7 +2,7 @@
 
     speclsp --stdio | --tcp HOST:PORT     run the language server
     speclsp complete PATH --line L --character C [...]
-    speclsp models [list | pull NAME | tiny DIR]
+    speclsp models [list | pull NAME | tiny DIR [--trained]]
     speclsp bench [suite|engine|index|typing|draft] [...]
     speclsp demo                          complete a real file with the default model
 
@@ -134,6 +134,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "tiny":
         if not args.target:
             return _die("models tiny needs a DIR")
+        if args.trained:  # trained in-process until it reproduces its corpus (seconds)
+            from .local import tiny_trained
+
+            print(tiny_trained.build_trained(args.target))
+            return 0
         from .local import tiny
 
         print(tiny.build(args.target))
@@ -279,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", parents=[common], help="list, pull or build models")
     m.add_argument("action", nargs="?", choices=["list", "pull", "tiny"])
     m.add_argument("target", nargs="?", help="model name (pull) or directory (tiny)")
+    m.add_argument("--trained", action="store_true",
+                   help="tiny: a model trained to reproduce its built-in corpus instead of random weights")
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
     b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft"],

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random model built once per test session (seconds, no download),
-and `start_server`, which runs the real language server as a subprocess over stdio and
-talks to it with pytest-lsp's client, as a given editor would (recorded capabilities)."""
+a tiny model trained to reproduce its corpus (trained once per cache, ~25 s), and
+`start_server`, which runs the real language server as a subprocess over stdio and talks
+to it with pytest-lsp's client, as a given editor would (recorded capabilities)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,23 @@ def tiny_lm(tiny_model_dir):
     from speclsp.local import model
 
     return model.load(str(tiny_model_dir), device="cpu", dtype="float32", warm_up=False)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir() -> Path:
+    """A tiny Qwen2 trained until it reproduces `tiny_trained.CORPUS` (its suggestions can
+    be asserted). Cached under the shared `models` folder: trained once per cache."""
+    from speclsp.local import tiny_trained
+
+    return tiny_trained.trained()
+
+
+@pytest.fixture(scope="session")
+def trained_lm(trained_model_dir):
+    """The trained tiny model loaded in float32 on CPU."""
+    from speclsp.local import model
+
+    return model.load(str(trained_model_dir), device="cpu", dtype="float32", warm_up=False)
 
 
 def default_model_ready() -> bool:

@@ -47,23 +47,34 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer(special_tokens: list[str], vocab: int = 512, eos: str | None = None, pad: str | None = None):
-    """A byte-level BPE tokenizer trained on the built-in corpus with `special_tokens`, as a
-    transformers fast tokenizer. Tests build one per FIM family with that family's tokens."""
+def train_tokenizer(texts: list[str], vocab: int, pre_tokenizer=None, normalizer=None, *,
+                    special_tokens: list[str] | None = None, eos: str | None = "<|endoftext|>",
+                    pad: str | None = "<|fim_pad|>"):
+    """A byte-level BPE tokenizer (GPT-2 style, as Qwen's) with `special_tokens` (the FIM
+    tokens by default), trained on `texts`; deterministic for the same texts.
+    `pre_tokenizer` and `normalizer` replace GPT-2's splitting (tokenizers objects)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.pre_tokenizer = pre_tokenizer or pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if normalizer is not None:
+        tk.normalizer = normalizer
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab,
-        special_tokens=special_tokens,
+        special_tokens=SPECIAL_TOKENS if special_tokens is None else special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tk.train_from_iterator(_corpus() * 3, trainer=trainer)
+    tk.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=eos, pad_token=pad)
+
+
+def build_tokenizer(special_tokens: list[str], vocab: int = 512, eos: str | None = None, pad: str | None = None):
+    """A tokenizer trained on the built-in corpus with `special_tokens`, as a transformers
+    fast tokenizer. Tests build one per FIM family with that family's tokens."""
+    return train_tokenizer(_corpus() * 3, vocab, special_tokens=special_tokens, eos=eos, pad=pad)
 
 
 def build(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 512, seed: int = 0) -> Path:
@@ -73,10 +84,9 @@ def build(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    fast = build_tokenizer(SPECIAL_TOKENS, vocab, eos="<|endoftext|>", pad="<|fim_pad|>")
-    tk = fast.backend_tokenizer
+    fast = train_tokenizer(_corpus() * 3, vocab)
     fast.save_pretrained(str(out))
+    tk = fast.backend_tokenizer
 
     torch.manual_seed(seed)
     config = Qwen2Config(
