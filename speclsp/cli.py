@@ -135,7 +135,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not args.target:
             return _die("models tiny needs a DIR")
         if args.trained:  # trained in-process until it reproduces its corpus (seconds)
-            from .local import tiny_trained
+            from .tools import tiny_trained
 
             print(tiny_trained.build_trained(args.target))
             return 0

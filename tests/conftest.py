@@ -56,7 +56,7 @@ def tiny_lm(tiny_model_dir):
 def trained_model_dir() -> Path:
     """A tiny Qwen2 trained until it reproduces `tiny_trained.CORPUS` (its suggestions can
     be asserted). Cached under the shared `models` folder: trained once per cache."""
-    from speclsp.local import tiny_trained
+    from speclsp.tools import tiny_trained
 
     return tiny_trained.trained()
 

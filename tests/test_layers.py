@@ -23,7 +23,7 @@ def layer_of(module: str) -> str:
     if len(parts) == 1:
         return "__init__"
     head = parts[1]
-    if head in ("cli", "__main__", "bench"):
+    if head in ("cli", "__main__", "bench", "tools"):
         return "entry"
     return head
 

@@ -1,4 +1,4 @@
-"""The tiny trained model (speclsp.local.tiny_trained) reproduces its corpus through the
+"""The tiny trained model (speclsp.tools.tiny_trained) reproduces its corpus through the
 real pipeline, so these tests can say what a suggestion must be: in process (Completer),
 over the real server on stdio (inline completion, streaming updates, a multi-line
 suggestion, typing into a suggestion served from the cache), and its build is
@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 from conftest import running_server
 
-from speclsp.local.tiny_trained import CORPUS, WINDOW
+from speclsp.tools.tiny_trained import CORPUS, WINDOW
 
 MAX_TOKENS = WINDOW  # the training checks this many tokens at every cursor
 OPTIONS = {"lookahead": "fixed:0", "maxTokens": MAX_TOKENS}  # one token per forward: many updates
@@ -67,7 +67,7 @@ def test_every_cursor_continues_with_the_corpus_cut_by_the_show_rules(completer,
     shown text is the show rules applied to the corpus' own continuation (the model ends
     its text with the corpus)."""
     from speclsp.completion.postprocess import ShowRules
-    from speclsp.local.tiny_trained import cursors
+    from speclsp.tools.tiny_trained import cursors
 
     for c in cursors()[::8]:
         ids = trained_lm.encode(CORPUS[c:])[:MAX_TOKENS]
@@ -171,7 +171,7 @@ async def test_server_typing_the_suggestion_is_served_from_the_cache(vscode):
 
 
 def test_recipe_hash_follows_the_corpus_and_the_recipe(trained_model_dir):
-    from speclsp.local import tiny_trained as tt
+    from speclsp.tools import tiny_trained as tt
 
     base = tt.recipe_hash()
     assert tt.recipe_hash() == base
@@ -183,7 +183,7 @@ def test_recipe_hash_follows_the_corpus_and_the_recipe(trained_model_dir):
 def test_cached_directory_is_complete_and_reused(trained_model_dir):
     import json
 
-    from speclsp.local import tiny_trained as tt
+    from speclsp.tools import tiny_trained as tt
     from speclsp.local.registry import READY_MARKER
 
     info = json.loads((trained_model_dir / READY_MARKER).read_text())
@@ -199,7 +199,7 @@ def test_building_twice_gives_identical_weights(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from speclsp.local import tiny_trained as tt
+    from speclsp.tools import tiny_trained as tt
 
     threads = torch.get_num_threads()
     few = {"max_steps": 5}
@@ -214,7 +214,7 @@ def test_building_twice_gives_identical_weights(tmp_path):
 
 
 def test_a_failed_memorisation_raises(tmp_path):
-    from speclsp.local import tiny_trained as tt
+    from speclsp.tools import tiny_trained as tt
 
     with pytest.raises(RuntimeError, match="still wrong after 1 steps"):
         tt.build_trained(tmp_path / "short", recipe={"max_steps": 1})

@@ -34,8 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .registry import READY_MARKER, cache_dir, is_ready
-from .tiny import SPECIAL_TOKENS, train_tokenizer
+from ..local.registry import READY_MARKER, cache_dir, is_ready
+from ..local.tiny import SPECIAL_TOKENS, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,13 @@ def recipe_hash(corpus: str = CORPUS, recipe: dict | None = None) -> str:
     import torch
     import transformers
 
-    here = Path(__file__).parent
+    here = Path(__file__).parent.parent  # the speclsp package
     h = hashlib.sha256()
     h.update(json.dumps({"corpus": corpus, "recipe": recipe or RECIPE, "versions": [
         torch.__version__, transformers.__version__, tokenizers.__version__]}, sort_keys=True).encode())
-    for name in ("tiny_trained.py", "tiny.py"):
+    for name in ("tools/tiny_trained.py", "local/tiny.py"):
         h.update((here / name).read_bytes())
-    h.update((here.parent / "completion" / "context.py").read_bytes())  # the prompt builder
+    h.update((here / "completion" / "context.py").read_bytes())  # the prompt builder
     return h.hexdigest()[:16]
 
 
@@ -318,7 +318,7 @@ def _check(model, tok, corpus: str, fim) -> list[int]:
     return bad
 
 
-if __name__ == "__main__":  # python -m speclsp.local.tiny_trained DIR: build and time
+if __name__ == "__main__":  # python -m speclsp.tools.tiny_trained DIR: build and time
     logging.basicConfig(level=logging.INFO)
     t = time.perf_counter()
     print(build_trained(sys.argv[1]), f"{time.perf_counter() - t:.1f} s")
