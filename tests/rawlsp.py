@@ -28,6 +28,16 @@ def read_message(reader) -> dict:
     return json.loads(reader.read(length))
 
 
+def start_tcp(address: str, model: str) -> tuple[subprocess.Popen, str]:
+    """`speclsp --tcp ADDRESS` with `model`; returns the process and the line it announced
+    its bound address with (stderr's first line)."""
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "speclsp", "--tcp", address, "--model", model],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=SERVER_ENV, text=True)
+    return proc, proc.stderr.readline()
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of a process, from /proc/PID/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

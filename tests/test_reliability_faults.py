@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import SERVER_ENV
-from rawlsp import RawServer, frame, read_message
+from rawlsp import RawServer, frame, read_message, start_tcp
 from speclsp.local import registry as models
 from speclsp.cli import is_loopback, parse_tcp_address
 from speclsp.lsp.config import Config
@@ -113,10 +111,8 @@ def test_tcp_listens_on_loopback_says_so_and_serves_one_client(tmp_path):
     assert parse_tcp_address("8123") == ("127.0.0.1", 8123) and parse_tcp_address(":0") == ("127.0.0.1", 0)
     assert parse_tcp_address("[::1]:9") == ("::1", 9)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
-    proc = subprocess.Popen([sys.executable, "-m", "speclsp", "--tcp", "0", "--model", str(tmp_path / "none")],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=SERVER_ENV, text=True)
+    proc, line = start_tcp("0", str(tmp_path / "none"))
     try:
-        line = proc.stderr.readline()
         m = re.search(r"listening on 127\.0\.0\.1:(\d+) \(loopback only", line)
         assert m, line
         sock = socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=30)

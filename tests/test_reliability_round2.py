@@ -11,14 +11,11 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import SERVER_ENV
-from rawlsp import RawServer, frame, read_message
+from rawlsp import RawServer, frame, read_message, start_tcp
 from speclsp.lsp.config import Config, parse_options
 from speclsp.lsp.session import Session, word_before
 from speclsp.lsp.state import ServerState
@@ -143,10 +140,8 @@ def test_a_process_id_that_cannot_be_a_process_is_logged_not_silently_ignored(ti
 def test_over_tcp_two_clients_connecting_at_once_never_see_each_others_messages(tmp_path):
     """Repro: both clients connect in the same loop turn (the server is stopped while they
     connect); the second must be refused, not handed the first one's answers."""
-    proc = subprocess.Popen([sys.executable, "-m", "speclsp", "--tcp", "127.0.0.1:0", "--model", str(tmp_path / "none")],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=SERVER_ENV, text=True)
+    proc, line = start_tcp("127.0.0.1:0", str(tmp_path / "none"))
     try:
-        line = proc.stderr.readline()
         m = re.search(r"127\.0\.0\.1:(\d+)", line)
         assert m, line
         port = int(m.group(1))
