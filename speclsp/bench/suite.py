@@ -139,17 +139,9 @@ def plot(report: dict, out: Path) -> list[str]:
 
     pauses = (report.get("typing") or {}).get("pauses") or []
     if pauses:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        got = sorted(p["first_text_ms"] for p in pauses if p["first_text_ms"] is not None)
-        ax.plot(got, [(i + 1) / len(pauses) for i in range(len(got))], drawstyle="steps-post", marker=".")
-        ax.set_xlabel("last keystroke -> first ghost text (ms)")
-        ax.set_ylabel("share of pauses with ghost text by then")
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"typing replay: {len(got)} of {len(pauses)} pauses got ghost text")
-        fig.tight_layout()
-        fig.savefig(out / "pauses.png", dpi=110)
-        files.append("pauses.png")
-        plt.close(fig)
+        from .typing import plot_pauses
+
+        files.append(plot_pauses(pauses, out))
     return files
 
 

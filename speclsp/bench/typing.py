@@ -351,10 +351,33 @@ def run_for_suite(args, quick: bool = False) -> dict[str, Any]:
     return run(ns)
 
 
+def plot_pauses(pauses: list[dict[str, Any]], out: Path) -> str:
+    """`pauses.png`: the share of pauses that had ghost text by a given time after the last key."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    got = sorted(p["first_text_ms"] for p in pauses if p["first_text_ms"] is not None)
+    ax.plot(got, [(i + 1) / len(pauses) for i in range(len(got))], drawstyle="steps-post", marker=".")
+    ax.set_xlabel("last keystroke -> first ghost text (ms)")
+    ax.set_ylabel("share of pauses with ghost text by then")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"typing replay: {len(got)} of {len(pauses)} pauses got ghost text")
+    fig.tight_layout()
+    fig.savefig(out / "pauses.png", dpi=110)
+    plt.close(fig)
+    return "pauses.png"
+
+
 def main(args) -> dict[str, Any]:
     from .report import write_report
 
     report = run(args)
     print(report["markdown"])
-    write_report(getattr(args, "out", None) or "bench-out", "typing", report, report["markdown"])
+    out = Path(getattr(args, "out", None) or "bench-out")
+    write_report(out, "typing", report, report["markdown"])
+    if report["pauses"]:
+        print(f"plot: {out / plot_pauses(report['pauses'], out)}", file=sys.stderr)
     return report
