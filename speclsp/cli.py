@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-cases", type=int, default=24, help="edit-replay cases at most")
     b.add_argument("--draft-model", default=None, help="also compare transformers assisted generation with this draft model")
     b.add_argument("--out", default="bench-out", help="directory for the JSON report")
-    b.add_argument("--file", default=None, help="typing: the file to type (default: the demo file)")
+    b.add_argument("--file", default=None, help="typing: the file to type (default: textwrap.py from the standard library)")
     b.add_argument("--cps", type=float, default=8.0, help="typing: characters per second")
     b.add_argument("--line-pause", type=float, default=1.0, help="typing: seconds of pause after each newline")
     b.add_argument("--chars", type=int, default=None, help="typing: keystrokes to replay (default 240)")
