@@ -1,9 +1,17 @@
 """The Neovim plugin (editors/neovim) end to end: a real headless Neovim driven over its RPC
-API (pynvim, `nvim --embed --headless --clean -n`), the real `speclsp --stdio`, a tiny random
-model. Run on Neovim 0.12 (vim.lsp.inline_completion draws the ghost text) and on 0.11 (the
-plugin's own extmarks). `scripts/install-neovim.sh` installs both; SPECLSP_NVIM_012 and
-SPECLSP_NVIM_011 point at other builds. One Neovim and one server per version serve all the
-tests of that version, each test in a fresh buffer.
+API (pynvim, `nvim --embed --headless --clean -n`), the real `speclsp --stdio`, and the tiny
+model trained on a known corpus (speclsp.tools.tiny_trained), so the tests say WHAT is shown:
+at a cursor at the end of a document that is the corpus cut after a line's indentation, the
+suggestion is the corpus' continuation (the body of `area`, one line; of `describe`, a long
+line that streams; of `scale`, three lines). Run on Neovim 0.12 (vim.lsp.inline_completion
+draws the ghost text) and on 0.11 (the plugin's own extmarks); both draw one extmark whose
+virtual text (first line) and virtual lines (the rest) are read back and compared.
+
+Every model-dependent test waits for a specific expected state (generous timeouts: they are
+not timing assertions). The model's suggestions are exact only with no other document open
+(open documents enter the prompt as context), so `Editor.start` wipes every other buffer.
+`scripts/install-neovim.sh` installs both Neovims; SPECLSP_NVIM_012 and SPECLSP_NVIM_011 point
+at other builds. One Neovim and one server per version serve all the tests of that version.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from speclsp.tools.tiny_trained import CORPUS
 
 pynvim = pytest.importorskip("pynvim")
 
@@ -28,6 +38,24 @@ BUILDS = {
 }
 # Ghost-text extmarks: Neovim's own namespace on 0.12, the plugin's on 0.11.
 NAMESPACE = {"0.12": "nvim.lsp.inline_completion", "0.11": "speclsp.ghost"}
+HINTS = {"ComplHintMore", "Comment"}  # highlight groups of the (i/n) hint, not part of the text
+WAIT = 60.0  # seconds to wait for an expected state (a slow, loaded machine; not a timing check)
+
+
+def at_body(header: str) -> tuple[str, str]:
+    """(document, expected suggestion) for a cursor on the first line of the body under
+    `header`, after its indentation, the document ending there: the body up to its blank
+    line, the first line's indentation removed (as tests/test_trained_model.py)."""
+    start = CORPUS.index(header + "\n") + len(header) + 1
+    end = CORPUS.index("\n\n", start)
+    body = CORPUS[start:end]
+    indent = len(body) - len(body.lstrip(" "))
+    return CORPUS[: start + indent], body[indent:]
+
+
+AREA = at_body("    def area(self):")  # "return self.width * self.height"
+DESCRIBE = at_body("    def describe(self):")  # one long line: streams in many updates
+SCALE = at_body("    def scale(self, factor):")  # three lines
 
 
 def nvim_binary(version: str) -> str:
@@ -67,9 +95,11 @@ class Editor:
         return self.nvim.exec_lua(code, *args)
 
     def open(self, text: str, name: str | None = None) -> int:
-        """Edit a fresh file with `text`, wait until the server is attached; return bufnr."""
+        """Edit a fresh file with `text`, wait until the server is attached; return bufnr.
+        (Written without a final newline: 'noeol', so the document is exactly `text`.)"""
         self._n += 1
         path = self.workspace / (name or f"buf{self._n}.py")
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         self.nvim.command("stopinsert")
         self.nvim.command(f"edit! {path}")
@@ -83,11 +113,40 @@ class Editor:
                  timeout=120, what="the model to be ready (speclsp/status)")
         return buf
 
+    def start(self, text: str, name: str | None = None) -> int:
+        """The only open document is `text`; insert mode at its end (which asks the server)."""
+        self.nvim.command("stopinsert")
+        self.nvim.command("enew!")
+        self.nvim.command("silent! %bwipeout!")  # didClose: no other document in the prompt
+        buf = self.open(text, name)
+        self.nvim.command("normal! G$")
+        self.type("A")
+        return buf
+
     def ghost(self) -> str:
+        """The suggestion's text still to be inserted, as the plugin reports it."""
         return self.lua("return require('speclsp').ghost_text()")
 
     def extmarks(self):
         return self.nvim.api.buf_get_extmarks(0, self.ns, 0, -1, {"details": True})
+
+    def shown(self) -> str | None:
+        """The text the ghost-text extmark draws (virtual text, then one line per virtual
+        line, hints left out); None unless there is exactly one such extmark."""
+        marks = self.extmarks()
+        if len(marks) != 1:
+            return None
+        d = marks[0][3]
+        chunks = lambda line: "".join(c[0] for c in line if len(c) < 2 or c[1] not in HINTS)
+        return "\n".join([chunks(d.get("virt_text") or [])] + [chunks(line) for line in d.get("virt_lines") or []])
+
+    def wait_shown(self, want: str, what: str = "the expected ghost text") -> None:
+        """Wait until the plugin and the extmark both show exactly `want`."""
+        wait_for(lambda: self.ghost() == want and self.shown() == want, timeout=WAIT,
+                 what=f"{what} {want!r} (ghost {self.ghost()!r}, extmark {self.shown()!r})")
+
+    def text(self) -> str:
+        return "\n".join(self.nvim.current.buffer[:])
 
     def lines(self) -> list[str]:
         return self.nvim.current.buffer[:]
@@ -95,43 +154,18 @@ class Editor:
     def mode(self) -> str:
         return self.nvim.api.get_mode()["mode"]
 
-    def settled_ghost(self, quiet: float = 0.4, timeout: float = 30.0) -> str:
-        """Wait for ghost text, then until it stops changing for `quiet` seconds."""
-        text = wait_for(self.ghost, timeout=timeout, what="ghost text")
-        stable_since = time.monotonic()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() - stable_since < quiet and time.monotonic() < deadline:
-            time.sleep(0.05)
-            now = self.ghost()
-            if now != text:
-                text, stable_since = now, time.monotonic()
-        return text
-
     def type(self, keys: str):
         self.nvim.input(keys)
 
-    def suggest(self, text: str, name: str | None = None, settle: bool = True) -> str:
-        """Open `text`, start typing at its end, and return the ghost text once it settles.
+    def stats(self) -> dict:
+        return wait_for(lambda: self.lua("return (require('speclsp').stats(5000))"), timeout=WAIT, what="speclsp/stats")
 
-        The tiny model is random: at some positions it has nothing to show (an empty or
-        all-blank completion). Then type one more character, as a user would, and wait again.
-        """
-        self.open(text, name)
-        self.nvim.command("normal! G$")
-        self.type("A")
-        for extra in ["", "x", "1", "q", "_z", "(", "a.b", "[0]", " + 2", "self"]:
-            if extra:
-                self.type(extra)
-            try:
-                wait_for(self.ghost, timeout=6, what="ghost text")
-            except AssertionError:
-                continue
-            return self.settled_ghost() if settle else self.ghost()
-        raise AssertionError(f"no ghost text after typing at the end of {text!r}")
+    def reset_debug(self) -> None:
+        self.lua("local s = require('speclsp'); s._updates = 0; s._updates_done = false; s._renders = {}")
 
 
 @pytest.fixture(scope="module", params=["0.12", "0.11"])
-def editor(request, tiny_model_dir, tmp_path_factory):
+def editor(request, trained_model_dir, tmp_path_factory):
     version = request.param
     binary = nvim_binary(version)
     workspace = tmp_path_factory.mktemp(f"ws-nvim-{version}")
@@ -144,17 +178,19 @@ def editor(request, tiny_model_dir, tmp_path_factory):
     try:
         nvim.command(f"set rtp^={PLUGIN}")
         nvim.command(f"runtime! plugin/speclsp.lua")
+        # lookahead fixed:0: one token per forward, so the long line streams in many updates
+        # (as tests/test_trained_model.py); maxTokens: the window the model was trained on.
         nvim.exec_lua(
             """
             local cmd, model, log_file = ...
             require('speclsp').setup({
               cmd = cmd,
               log_file = log_file,
-              server = { model = model, dtype = 'float32', device = 'cpu', maxTokens = 48 },
+              server = { model = model, dtype = 'float32', device = 'cpu', maxTokens = 48, lookahead = 'fixed:0' },
               debug = true,
             })
             """,
-            cmd, str(tiny_model_dir), str(log_file),
+            cmd, str(trained_model_dir), str(log_file),
         )
         yield Editor(version, nvim, workspace)
     finally:
@@ -168,42 +204,116 @@ def editor(request, tiny_model_dir, tmp_path_factory):
         nvim.close()
 
 
-def test_typing_shows_ghost_text_that_grows_in_place(editor: Editor):
-    editor.lua("local s = require('speclsp'); s._updates = 0; s._updates_done = false; s._renders = {}")
-    ghost = editor.suggest("def add(a, b):\n    ", settle=False)
-    assert ghost
-    wait_for(lambda: editor.lua("return require('speclsp')._updates_done"), timeout=30,
+def test_ghost_text_is_the_corpus_body_at_the_cursor(editor: Editor):
+    editor.start(AREA[0])
+    editor.wait_shown(AREA[1])
+    (mark,) = editor.extmarks()
+    row, col = editor.nvim.current.window.cursor
+    assert (mark[1], mark[2]) == (row - 1, col)  # drawn at the cursor, on its line
+    assert editor.text() == AREA[0]  # nothing inserted
+    editor.type("<Esc>")
+
+
+def test_multi_line_ghost_text_is_the_corpus_lines(editor: Editor):
+    editor.start(SCALE[0])
+    editor.wait_shown(SCALE[1])
+    d = editor.extmarks()[0][3]
+    assert len(d["virt_lines"]) == 2  # the first line inline, the other two below
+    editor.type("<Esc>")
+
+
+def test_streaming_grows_the_ghost_text_in_place_to_the_corpus_line(editor: Editor):
+    editor.reset_debug()
+    editor.start(DESCRIBE[0])
+    wait_for(lambda: editor.lua("return require('speclsp')._updates_done"), timeout=WAIT,
              what="the last streaming update (done: true)")
-    final = editor.settled_ghost()
-    # One extmark, on the cursor's line, updated in place.
-    marks = editor.extmarks()
-    assert len(marks) == 1
-    assert marks[0][1] == editor.nvim.current.window.cursor[0] - 1
-    # The server streamed the text as it grew, and the ghost text followed: each state
-    # drawn extends the one before it, and the last is what is shown now.
+    editor.wait_shown(DESCRIBE[1])
+    assert len(editor.extmarks()) == 1
+    # The server streamed the line as it grew and the ghost text followed: every state drawn
+    # is a prefix of the corpus line, each extends the one before, the last is all of it.
     updates = editor.lua("return require('speclsp')._updates")
     renders = editor.lua("return require('speclsp')._renders[vim.api.nvim_get_current_buf()] or {}")
     assert updates >= 2, f"expected several speclsp/inlineCompletionUpdate, got {updates}"
     assert len(renders) >= 2, f"{updates} streaming updates but the ghost text was drawn {renders!r}"
-    for before, after in zip(renders, renders[1:]):
-        assert after.startswith(before), (before, after)
-    assert final.startswith(renders[-1]) or renders[-1].startswith(final)
+    assert all(DESCRIBE[1].startswith(r) for r in renders), renders
+    assert all(b.startswith(a) for a, b in zip(renders, renders[1:])), renders
+    assert renders[-1] == DESCRIBE[1]
     editor.type("<Esc>")
 
 
-def test_accept_inserts_the_whole_suggestion(editor: Editor):
-    ghost = editor.suggest("import os\n\nx = ")
-    before = editor.lines()
+def test_accept_inserts_exactly_the_suggestion(editor: Editor):
+    editor.start(SCALE[0])
+    editor.wait_shown(SCALE[1])
     editor.type("<Tab>")
-    want = (before[-1] + ghost).split("\n")
-    wait_for(lambda: editor.lines()[-len(want):] == want, timeout=5, what="the accepted text in the buffer")
-    assert editor.lines()[: len(before) - 1] == before[:-1]
-    # Still in insert mode, cursor at the end of the inserted text, no stale ghost text left
-    # behind from the accepted suggestion.
+    want = SCALE[0] + SCALE[1]
+    wait_for(lambda: editor.text() == want, timeout=WAIT, what=f"the accepted text {want!r}")
+    # Still in insert mode, cursor at the end of the inserted text, nothing left shown.
     assert editor.mode() == "i"
     row, col = editor.nvim.current.window.cursor
     assert row == len(editor.lines())
-    assert col == len(want[-1].encode())
+    assert col == len(want.split("\n")[-1].encode())
+    wait_for(lambda: editor.ghost() == "", timeout=WAIT, what="no ghost text after the accept")
+    editor.type("<Esc>")
+
+
+def test_accept_word_then_line_take_exactly_the_first_word_and_line(editor: Editor):
+    editor.start(SCALE[0])
+    editor.wait_shown(SCALE[1])
+    first_line = SCALE[1].split("\n")[0]  # "width = self.width * factor"
+    word = "width"
+    editor.type("<M-Right>")
+    wait_for(lambda: editor.text() == SCALE[0] + word, timeout=WAIT, what="one word accepted")
+    # The rest is shown at once, from the same suggestion.
+    editor.wait_shown(SCALE[1][len(word):], "the rest after the word")
+    editor.type("<M-C-Right>")
+    wait_for(lambda: editor.text() == SCALE[0] + first_line, timeout=WAIT, what="the rest of the line accepted")
+    editor.wait_shown(SCALE[1][len(first_line):], "the other lines after the line")
+    editor.type("<Esc>")
+
+
+def test_typing_the_suggestion_keeps_showing_exactly_the_rest_from_the_cache(editor: Editor):
+    editor.start(AREA[0])
+    editor.wait_shown(AREA[1])
+    wait_for(lambda: editor.lua("return require('speclsp')._updates_done"), timeout=WAIT, what="the stream's end")
+    before = editor.stats()
+    typed = "return se"
+    for k in range(1, len(typed) + 1):
+        editor.type(typed[k - 1])
+        wait_for(lambda: editor.text() == AREA[0] + typed[:k], timeout=WAIT, what=f"{typed[:k]!r} typed")
+        editor.wait_shown(AREA[1][k:], f"the rest after typing {typed[:k]!r}")
+    after = editor.stats()
+    assert after["modelCalls"] == before["modelCalls"], (before, after)  # typed through: no new model call
+    editor.type("<Esc>")
+
+
+def test_dismiss_hides_the_suggestion(editor: Editor):
+    editor.start(AREA[0])
+    editor.wait_shown(AREA[1])
+    editor.type("<C-]>")
+    wait_for(lambda: not editor.extmarks() and editor.ghost() == "", timeout=WAIT, what="dismissed")
+    assert editor.text() == AREA[0]
+    editor.type("<Esc>")
+
+
+def test_cursor_move_and_escape_clear_the_ghost_text(editor: Editor):
+    editor.start(AREA[0])
+    editor.wait_shown(AREA[1])
+    col = editor.nvim.current.window.cursor[1]
+    editor.type("<Left>")
+    if editor.version == "0.11":
+        wait_for(lambda: not editor.extmarks(), timeout=WAIT, what="ghost text cleared on cursor move")
+    else:
+        # Neovim's own inline completion asks again at the new position instead.
+        wait_for(lambda: all(m[2] < col for m in editor.extmarks()), timeout=WAIT,
+                 what="ghost text gone from the old position")
+    editor.type("<End>")
+    # Typing the suggestion's next character at the end shows exactly the rest again.
+    editor.type(AREA[1][0])
+    wait_for(lambda: editor.text() == AREA[0] + AREA[1][0], timeout=WAIT, what="the character typed")
+    editor.wait_shown(AREA[1][1:], "the rest after moving back and typing")
+    editor.type("<Esc>")
+    wait_for(lambda: not editor.extmarks(), timeout=WAIT, what="ghost text cleared on <Esc>")
+    assert editor.mode() == "n"
 
 
 def test_toggled_off_nothing_is_shown_and_tab_is_a_tab(editor: Editor):
@@ -214,7 +324,7 @@ def test_toggled_off_nothing_is_shown_and_tab_is_a_tab(editor: Editor):
         editor.nvim.command("normal! G")
         editor.type("o<Tab>z")
         wait_for(lambda: editor.lines()[-1] == "\tz", timeout=5, what="a literal tab")
-        time.sleep(0.6)  # past any debounce: still nothing
+        time.sleep(0.6)  # past any debounce: still nothing (an absence: nothing to wait for)
         assert editor.ghost() == "" and not editor.extmarks()
         # A global <Tab> mapping of the user's (made after the buffer attached) still works
         # when no suggestion is shown, expression mappings too.
@@ -229,82 +339,51 @@ def test_toggled_off_nothing_is_shown_and_tab_is_a_tab(editor: Editor):
     finally:
         editor.nvim.command("SpeclspToggle on")
     assert editor.lua("return require('speclsp').enabled") is True
-    assert editor.suggest("y = 2\nz = ")
-
-
-def test_accept_word_then_line_take_part_of_the_suggestion(editor: Editor):
-    ghost = editor.suggest("values = [1, 2, 3]\ntotal = ")
-    take = lambda text, kind: editor.lua("return require('speclsp.util').take(...)", text, kind)
-    before = "\n".join(editor.lines())
-    word = take(ghost, "word")
-    editor.type("<M-Right>")
-    wait_for(lambda: "\n".join(editor.lines()) == before + word, timeout=5, what="one word accepted")
-    rest = ghost[len(word):]
-    if not rest:
-        return
-    # What is left is shown at once, without a new request.
-    assert editor.ghost().startswith(rest[:1]), (editor.ghost(), rest)
-    rest = editor.settled_ghost()
-    assert rest.startswith(ghost[len(word):]) or ghost[len(word):].startswith(rest)
-    line = take(rest, "line")
-    editor.type("<M-C-Right>")
-    wait_for(lambda: "\n".join(editor.lines()) == before + word + line, timeout=5, what="the line accepted")
+    editor.start(AREA[0])
+    editor.wait_shown(AREA[1], "ghost text again once toggled on")
     editor.type("<Esc>")
-
-
-def test_cursor_move_and_escape_clear_the_ghost_text(editor: Editor):
-    editor.suggest("def f():\n    return ")
-    col = editor.nvim.current.window.cursor[1]
-    editor.type("<Left>")
-    if editor.version == "0.11":
-        wait_for(lambda: not editor.extmarks(), timeout=5, what="ghost text cleared on cursor move")
-    else:
-        # Neovim's own inline completion asks again at the new position instead.
-        wait_for(lambda: all(m[2] < col for m in editor.extmarks()), timeout=5,
-                 what="ghost text gone from the old position")
-    editor.type("<End>")
-    # Typing at the end brings ghost text back; the random test model has nothing to show
-    # after some characters, so type on (as in `suggest`) until it shows.
-    for extra in ["z", "1", "q", "(", "x", "_a"]:
-        editor.type(extra)
-        try:
-            wait_for(editor.ghost, timeout=8, what="ghost text again")
-            break
-        except AssertionError:
-            continue
-    else:
-        raise AssertionError("no ghost text again after typing at the end of the line")
-    editor.type("<Esc>")
-    wait_for(lambda: not editor.extmarks(), timeout=5, what="ghost text cleared on <Esc>")
-    assert editor.mode() == "n"
-
-
-def test_dismiss_hides_the_suggestion(editor: Editor):
-    editor.suggest("n = ")
-    text = editor.lines()
-    editor.type("<C-]>")
-    wait_for(lambda: not editor.extmarks(), timeout=5, what="dismissed")
-    assert editor.lines() == text
 
 
 def test_native_completion_lists_and_inserts_the_server_completion(editor: Editor):
-    editor.suggest("def mean(xs):\n    return su", settle=False)  # in the middle of a word
-    before = "\n".join(editor.lines())
+    editor.start(SCALE[0])
+    editor.wait_shown(SCALE[1])
     editor.lua("vim.lsp.completion.get()")
     items = wait_for(lambda: editor.nvim.call("complete_info", ["items"]).get("items"),
-                     timeout=30, what="completion items in complete_info()")
+                     timeout=WAIT, what="completion items in complete_info()")
     assert len(items) == 1
     item = items[0]
     assert item["menu"] == "speclsp" and item["kind"] == "Text"
     lsp_item = item["user_data"]["nvim"]["lsp"]["completion_item"]
-    assert item["abbr"] == lsp_item["label"] == lsp_item["textEdit"]["newText"].split("\n")[0]
+    assert lsp_item["textEdit"]["newText"] == SCALE[1]
+    assert item["abbr"] == lsp_item["label"] == SCALE[1].split("\n")[0]
     # Select and take it (what <C-n><C-y> do in the popup menu; without a UI there is no menu
-    # to type into, so through the API the menu is driven by): the whole, possibly multi-line,
-    # text at the cursor.
+    # to type into, so through the API the menu is driven by). Neovim's own LSP completion
+    # inserts the item's `word`, which for a plain-text edit is newText up to its first
+    # whitespace (vim/lsp/completion.lua, get_completion_word): here "width", not the lines.
+    assert item["word"] == "width"
     editor.nvim.api.select_popupmenu_item(0, True, True, {})
-    want = before + lsp_item["textEdit"]["newText"]
-    wait_for(lambda: "\n".join(editor.lines()) == want, timeout=5,
-             what=f"the completion inserted (want {want!r}, have {editor.lines()!r})")
+    want = SCALE[0] + item["word"]
+    wait_for(lambda: editor.text() == want, timeout=WAIT,
+             what=f"the completion's word inserted (want {want!r}, have {editor.lines()!r})")
+    editor.type("<Esc>")
+
+
+def test_cmp_and_blink_sources_return_the_server_completion(editor: Editor):
+    editor.start(AREA[0])
+    editor.wait_shown(AREA[1])
+    editor.lua("""
+      _G.cmp_result, _G.blink_result = nil, nil
+      require('speclsp.cmp').source.new():complete({ completion_context = { triggerKind = 1 } },
+        function(r) _G.cmp_result = r end)
+      require('speclsp.blink').new():get_completions({ bufnr = vim.api.nvim_get_current_buf() },
+        function(r) _G.blink_result = r end)
+    """)
+    cmp = wait_for(lambda: editor.lua("return _G.cmp_result"), timeout=WAIT, what="the nvim-cmp source's answer")
+    blink = wait_for(lambda: editor.lua("return _G.blink_result"), timeout=WAIT, what="the blink.cmp source's answer")
+    assert cmp["items"] and cmp["items"][0]["detail"] == "speclsp"
+    assert cmp["items"][0]["textEdit"]["newText"] == AREA[1]
+    assert blink["items"] and blink["items"][0]["textEdit"]["newText"] == AREA[1]
+    assert blink["is_incomplete_forward"] is True
     editor.type("<Esc>")
 
 
@@ -328,6 +407,95 @@ def test_checkhealth_reports_server_and_model(editor: Editor):
         assert "backend: native" in text
     else:
         assert "extmarks" in text
+
+
+def test_log_command_opens_the_server_log(editor: Editor):
+    editor.open("v = 1\n")
+    editor.nvim.command("SpeclspLog")
+    name = editor.nvim.current.buffer.name
+    text = "\n".join(editor.nvim.current.buffer[:])
+    editor.nvim.command("close")
+    assert name.endswith(f"speclsp-nvim-{editor.version}.log") or os.environ.get("SPECLSP_NVIM_TEST_SERVER")
+    assert "speclsp" in text
+
+
+# nvim-cmp and blink.cmp themselves, where a checkout of each is at hand (not in CI: there is
+# no way to install them from a package registry). SPECLSP_TEST_NVIM_CMP / SPECLSP_TEST_BLINK_CMP
+# name the plugin directories.
+
+
+def _plugin_dir(var: str) -> str:
+    path = os.environ.get(var)
+    if not path or not Path(path, "lua").is_dir():
+        pytest.skip(f"set {var} to a checkout of the plugin to run this")
+    return path
+
+
+def test_nvim_cmp_shows_the_speclsp_entry(editor: Editor):
+    cmp_dir = _plugin_dir("SPECLSP_TEST_NVIM_CMP")
+    editor.nvim.command(f"set rtp+={cmp_dir}")
+    editor.lua("""
+      local cmp = require('cmp')
+      cmp.setup({ sources = { { name = 'speclsp' } }, completion = { autocomplete = false } })
+      require('speclsp.cmp').register()
+    """)
+    editor.start(AREA[0])
+    editor.wait_shown(AREA[1])
+    before = "\n".join(editor.lines())
+    editor.lua("require('cmp').complete()")
+    entries = wait_for(lambda: editor.lua("""
+        local out = {}
+        for _, e in ipairs(require('cmp').get_entries() or {}) do
+          out[#out + 1] = { source = e.source.name, label = e:get_completion_item().label }
+        end
+        return out"""), timeout=30, what="nvim-cmp entries")
+    assert entries[0]["source"] == "speclsp"
+    text = editor.lua("return require('cmp').get_entries()[1]:get_completion_item().textEdit.newText")
+    editor.lua("require('cmp').confirm({ select = true })")
+    wait_for(lambda: "\n".join(editor.lines()) == before + text, timeout=5,
+             what="the cmp entry inserted at the cursor")
+    editor.type("<Esc>")
+
+
+def test_blink_cmp_shows_the_speclsp_item(editor: Editor):
+    blink_dir = _plugin_dir("SPECLSP_TEST_BLINK_CMP")
+    editor.nvim.command(f"set rtp+={blink_dir}")
+    editor.lua("""
+      require('blink.cmp').setup({
+        fuzzy = { implementation = 'lua' },
+        sources = { default = { 'speclsp' },
+                    providers = { speclsp = { name = 'speclsp', module = 'speclsp.blink', async = true } } },
+        completion = { menu = { auto_show = false } },
+      })
+    """)
+    editor.start(AREA[0])
+    editor.wait_shown(AREA[1])
+    before = "\n".join(editor.lines())
+    editor.lua("require('blink.cmp').show()")
+    items = wait_for(lambda: editor.lua("""
+        local out = {}
+        for _, i in ipairs(require('blink.cmp').get_items() or {}) do
+          out[#out + 1] = { source = i.source_id, text = i.textEdit and i.textEdit.newText or i.insertText or i.label }
+        end
+        return out"""), timeout=30, what="blink.cmp items")
+    assert items[0]["source"] == "speclsp"
+    editor.lua("require('blink.cmp.completion.list').accept({ index = 1 })")
+    wait_for(lambda: "\n".join(editor.lines()) == before + items[0]["text"], timeout=5,
+             what=f"the blink item inserted at the cursor {before!r} + {items[0]['text']!r} got {editor.lines()!r}")
+    editor.type("<Esc>")
+
+
+def test_a_second_root_shares_the_server_as_a_workspace_folder(editor: Editor):
+    editor.open("a = 1\n")
+    first = editor.lua("return require('speclsp.util').client(0).id")
+    other = editor.workspace / "other-project"
+    (other / ".git").mkdir(parents=True, exist_ok=True)
+    editor.open("b = 2\n", name="other-project/b.py")
+    assert editor.lua("return require('speclsp.util').client(0).id") == first
+    assert editor.lua("return #require('speclsp.util').clients()") == 1
+    folders = editor.lua("return vim.tbl_map(function(f) return f.name end, "
+                         "require('speclsp.util').client(0).workspace_folders or {})")
+    assert str(editor.workspace) in folders and str(other) in folders, folders
 
 
 def test_extmark_ghost_text_is_multi_line_follows_typing_and_cycles(editor: Editor):
@@ -390,107 +558,3 @@ def test_extmark_ghost_text_is_multi_line_follows_typing_and_cycles(editor: Edit
     editor.type("<Esc>")
     editor.lua("require('speclsp.ghost').detach(...)", buf)
     nvim.command("bwipeout!")
-
-
-def test_cmp_and_blink_sources_return_the_server_completion(editor: Editor):
-    editor.suggest("def mean(xs):\n    return ")
-    editor.lua("""
-      _G.cmp_result, _G.blink_result = nil, nil
-      require('speclsp.cmp').source.new():complete({ completion_context = { triggerKind = 1 } },
-        function(r) _G.cmp_result = r end)
-      require('speclsp.blink').new():get_completions({ bufnr = vim.api.nvim_get_current_buf() },
-        function(r) _G.blink_result = r end)
-    """)
-    cmp = wait_for(lambda: editor.lua("return _G.cmp_result"), timeout=30, what="the nvim-cmp source's answer")
-    blink = wait_for(lambda: editor.lua("return _G.blink_result"), timeout=30, what="the blink.cmp source's answer")
-    assert cmp["items"] and cmp["items"][0]["detail"] == "speclsp"
-    assert blink["items"] and blink["items"][0]["textEdit"]["newText"]
-    assert blink["is_incomplete_forward"] is True
-    editor.type("<Esc>")
-
-
-def test_log_command_opens_the_server_log(editor: Editor):
-    editor.open("v = 1\n")
-    editor.nvim.command("SpeclspLog")
-    name = editor.nvim.current.buffer.name
-    text = "\n".join(editor.nvim.current.buffer[:])
-    editor.nvim.command("close")
-    assert name.endswith(f"speclsp-nvim-{editor.version}.log") or os.environ.get("SPECLSP_NVIM_TEST_SERVER")
-    assert "speclsp" in text
-
-
-# nvim-cmp and blink.cmp themselves, where a checkout of each is at hand (not in CI: there is
-# no way to install them from a package registry). SPECLSP_TEST_NVIM_CMP / SPECLSP_TEST_BLINK_CMP
-# name the plugin directories.
-
-
-def _plugin_dir(var: str) -> str:
-    path = os.environ.get(var)
-    if not path or not Path(path, "lua").is_dir():
-        pytest.skip(f"set {var} to a checkout of the plugin to run this")
-    return path
-
-
-def test_nvim_cmp_shows_the_speclsp_entry(editor: Editor):
-    cmp_dir = _plugin_dir("SPECLSP_TEST_NVIM_CMP")
-    editor.nvim.command(f"set rtp+={cmp_dir}")
-    editor.lua("""
-      local cmp = require('cmp')
-      cmp.setup({ sources = { { name = 'speclsp' } }, completion = { autocomplete = false } })
-      require('speclsp.cmp').register()
-    """)
-    editor.suggest("def mean(xs):\n    return su")  # in the middle of a word
-    before = "\n".join(editor.lines())
-    editor.lua("require('cmp').complete()")
-    entries = wait_for(lambda: editor.lua("""
-        local out = {}
-        for _, e in ipairs(require('cmp').get_entries() or {}) do
-          out[#out + 1] = { source = e.source.name, label = e:get_completion_item().label }
-        end
-        return out"""), timeout=30, what="nvim-cmp entries")
-    assert entries[0]["source"] == "speclsp"
-    text = editor.lua("return require('cmp').get_entries()[1]:get_completion_item().textEdit.newText")
-    editor.lua("require('cmp').confirm({ select = true })")
-    wait_for(lambda: "\n".join(editor.lines()) == before + text, timeout=5,
-             what="the cmp entry inserted at the cursor")
-    editor.type("<Esc>")
-
-
-def test_blink_cmp_shows_the_speclsp_item(editor: Editor):
-    blink_dir = _plugin_dir("SPECLSP_TEST_BLINK_CMP")
-    editor.nvim.command(f"set rtp+={blink_dir}")
-    editor.lua("""
-      require('blink.cmp').setup({
-        fuzzy = { implementation = 'lua' },
-        sources = { default = { 'speclsp' },
-                    providers = { speclsp = { name = 'speclsp', module = 'speclsp.blink', async = true } } },
-        completion = { menu = { auto_show = false } },
-      })
-    """)
-    editor.suggest("def mean(xs):\n    return su")  # in the middle of a word: blink filters on it
-    before = "\n".join(editor.lines())
-    editor.lua("require('blink.cmp').show()")
-    items = wait_for(lambda: editor.lua("""
-        local out = {}
-        for _, i in ipairs(require('blink.cmp').get_items() or {}) do
-          out[#out + 1] = { source = i.source_id, text = i.textEdit and i.textEdit.newText or i.insertText or i.label }
-        end
-        return out"""), timeout=30, what="blink.cmp items")
-    assert items[0]["source"] == "speclsp"
-    editor.lua("require('blink.cmp.completion.list').accept({ index = 1 })")
-    wait_for(lambda: "\n".join(editor.lines()) == before + items[0]["text"], timeout=5,
-             what=f"the blink item inserted at the cursor {before!r} + {items[0]['text']!r} got {editor.lines()!r}")
-    editor.type("<Esc>")
-
-
-def test_a_second_root_shares_the_server_as_a_workspace_folder(editor: Editor):
-    editor.open("a = 1\n")
-    first = editor.lua("return require('speclsp.util').client(0).id")
-    other = editor.workspace / "other-project"
-    (other / ".git").mkdir(parents=True, exist_ok=True)
-    editor.open("b = 2\n", name="other-project/b.py")
-    assert editor.lua("return require('speclsp.util').client(0).id") == first
-    assert editor.lua("return #require('speclsp.util').clients()") == 1
-    folders = editor.lua("return vim.tbl_map(function(f) return f.name end, "
-                         "require('speclsp.util').client(0).workspace_folders or {})")
-    assert str(editor.workspace) in folders and str(other) in folders, folders
