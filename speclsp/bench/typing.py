@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .report import percentile
+
 log = logging.getLogger(__name__)
 
 PAUSE_S = 0.5  # no keystroke for this long after one: the user stopped, a suggestion matters
@@ -63,13 +65,6 @@ class Replay:
     wall_s: float = 0.0
     load_s: float = 0.0
     line_pause: float = 0.0
-
-
-def _pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
 
 
 def keystrokes(text: str) -> list[str]:
@@ -248,15 +243,15 @@ def summarise(rep: Replay) -> dict[str, Any]:
         "with_text": len(shown),
         "empty": sum(r.outcome == "empty" for r in reqs),
         "cancelled_by_client": sum(r.outcome == "cancelled" for r in reqs),
-        "first_text_p50_ms": _pct(first, 0.5),
-        "first_text_p95_ms": _pct(first, 0.95),
-        "final_text_p50_ms": _pct(final, 0.5),
-        "final_text_p95_ms": _pct(final, 0.95),
+        "first_text_p50_ms": percentile(first, 0.5),
+        "first_text_p95_ms": percentile(first, 0.95),
+        "final_text_p50_ms": percentile(final, 0.5),
+        "final_text_p95_ms": percentile(final, 0.95),
         "pauses": len(ps),
         "pauses_with_text": len(pause_ms),
         "pause_text_share": round(len(pause_ms) / len(ps), 3) if ps else None,
-        "pause_first_text_p50_ms": _pct(pause_ms, 0.5),
-        "pause_first_text_p95_ms": _pct(pause_ms, 0.95),
+        "pause_first_text_p50_ms": percentile(pause_ms, 0.5),
+        "pause_first_text_p95_ms": percentile(pause_ms, 0.95),
         "keystrokes_from_cache": round((st.get("cacheHits") or 0) / max(1, rep.keystrokes), 3),
         "model_calls": st.get("modelCalls"),
         "model_calls_per_keystroke": round((st.get("modelCalls") or 0) / max(1, rep.keystrokes), 3),
