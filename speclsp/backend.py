@@ -42,7 +42,8 @@ class GenerationStats:
     new_tokens: int = 0  # generated tokens
     forwards: int = 0  # forward passes after prefill (one per step)
     prefill_forwards: int = 0
-    drafted: int = 0  # drafted tokens sent to verification
+    drafted: int = 0  # drafted tokens (chain) or tree nodes sent to verification
+    tree_forwards: int = 0  # verify passes over a branching token tree
     accepted: int = 0  # drafted tokens kept
     prefill_ms: float = 0.0
     ttft_ms: float = 0.0  # request start -> first generated token
@@ -63,6 +64,8 @@ class GenerationStats:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["acceptance"] = round(self.acceptance, 4)
+        d["verified_per_forward"] = round(self.drafted / self.forwards, 2) if self.forwards else 0.0
+        d["accepted_per_forward"] = round(self.accepted / self.forwards, 2) if self.forwards else 0.0
         for key in ("prefill_ms", "ttft_ms", "total_ms", "tokens_per_s"):
             d[key] = round(d[key], 2)
         return d
@@ -72,11 +75,12 @@ class GenerationStats:
 class Step:
     """One verify pass: what was drafted, how much was kept, what it cost."""
 
-    k: int
-    accepted: int
+    k: int  # drafted tokens verified (for a token tree: its nodes)
+    accepted: int  # drafted tokens kept (for a tree: the accepted path's length)
     seconds: float
     source: str
     match_len: int
+    depth: int = 0  # a token tree's depth (0: a chain, whose depth is k)
 
 
 @dataclass

@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--character", type=int, required=True, help="0-based character")
     c.add_argument("--max-tokens", type=int, default=64)
     c.add_argument("--open", action="append", default=[], metavar="OTHER_PATH", help="another open document")
-    c.add_argument("--lookahead", default="auto", help="fixed:K | heuristic | auto")
+    c.add_argument("--lookahead", default="auto", help="fixed:K | heuristic | auto | tree (token trees)")
     c.add_argument("--draft-model", default=None, metavar="NAME",
                    help="a smaller model with the same tokenizer that drafts (off by default)")
     c.add_argument("--drafter", default=None, choices=["ngram", "model", "hybrid"],

@@ -32,7 +32,7 @@ from ..completion.context import OpenDocument
 from ..drafting.drafter import PromptLookupDrafter
 from .report import agreement, fmt, ratio, summarise, threads, write_report
 
-SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto")
+SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto", "ws:tree")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class Run:
     drafted: int | None = None
     accepted: int | None = None
     text: str | None = None
-    steps: list[tuple[int, int]] | None = None  # (k, accepted) per verify pass
+    steps: list[tuple[int, int, int]] | None = None  # (k or tree nodes, accepted, 1 if a tree) per verify pass
 
 
 def run_hf(lm, prompt_ids, max_new, **generate_kwargs) -> Run:
@@ -160,7 +160,7 @@ def run_system(completer: Completer, system: str, req: CompletionRequest, prompt
                             stop_text=stop_text)
     s = r.stats
     return Run(r.token_ids, s.total_ms / 1e3, s.forwards + s.prefill_forwards, s.ttft_ms / 1e3, s.drafted, s.accepted,
-               r.text, [(st.k, st.accepted) for st in r.steps])
+               r.text, [(st.k, st.accepted, int(st.depth > 0)) for st in r.steps])
 
 
 def measure(completer: Completer, all_cases: list[Case], systems: tuple[str, ...], max_new: int, repeats: int = 1,

@@ -32,7 +32,7 @@ from pathlib import Path
 from .engine import cases, history_cases, measure, render
 from .report import fmt, percentile, summarise, threads, write_report
 
-ENGINE_SYSTEMS = ("greedy", "hf-lookup", "ws:fixed:10", "ws:heuristic", "ws:auto")
+ENGINE_SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto", "ws:tree")
 
 
 def _default_repo() -> str | None:
@@ -64,7 +64,7 @@ def acceptance_by_k(rows: list[dict]) -> dict[str, dict[int, float]]:
         acc: dict[int, list[float]] = {}
         for r in rows:
             if r["system"] == system and r["steps"]:
-                for k, a in r["steps"]:
+                for k, a, *_ in r["steps"]:
                     if k:
                         acc.setdefault(k, []).append(a / k)
         if acc:

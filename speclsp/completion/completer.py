@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from ..backend import Backend, CancelToken, GenerationStats, Step
-from ..drafting.controller import CostAwareLookahead, LookaheadPolicy, parse_lookahead
+from ..drafting.controller import CostAwareLookahead, LookaheadPolicy, TreeLookahead, parse_lookahead
 from ..drafting.drafter import Drafter, parse_drafter
 from ..drafting.index import NgramIndex
 from ..drafting.tokens import make_tokenize
@@ -45,7 +45,7 @@ class CompletionRequest:
     character: int
     other_documents: tuple[OpenDocument, ...] = ()
     max_tokens: int = 64
-    lookahead: str = "auto"  # fixed:K | heuristic | auto
+    lookahead: str = "auto"  # fixed:K | heuristic | auto | tree
     # ngram: the workspace n-gram drafter; model: the draft model only; hybrid: per step the
     # better of the two (both need a Completer with a draft model; draft_model.py).
     drafter: str = "ngram"
@@ -92,6 +92,8 @@ class Completer:
         self.fim: FimTokens | None = detect_fim(backend.special_ids)
         self.tokenize = make_tokenize(backend.tokenizer)
         self._auto: CostAwareLookahead | None = None
+        self._tree: TreeLookahead | None = None
+        self._saved_at = float("-inf")
 
     def auto_policy(self) -> CostAwareLookahead:
         """The controller, calibrated once per model and device, kept so it keeps learning."""
@@ -99,8 +101,32 @@ class Completer:
             self._auto = CostAwareLookahead.calibrated(self.backend.step_costs())
         return self._auto
 
+    def tree_policy(self) -> TreeLookahead:
+        """The controller over token trees, on the same calibration, kept so it keeps learning."""
+        if self._tree is None:
+            self._tree = TreeLookahead.calibrated(self.backend.step_costs())
+            learned = getattr(self.backend, "learned", None)  # backends that keep it (local)
+            if learned is not None:
+                self._tree.tree_acceptance.update(learned())
+        return self._tree
+
+    def save_learned(self, min_interval_s: float = 10.0) -> None:
+        """Keep what the tree controller learnt for the next process (at most every
+        `min_interval_s`; the server calls this after completions)."""
+        save = getattr(self.backend, "save_learned", None)
+        now = time.monotonic()
+        if self._tree is None or save is None or now - self._saved_at < min_interval_s:
+            return
+        self._saved_at = now
+        save(self._tree.tree_acceptance.to_dict())
+
     def policy_for(self, lookahead: str) -> LookaheadPolicy:
-        return self.auto_policy() if lookahead.strip().lower() == "auto" else parse_lookahead(lookahead)
+        spec = lookahead.strip().lower()
+        if spec == "auto":
+            return self.auto_policy()
+        if spec == "tree":
+            return self.tree_policy()
+        return parse_lookahead(lookahead)
 
     def drafter_for(self, req: CompletionRequest, index: NgramIndex | None = None) -> WorkspaceDrafter:
         """A workspace drafter over `index`, or over an index of the request's own documents."""
@@ -160,6 +186,7 @@ class Completer:
             step_budget_s=req.step_budget_s,
         )
         text = rules.finalize(result.text)
+        self.save_learned()
         if on_text is not None and text != shown[0]:
             on_text(text)
         log.debug("completion %s:%d:%d -> %d chars, %s", req.path, req.line, req.character, len(text), result.stats.stop_reason)

@@ -65,7 +65,8 @@ class HeuristicLookahead:
 
 
 def parse_lookahead(spec: str) -> LookaheadPolicy:
-    """`fixed:K`, `heuristic`, or `auto` (the cost- and keystroke-aware controller)."""
+    """`fixed:K`, `heuristic`, `auto` (the cost- and keystroke-aware controller over chains)
+    or `tree` (the same over token trees)."""
     spec = spec.strip().lower()
     if spec.startswith("fixed:"):
         try:
@@ -79,7 +80,9 @@ def parse_lookahead(spec: str) -> LookaheadPolicy:
         return HeuristicLookahead()
     if spec == "auto":
         return CostAwareLookahead()
-    raise ValueError(f"bad lookahead {spec!r}: expected fixed:K, heuristic or auto")
+    if spec == "tree":
+        return TreeLookahead()
+    raise ValueError(f"bad lookahead {spec!r}: expected fixed:K, heuristic, auto or tree")
 
 
 # --- the cost- and keystroke-aware controller ------------------------------------------
@@ -360,3 +363,111 @@ class KeystrokeClock:
             return self.short_tokens
         f = (idle - self.pause_s) / self.pause_s
         return int(round(self.short_tokens + f * (self.long_tokens - self.short_tokens)))
+
+
+# --- token trees -------------------------------------------------------------------------
+
+TREE_MAX_NODES = 64  # nodes verified in one forward at most (the calibrated cost range)
+
+
+@dataclass
+class TreeAcceptance:
+    """P(the model's next token is among a node's drafted children), per (source, match bucket).
+
+    A child's chance is that times its share of the vote, so siblings never add up to
+    more than one. Learnt fast (a long verbatim match is nearly always accepted, and a
+    request should find that out within a few steps) and kept across requests and
+    processes (`to_dict`/`update`, saved beside the cost calibration).
+    """
+
+    alpha: float = 0.25
+    floor: float = 0.02
+    ceiling: float = 0.99
+    _q: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def q(self, source: str, match_len: int) -> float:
+        mb = match_bucket(match_len)
+        return self._q.get((source, mb), PRIOR_BY_MATCH[mb])
+
+    @staticmethod
+    def _match(tree, i: int, depth: int) -> int:
+        # A node d tokens deep continues a match that is d - 1 tokens longer than the one
+        # it was drafted from, if its ancestors are accepted: deep in a verbatim copy the
+        # next token is likelier than at its start.
+        return tree.match_lens[i] + depth - 1
+
+    def path_probs(self, tree) -> list[float]:
+        """P(node accepted) for every node of a `DraftTree`: the product down its path."""
+        out: list[float] = []
+        for i, (p, d) in enumerate(zip(tree.parents, tree.depths())):
+            up = 1.0 if p < 0 else out[p]
+            out.append(up * self.q(tree.sources[i], self._match(tree, i, d)) * tree.shares[i])
+        return out
+
+    def observe(self, tree, path: list[int]) -> None:
+        """After a verify pass over `tree`: at every node on the accepted path (and the
+        root), did the model continue into one of its children?"""
+        kids = tree.children()
+        depths = tree.depths()
+        at = -1
+        for step in [*path, None]:
+            below = kids.get(at)
+            if below:
+                main = max(below, key=lambda c: (tree.shares[c], -c))
+                key = (tree.sources[main], match_bucket(self._match(tree, main, depths[main])))
+                old = self._q.get(key, PRIOR_BY_MATCH[key[1]])
+                hit = 1.0 if step is not None else 0.0
+                self._q[key] = min(self.ceiling, max(self.floor, (1 - self.alpha) * old + self.alpha * hit))
+            if step is None:
+                break
+            at = step
+
+    def to_dict(self) -> dict[str, float]:
+        return {f"{s}|{mb}": round(p, 4) for (s, mb), p in sorted(self._q.items())}
+
+    def update(self, saved: Mapping[str, float]) -> None:
+        for key, p in saved.items():
+            source, _, mb = key.rpartition("|")
+            try:
+                self._q[(source, int(mb))] = min(self.ceiling, max(self.floor, float(p)))
+            except ValueError:
+                continue
+
+
+@dataclass
+class TreeLookahead(CostAwareLookahead):
+    """The cost-aware controller for token trees: which nodes to verify in one forward.
+
+    The drafter proposes a large tree; this keeps the n nodes most likely to be accepted
+    (an ancestor-closed set, since a node is never likelier than its parent), with n
+    maximising (1 + E[accepted]) / cost(n) within the step budget. E[accepted] is the sum
+    of the kept nodes' path probabilities. With one branch this is the chain controller's
+    rule; where trees cannot be verified (the engine says so) it behaves as `auto`.
+    """
+
+    name: str = "tree"
+    tree_acceptance: TreeAcceptance = field(default_factory=TreeAcceptance)
+    max_nodes: int = TREE_MAX_NODES
+
+    def plan_tree(self, tree, step_budget_s: float | None = None) -> tuple[list[int], float]:
+        """(the nodes to verify, best first; expected tokens per second)."""
+        best_n, best = 0, 1.0 / self.costs.cost(0)
+        if not len(tree):
+            return [], best
+        probs = self.tree_acceptance.path_probs(tree)
+        order = sorted(range(len(tree)), key=lambda i: (-probs[i], i))[: self.max_nodes]
+        total = 0.0
+        for n, i in enumerate(order, start=1):
+            total += probs[i]
+            c = self.costs.cost(n)
+            if step_budget_s is not None and c > step_budget_s:
+                break
+            rate = (1.0 + total) / c
+            if rate > best:
+                best_n, best = n, rate
+        return order[:best_n], best
+
+    def record_tree(self, tree, path: list[int], seconds: float) -> None:
+        self.costs.observe(len(tree), seconds)
+        if len(tree):
+            self.tree_acceptance.observe(tree, path)

@@ -23,8 +23,11 @@ from typing import Sequence
 from .drafter import MAX_DRAFT, NO_DRAFT, Draft
 from .index import LEVELS, MAX_MATCH, NgramIndex
 from .tokens import common_prefix_len
+from .tree import NO_TREE, DraftTree, TrieBuilder
 
 SOURCE_WEIGHT = {"suffix": 10, "document": 10, "generated": 10, "prompt": 8, "history": 7, "workspace": 6}
+ANCHOR_WINDOW = 256  # tokens before the cursor searched for a one-token re-anchor
+ANCHOR_MAX = 16  # re-anchor candidates at most
 SOURCE_ORDER = ("suffix", "document", "generated", "prompt", "history", "workspace")  # tie-break
 
 
@@ -52,6 +55,7 @@ class WorkspaceDrafter:
     _uri: str | None = None
     _cursor_uids: frozenset[int] = frozenset()
     _prompt_len: int = 0
+    _suffix: tuple[int, int] = (0, 0)
     _generated: int = 0
 
     def set_request(self, uri: str | None = None, cursor: int | None = None) -> None:
@@ -65,6 +69,7 @@ class WorkspaceDrafter:
         own = NgramIndex()
         prompt = list(prompt_ids)
         self._prompt_len = len(prompt)
+        self._suffix = (0, 0)
         self._generated = 0
         if self.index_prompt:
             own.open_ids("prompt", prompt, "prompt")
@@ -73,6 +78,7 @@ class WorkspaceDrafter:
                     s0 = prompt.index(self.fim_suffix_id) + 1
                     s1 = prompt.index(self.fim_middle_id, s0)
                     own.set_suffix_span("prompt", s0, s1)
+                    self._suffix = (s0, s1)
                 except ValueError:
                     pass
         own.open_ids("generated", [], "generated")
@@ -118,28 +124,7 @@ class WorkspaceDrafter:
                 ix.lock.release()
 
     def _lookup(self, indexes: list[NgramIndex], tail: Sequence[int], limit: int):
-        found: list[tuple[NgramIndex, int]] = []
-        level = 0
-        for li in range(len(LEVELS) - 1, -1, -1):
-            n = LEVELS[li]
-            if len(tail) < n:
-                continue
-            key = hash(tuple(tail[-n:]))
-            for ix in indexes:
-                found += [(ix, u) for u in ix.bucket(li, key)]
-            if found:
-                level = n
-                break
-        if not found or len(found) > self.max_candidates:
-            return None
-        rev = list(tail[::-1][:MAX_MATCH])
-        live: list[tuple[int, int, str, list[int]]] = []  # (weight, match, label, after)
-        for ix, uid in found:
-            c = ix.resolve(uid, MAX_MATCH, limit, self._uri, self._cursor_uids)
-            m = common_prefix_len(rev, c.before)
-            if m < level or not c.after:
-                continue  # a hash collision, or nothing follows
-            live.append((SOURCE_WEIGHT.get(c.label, 5) * _recency(c.rank) * m, m, c.label, c.after))
+        live = self._candidates(indexes, tail, limit, per_index=False)
         if not live:
             return None
         toks: list[int] = []
@@ -172,6 +157,101 @@ class WorkspaceDrafter:
         if not toks:
             return None
         return toks, agr, source, match_len, exhausted
+
+    def _candidates(self, indexes: list[NgramIndex], tail: Sequence[int], limit: int,
+                    per_index: bool) -> list[tuple[int, int, str, list[int]]]:
+        """(weight, match length, label, continuation) of every occurrence of the longest
+        indexed context that ends `tail`. `per_index`: each index at its own longest level
+        (so the request's own tokens are heard even where the workspace matches longer),
+        and a context too common to draft from keeps its most recent occurrences."""
+        found: list[tuple[NgramIndex, int]] = []
+        level = {}
+        for ix in indexes:
+            for li in range(len(LEVELS) - 1, -1, -1):
+                n = LEVELS[li]
+                if len(tail) < n or (not per_index and level and n < max(level.values())):
+                    continue
+                got = ix.bucket(li, hash(tuple(tail[-n:])))
+                if got:
+                    if not per_index and level and n > max(level.values()):
+                        found, level = [], {}  # a longer level than another index's wins
+                    if per_index:
+                        got = got[-self.max_candidates:]
+                    found += [(ix, u) for u in got]
+                    level[id(ix)] = n
+                    break
+        if not found or (not per_index and len(found) > self.max_candidates):
+            return []
+        rev = list(tail[::-1][:MAX_MATCH])
+        live: list[tuple[int, int, str, list[int]]] = []  # (weight, match, label, after)
+        for ix, uid in found:
+            c = ix.resolve(uid, MAX_MATCH, limit, self._uri, self._cursor_uids)
+            m = common_prefix_len(rev, c.before)
+            if m < level[id(ix)] or not c.after:
+                continue  # a hash collision, or nothing follows
+            live.append((SOURCE_WEIGHT.get(c.label, 5) * _recency(c.rank) * m, m, c.label, c.after))
+        return live
+
+    def propose_tree(self, ids: Sequence[int], max_nodes: int, max_depth: int = MAX_DRAFT) -> DraftTree:
+        """Every candidate continuation of the context, merged into a trie (`tree.py`).
+
+        Candidates come from each index at its own longest matching level, so the
+        request's own tokens (prompt, FIM suffix, generated) always take part beside the
+        workspace. Where the heaviest branch runs out of text it chains through the index
+        again, as `propose` does. Where nothing matches at two tokens or more, the last
+        token is re-anchored in the text after the cursor and the text just before it
+        (`anchor`): after the model leaves a draft it often rejoins that text at once.
+        """
+        max_depth = min(max_depth, MAX_DRAFT)
+        if max_nodes <= 0 or max_depth <= 0 or not ids:
+            return NO_TREE
+        self._sync_generated(ids)
+        tail = list(ids[-MAX_MATCH:])
+        indexes = [self._own] + ([self.index] if self.index is not None else [])
+        trie = TrieBuilder()
+        under, depth = -1, 0
+        for _ in range(self.max_chain):
+            for ix in indexes:
+                ix.lock.acquire()
+            try:
+                live = self._candidates(indexes, tail, max_depth - depth, per_index=True)
+            finally:
+                for ix in indexes:
+                    ix.lock.release()
+            if not live and under < 0:
+                live = self._anchors(ids, max_depth)
+            live.sort(key=lambda c: -c[0])
+            for w, m, label, after in live[: self.max_candidates]:
+                trie.add(after, w, label, m, under=under)
+            leaf, d = trie.main_leaf()
+            if not live or leaf < 0 or d >= max_depth or trie.nodes[leaf].children:
+                break
+            # The heaviest branch ran out of text (e.g. the end of what was generated):
+            # chain through the index from there, like an LZ77 copy.
+            path = []
+            at = leaf
+            while at >= 0:
+                path.append(trie.nodes[at].token)
+                at = trie.nodes[at].parent
+            new_tail = (list(ids) + path[::-1])[-MAX_MATCH:]
+            if new_tail == tail:
+                break
+            tail, under, depth = new_tail, leaf, d
+        return trie.tree(max_nodes)
+
+    def _anchors(self, ids: Sequence[int], limit: int) -> list[tuple[int, int, str, list[int]]]:
+        """Continuations after each occurrence of the last token in the FIM suffix, the
+        last `ANCHOR_WINDOW` prompt tokens and the generated ones: one-token matches."""
+        t, n = ids[-1], self._prompt_len
+        s0, s1 = self._suffix
+        out = []
+        for lo, hi, label in ((s0, s1, "suffix"), (max(0, n - ANCHOR_WINDOW), n, "prompt"), (n, len(ids) - 1, "generated")):
+            for j in range(lo, hi - 1):
+                if ids[j] == t:
+                    out.append((SOURCE_WEIGHT.get(label, 5), 1, "anchor", list(ids[j + 1: min(j + 1 + limit, hi)])))
+                    if len(out) >= ANCHOR_MAX:
+                        return out
+        return out
 
     def _sync_generated(self, ids: Sequence[int]) -> None:
         n = len(ids) - self._prompt_len

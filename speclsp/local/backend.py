@@ -16,7 +16,7 @@ from ..drafting.controller import CostAwareLookahead, LookaheadPolicy
 from ..drafting.drafter import Drafter, NullDrafter, parse_drafter
 from .draft_model import DraftModelDrafter, HybridDrafter
 from .engine import Engine
-from .model import LoadedModel, load
+from .model import LoadedModel, load, load_learned, save_learned
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,13 @@ class LocalBackend:
 
     def step_costs(self) -> dict[int, float]:
         return self.lm.step_costs()
+
+    def learned(self) -> dict:
+        """The tree controller's acceptance estimates from earlier runs (model.load_learned)."""
+        return load_learned(self.lm)
+
+    def save_learned(self, learned: dict) -> None:
+        save_learned(self.lm, learned)
 
     def describe(self) -> str:
         return f"{self.device} ({self.dtype})"

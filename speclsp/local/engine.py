@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 from ..backend import CancelToken, GenerationResult, GenerationStats, Step
 from ..drafting.controller import FixedLookahead, LookaheadPolicy
 from ..drafting.drafter import MAX_DRAFT, Drafter, NullDrafter
+from ..drafting.tree import accept_tree
 from .model import KVState, LoadedModel
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,9 @@ class Engine:
         if generated:
             text = self._emit(generated, on_text)
             drafter.begin(prompt_ids)
+        # Token trees where the drafter proposes them, the policy sizes them and the
+        # model's attention takes a tree mask; chains otherwise.
+        trees = hasattr(drafter, "propose_tree") and hasattr(policy, "plan_tree") and lm.tree_attention
         while generated and not stats.stop_reason:
             if stop_text is not None and (cut := stop_text(text)) is not None:
                 text, stats.stop_reason = text[:cut], "stop_text"
@@ -143,26 +147,10 @@ class Engine:
                 stats.stop_reason = "deadline"
                 break
             # kv.ids == prompt + generated[:-1]; generated[-1] is pending.
-            draft = drafter.propose(prompt_ids + generated, min(MAX_DRAFT, room - 1))
-            k = policy.choose_k(draft, step_budget_s) if draft.tokens else 0
-            d = draft.tokens[:k]
-            base = len(self.kv)
-            t0 = time.perf_counter()
-            picks = self.verify(generated[-1], d)
-            new = accept(d, picks)
-            lm.crop(self.kv, base + len(new))  # keep pending + accepted drafts
-            lm.sync()
-            dt = time.perf_counter() - t0
-            n = len(new) - 1
-            policy.record(draft, k, n, dt)
-            steps.append(Step(k, n, dt, draft.source if k else "none", draft.match_len))
-            stats.forwards += 1
-            stats.drafted += k
-            stats.accepted += n
-            if k:
-                src = stats.draft_sources.setdefault(draft.source, {"drafted": 0, "accepted": 0})
-                src["drafted"] += k
-                src["accepted"] += n
+            if trees:
+                new = self._tree_step(drafter, policy, prompt_ids + generated, room, step_budget_s, stats, steps)
+            else:
+                new = self._chain_step(drafter, policy, prompt_ids + generated, room, step_budget_s, stats, steps)
             for i, t in enumerate(new):
                 if t in lm.end_ids:
                     new = new[:i]
@@ -185,6 +173,61 @@ class Engine:
         decode_s = t_end - t_first
         stats.tokens_per_s = (len(generated) - 1) / decode_s if decode_s > 0 and len(generated) > 1 else 0.0
         return GenerationResult(generated, text, stats, steps)
+
+    def _chain_step(self, drafter, policy, ids, room, step_budget_s, stats: GenerationStats, steps: list[Step]) -> list[int]:
+        """Draft a chain, verify k of it (the policy's choice), keep what the model agrees with."""
+        lm = self.lm
+        draft = drafter.propose(ids, min(MAX_DRAFT, room - 1))
+        k = policy.choose_k(draft, step_budget_s) if draft.tokens else 0
+        d = draft.tokens[:k]
+        base = len(self.kv)
+        t0 = time.perf_counter()
+        picks = self.verify(ids[-1], d)
+        new = accept(d, picks)
+        lm.crop(self.kv, base + len(new))  # keep pending + accepted drafts
+        lm.sync()
+        dt = time.perf_counter() - t0
+        n = len(new) - 1
+        policy.record(draft, k, n, dt)
+        steps.append(Step(k, n, dt, draft.source if k else "none", draft.match_len))
+        stats.forwards += 1
+        stats.drafted += k
+        stats.accepted += n
+        if k:
+            src = stats.draft_sources.setdefault(draft.source, {"drafted": 0, "accepted": 0})
+            src["drafted"] += k
+            src["accepted"] += n
+        return new
+
+    def _tree_step(self, drafter, policy, ids, room, step_budget_s, stats: GenerationStats, steps: list[Step]) -> list[int]:
+        """Draft a token tree, keep the nodes the policy sizes for this step, verify them in
+        one forward (a tree mask), keep the longest path the model agrees with."""
+        lm = self.lm
+        proposed = drafter.propose_tree(ids, 2 * policy.max_nodes, min(MAX_DRAFT, room - 1))
+        keep, _ = policy.plan_tree(proposed, step_budget_s)
+        tree = proposed.select(keep)
+        base = len(self.kv)
+        t0 = time.perf_counter()
+        if tree.is_chain():  # one branch: the plain causal forward
+            picks = self.verify(ids[-1], tree.tokens)
+        else:
+            picks = lm.greedy(lm.forward_tree(self.kv, ids[-1], tree.tokens, tree.parents))
+        path, bonus = accept_tree(tree, picks)
+        lm.keep_path(self.kv, base, path)
+        lm.sync()
+        dt = time.perf_counter() - t0
+        policy.record_tree(tree, path, dt)
+        steps.append(Step(len(tree), len(path), dt, tree.source if len(tree) else "none", tree.match_len,
+                          depth=0 if tree.is_chain() else max(tree.depths())))
+        stats.forwards += 1
+        stats.drafted += len(tree)
+        stats.accepted += len(path)
+        stats.tree_forwards += not tree.is_chain()
+        for i, src in enumerate(tree.sources):
+            s = stats.draft_sources.setdefault(src, {"drafted": 0, "accepted": 0})
+            s["drafted"] += 1
+            s["accepted"] += i in path
+        return [tree.tokens[i] for i in path] + [bonus]
 
     def _emit(self, generated: list[int], on_text: Callable[[str], None] | None) -> str:
         text = self.lm.decode(generated)

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ..drafting.tokens import common_prefix_len
 from . import registry as models
+from .treeattn import gather_path, tree_inputs
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,42 @@ class LoadedModel:
         kv.ids.extend(new_ids)
         return out.logits[0].float()  # [T, V]
 
+    @property
+    def tree_attention(self) -> bool:
+        """Whether `forward_tree` works here: attention implementations that take a custom
+        4D mask as given (sdpa, eager). Others (flash attention, flex) verify chains only."""
+        return getattr(self.model.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+    @torch.inference_mode()
+    def forward_tree(self, kv: KVState, pending: int, tokens: Sequence[int], parents: Sequence[int]) -> torch.Tensor:
+        """One forward over the pending token and a token tree under it: [1 + n, vocab] fp32.
+
+        Row 0 is the model's distribution after `pending`, row i + 1 after node i given its
+        ancestors: every node attends to the cached prefix, to the pending token and to its
+        own ancestors only, at the position of its depth. The cache then holds all 1 + n
+        entries; `keep_path` keeps the accepted ones.
+        """
+        if kv.cache is None:
+            kv.cache = DynamicCache(config=self.model.config)
+        pos, mask = tree_inputs(len(kv.ids), parents, self.dtype, self.device)  # [1, 1 + n], [1, 1, 1 + n, KV]
+        x = torch.tensor([[pending, *tokens]], dtype=torch.long, device=self.device)  # [1, 1 + n]
+        out = self.model(input_ids=x, position_ids=pos, attention_mask=mask, use_cache=True,
+                         **{self._cache_arg: kv.cache})
+        kv.ids.extend([pending, *tokens])
+        return out.logits[0].float()  # [1 + n, V]
+
+    @torch.inference_mode()
+    def keep_path(self, kv: KVState, base: int, path: Sequence[int]) -> None:
+        """After `forward_tree` at cache length `base`: keep the pending token and the tree
+        nodes `path` (root to leaf), moved to follow it; drop the other branches. Their
+        keys and values were computed at the positions they now occupy."""
+        rows = [base] + [base + 1 + i for i in path]
+        if rows != list(range(base, base + len(rows))):
+            gather_path(kv.cache, base, rows, self.device)
+            for j, r in enumerate(rows):
+                kv.ids[base + j] = kv.ids[r]
+        self.crop(kv, base + len(rows))
+
     def prefill(self, kv: KVState, ids: Sequence[int], cancel: Any = None) -> tuple[int, int] | None:
         """Bring `kv` to hold exactly `ids`: keep its longest common prefix with them and feed
         the rest in chunks of PREFILL_CHUNK (logits unused). Returns (reused tokens,
@@ -243,6 +280,29 @@ def _calibration_path(lm: "LoadedModel") -> Path:
 
     key = f"{lm.name}|{lm.device}|{lm.dtype}|{torch.get_num_threads()}|{torch.__version__}"
     return models.cache_dir() / "calibration" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+
+
+def load_learned(lm: "LoadedModel") -> dict:
+    """What the tree controller learnt about acceptance with this model in earlier runs."""
+    import json
+
+    try:
+        return dict(json.loads(_calibration_path(lm).with_suffix(".acceptance.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def save_learned(lm: "LoadedModel", learned: dict) -> None:
+    import json
+
+    path = _calibration_path(lm).with_suffix(".acceptance.json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(learned))
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("could not save what the controller learnt: %s", e)
 
 
 def _cached_step_costs(lm: "LoadedModel") -> dict[int, float]:

@@ -310,8 +310,7 @@ class Session:
             if stats.new_tokens > 1:  # decode speed: tokens after the first over the time after it
                 s.new_tokens += stats.new_tokens - 1
                 s.decode_s += max(0.0, stats.total_ms - stats.ttft_ms) / 1e3
-            s.drafted += stats.drafted
-            s.accepted += stats.accepted
+            s.add_draft_stats(stats)
             s.last = {**gen.stats, "requestId": gen.subscribers[0].request_id if gen.subscribers else None}
             if gen.uri in st.documents and comp.text:
                 st.remember(gen.uri, comp.text)

@@ -20,10 +20,25 @@ class ServerStats:
     edits: int = 0
     new_tokens: int = 0
     decode_s: float = 0.0
-    drafted: int = 0
+    drafted: int = 0  # drafted tokens (chains) and tree nodes verified
     accepted: int = 0
+    forwards: int = 0  # verify passes after prefill
+    tree_forwards: int = 0  # of which over a branching token tree
+    # per draft source: {"drafted": nodes verified, "accepted": nodes on accepted paths}
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=512))  # request -> answer
     last: dict[str, Any] = field(default_factory=dict)
+
+    def add_draft_stats(self, g: Any) -> None:
+        """Count one generation's drafting (a `speclsp.backend.GenerationStats`)."""
+        self.drafted += g.drafted
+        self.accepted += g.accepted
+        self.forwards += g.forwards
+        self.tree_forwards += g.tree_forwards
+        for src, d in g.draft_sources.items():
+            mine = self.sources.setdefault(src, {"drafted": 0, "accepted": 0})
+            mine["drafted"] += d["drafted"]
+            mine["accepted"] += d["accepted"]
 
     def to_dict(self) -> dict[str, Any]:
         lat = sorted(self.latency_ms)
@@ -42,6 +57,12 @@ class ServerStats:
             "errors": self.errors,
             "tokensPerSecond": round(self.new_tokens / self.decode_s, 2) if self.decode_s > 0 else 0.0,
             "acceptance": round(self.accepted / self.drafted, 4) if self.drafted else 0.0,
+            # per verify pass: drafted tokens or tree nodes verified, and how many were kept
+            "perForward": {"verified": round(self.drafted / self.forwards, 2) if self.forwards else 0.0,
+                           "accepted": round(self.accepted / self.forwards, 2) if self.forwards else 0.0,
+                           "treeForwards": self.tree_forwards},
+            "bySource": {src: {**d, "acceptance": round(d["accepted"] / d["drafted"], 4) if d["drafted"] else 0.0}
+                         for src, d in sorted(self.sources.items())},
             "latencyMs": {"p50": pct(0.5), "p95": pct(0.95)},
             "last": self.last,
         }
