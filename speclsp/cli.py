@@ -3,7 +3,7 @@
     speclsp --stdio | --tcp HOST:PORT     run the language server
     speclsp complete PATH --line L --character C [...]
     speclsp models [list | pull NAME | tiny DIR [--trained]]
-    speclsp bench [suite|engine|index|typing|draft] [...]
+    speclsp bench [suite|engine|index|typing|draft|project] [...]
     speclsp demo                          complete a real file with the default model
 
 stdout carries the protocol in server mode, so every log line goes to stderr or to
@@ -173,6 +173,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from .bench import draft as bench_draft
 
             bench_draft.main(args)
+        elif args.workload == "project":
+            from .bench import project
+
+            project.main(args)
         else:
             return _die(f"unknown benchmark {args.workload!r}")
     except ModelError as e:
@@ -288,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: a model trained to reproduce its built-in corpus instead of random weights")
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
-    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft"],
-                   help="suite (default): every workload and the report; or one part")
+    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft", "project"],
+                   help="suite (default): every workload and the report; or one part; project: predict "
+                        "another device's tokens/s from an engine report and --costs")
     b.add_argument("--max-tokens", type=int, default=96)
     b.add_argument("--quick", action="store_true", help="fewer prompts")
     b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt; the fastest counts")
@@ -305,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--start", type=int, default=None, help="typing: character offset where typing starts")
     b.add_argument("--no-stream", action="store_true", help="typing: a client without streaming updates")
     b.add_argument("--server-log", default=None, help="typing: the server's log file (-v)")
+    b.add_argument("--costs", default=None, help="project: verify costs from scripts/gpu-profile.sh")
+    b.add_argument("--report", default=None, help="project: the engine report to replay (default: OUT/engine.json)")
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")
     d.add_argument("--max-tokens", type=int, default=96)

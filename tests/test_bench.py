@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def git(repo, *args):
@@ -56,7 +59,7 @@ def test_bench_quick_writes_json_markdown_and_plots(tiny_model_dir, history_repo
     kinds = {row["kind"] for row in report["rows"]}
     assert kinds >= {"edit-replay", "novel"}
     systems = {row["system"] for row in report["rows"]}
-    assert systems >= {"greedy", "hf-lookup", "ws:fixed:10", "ws:heuristic", "ws:auto"}
+    assert systems >= {"greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto", "ws:tree"}
     # lossless: in float32 every speclsp system reproduces greedy exactly
     assert all(row["identical"] for row in report["rows"] if row["system"].startswith("ws:"))
     for png in ("speedup.png", "latency.png", "acceptance.png"):
@@ -69,3 +72,19 @@ def test_bench_quick_writes_json_markdown_and_plots(tiny_model_dir, history_repo
     assert pauses and pauses[-1]["gap_s"] is None
     assert "last key -> first ghost text in a pause" in md
     assert (out / "pauses.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The GPU profile script (here on the CPU, with a tiny configuration) and the projection
+    # of this run's per-step trace onto the costs it measured.
+    costs = tmp_path / "costs.json"
+    r = subprocess.run(["bash", str(REPO / "scripts" / "gpu-profile.sh"), "--device", "cpu", "--quick", "--models", "tiny",
+                        "--repeats", "1", "--out", str(costs)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHON": sys.executable})
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = json.loads(costs.read_text())["models"]["tiny"]
+    assert set(table["chain"]["64"]) == set(table["tree"]["64"]) == {"1", "8", "64"}
+    r = subprocess.run([sys.executable, "-m", "speclsp", "bench", "project", "--costs", str(costs), "--report",
+                        str(out / "report.json"), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| edit-replay | ws:tree |" in r.stdout and "| novel | greedy |" in r.stdout
+    projected = json.loads((out / "project.json").read_text())["models"]["tiny"]
+    assert all(v["tokens_per_s"] > 0 for v in projected.values())

@@ -8,6 +8,8 @@ One process, one model, the same prompts for every system:
 - ws:fixed:10       workspace n-gram drafter (open documents + prompt + generated), k = 10
 - ws:heuristic      same drafter, transformers' +2/-1 schedule
 - ws:auto           same drafter, the cost-aware lookahead controller
+- ws:tree           same index, token trees: every candidate continuation in one trie, the
+                    controller's choice of its nodes verified in one forward (tree mask)
 
 Prompts are FIM prompts built the way the server builds them, at real cursor positions:
 code-editing cases (continuing a file whose structure repeats, or with `--repo`, the hunks
@@ -259,13 +261,15 @@ def main(args) -> dict:
 def render(report) -> str:
     lines = [f"model {report['model']} on {report['device']} ({report['dtype']}, {report['threads']} threads), "
              f"{report['max_new_tokens']} new tokens max, best of {report['repeats']} run(s); times include prefill", ""]
-    lines.append("| workload | system | tokens/s | accepted/forward | forwards/token | acceptance | vs greedy | vs hf-lookup | identical |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("| workload | system | tokens/s | accepted/forward | verified/forward | forwards/token | acceptance | "
+                 "vs greedy | vs hf-lookup | vs ws:auto | identical |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, per in report["summary"].items():
         for system, s in per.items():
             lines.append(f"| {kind} | {system} | {s['tokens_per_s']:.1f} | {fmt(s['accepted_per_forward'])} | "
-                         f"{fmt(s['forwards_per_token'])} | {fmt(s['acceptance'])} | {fmt(s['vs_greedy'])}x | "
-                         f"{fmt(s['vs_hf_lookup'])}x | {s['identical']}/{s['cases']} |")
+                         f"{fmt(s.get('verified_per_forward'))} | {fmt(s['forwards_per_token'])} | {fmt(s['acceptance'])} | "
+                         f"{fmt(s['vs_greedy'])}x | {fmt(s['vs_hf_lookup'])}x | {fmt(s.get('vs_ws_auto'))}x | "
+                         f"{s['identical']}/{s['cases']} |")
     for kind, per in report["summary"].items():
         if "exact_chars" in per["greedy"]:
             g = per["greedy"]

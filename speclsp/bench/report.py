@@ -46,6 +46,8 @@ def summarise(rows):
             ac = sum(r["accepted"] or 0 for r in rs)
             per[system] = {"tokens_per_s": toks / secs if secs else 0.0, "forwards_per_token": fw / toks if toks else None,
                            "accepted_per_forward": ac / fw if fw and not system.startswith(("greedy", "hf-")) else None,
+                           # drafted tokens, or tree nodes, sent to each verify pass
+                           "verified_per_forward": dr / fw if fw and not system.startswith(("greedy", "hf-")) else None,
                            "acceptance": ac / dr if dr else None, "identical": sum(r["identical"] for r in rs), "cases": len(rs)}
             qs = [r["quality"] for r in rs if r["quality"]]
             if qs:
@@ -54,6 +56,7 @@ def summarise(rows):
         for system in per:
             per[system]["vs_greedy"] = ratio(per[system]["tokens_per_s"], per["greedy"]["tokens_per_s"])
             per[system]["vs_hf_lookup"] = ratio(per[system]["tokens_per_s"], per.get("hf-lookup", {}).get("tokens_per_s"))
+            per[system]["vs_ws_auto"] = ratio(per[system]["tokens_per_s"], per.get("ws:auto", {}).get("tokens_per_s"))
         out[kind] = per
     return out
 
