@@ -10,10 +10,10 @@ from speclsp.drafting.controller import (
     CostModel,
     FixedLookahead,
     HeuristicLookahead,
-    KeystrokeClock,
     expected_accepted,
     parse_lookahead,
 )
+from speclsp.drafting.clock import KeystrokeClock
 from speclsp.drafting.drafter import Draft
 
 FLAT = {0: 0.100, 1: 0.101, 8: 0.110, 64: 0.200}  # a GPU-like table: k is almost free

@@ -2,7 +2,7 @@
 
 `ServerState` owns: the configuration, the open documents (`documents.DocumentStore`), the
 workspace folders and their n-gram indexes (`drafting.folders`, fed by every edit), the
-keystroke clock (`drafting.controller.KeystrokeClock`), the completion cache
+keystroke clock (`drafting.clock.KeystrokeClock`), the completion cache
 (`generations.Generations`), the model worker and the model's lifecycle
 (`loading.ModelSlot`), the long-lived lookahead policy, and the counters. Requests are the
 session's (`session.py`); everything here runs on the event loop thread except model work.
@@ -18,7 +18,8 @@ import logging
 from typing import Any, Callable, Protocol, Sequence
 
 from .. import __version__
-from ..drafting.controller import KeystrokeClock, LookaheadPolicy
+from ..drafting.clock import KeystrokeClock
+from ..drafting.controller import LookaheadPolicy
 from ..drafting.folders import Folders, WorkspaceIndexes
 from .config import Config, parse_options
 from .documents import Document, DocumentStore, Edit, Range

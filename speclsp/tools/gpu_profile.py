@@ -133,9 +133,6 @@ def profile(name: str, device: torch.device, dtype: torch.dtype, contexts, sizes
         say(f"{name} ctx {ctx}: prefill {out['prefill_tok_s'][ctx]:.0f} tok/s, chain 1/64/128 "
             f"{chain[sizes[0]] * 1e3:.1f}/{chain.get(64, chain[sizes[-1]]) * 1e3:.1f}/{chain[sizes[-1]] * 1e3:.1f} ms, "
             f"tree 64 {tree.get(64, tree[sizes[-1]]) * 1e3:.1f} ms")
-    del model, cache
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return out
 
 
@@ -163,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for name in args.models.split(","):
         report["models"][name] = profile(name, device, dtype, contexts, sizes, args.repeats, say)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the model went with profile()'s frame
     report["seconds"] = round(time.perf_counter() - t0, 1)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
