@@ -21,6 +21,11 @@ from .drafting.controller import LookaheadPolicy
 from .drafting.drafter import Drafter
 
 
+class BackendError(RuntimeError):
+    """The backend cannot serve this request (a server down, an HTTP error, a malformed
+    answer, an unknown model): one line for the user, with no secrets in it."""
+
+
 class CancelToken:
     """Set by whoever no longer wants the result; checked by the backend between steps."""
 
@@ -53,7 +58,8 @@ class GenerationStats:
     device: str = ""
     dtype: str = ""
     model: str = ""
-    backend: str = "local"
+    backend: str = "local"  # "local" | "openai"
+    endpoint: str = ""  # the remote server's host:port ("" for local)
     draft_sources: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -119,5 +125,10 @@ class Backend(Protocol):
         on_text: Callable[[str], None] | None,
         stop_text: Callable[[str], int | None] | None,
         step_budget_s: float | None,
+        stop: Sequence[str] = (),
     ) -> GenerationResult:
-        """Greedy continuation of `prompt_ids` (`drafter` None: no speculation)."""
+        """Greedy continuation of `prompt_ids` (`drafter` None: no speculation).
+
+        `stop`: strings that end the completion, which a server can check on its side
+        (kept in the text, so `stop_text` sees it); `stop_text` is the rule that counts.
+        Raises `BackendError` when it cannot serve."""
