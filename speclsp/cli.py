@@ -161,10 +161,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from .backend import BackendError
     from .local.registry import ModelError
 
     try:
-        if args.workload == "suite":
+        if getattr(args, "backend", None) == "openai":  # local engine vs remote servers
+            from .bench import remote as bench_remote
+
+            bench_remote.main(args)
+        elif args.workload == "suite":
             from .bench import suite
 
             suite.main(args)
@@ -186,7 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bench_draft.main(args)
         else:
             return _die(f"unknown benchmark {args.workload!r}")
-    except ModelError as e:
+    except (ModelError, BackendError) as e:
         return _die(str(e))
     return 0
 
@@ -327,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--start", type=int, default=None, help="typing: character offset where typing starts")
     b.add_argument("--no-stream", action="store_true", help="typing: a client without streaming updates")
     b.add_argument("--server-log", default=None, help="typing: the server's log file (-v)")
+    b.add_argument("--no-typing", action="store_true", help="--backend openai: skip the typing replays")
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")
     d.add_argument("--max-tokens", type=int, default=96)

@@ -181,3 +181,23 @@ def test_cli_complete_with_an_unreachable_endpoint_exits_1_with_one_line(trained
 def test_cli_complete_with_an_unknown_model_exits_1(fake, trained_model_dir):
     out = complete_cli(trained_model_dir, fake.endpoint, "--remote-model", "nope")
     assert out.returncode == 1 and "does not serve model 'nope'" in out.stderr
+
+
+def test_bench_remote_puts_the_local_engine_and_the_server_side_by_side(fake, tiny_model_dir, tmp_path):
+    import json
+
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "speclsp", "bench", "--quick", "--backend", "openai", "--endpoint",
+                        fake.endpoint, "--remote-model", "fake", "--model", str(tiny_model_dir), "--dtype", "float32",
+                        "--chars", "12", "--cps", "20", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env=conftest.SERVER_ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "remote.json").read_text())
+    remote_name = f"openai 127.0.0.1:{fake.port} (fake)"
+    assert list(report["rows"]) == ["local greedy", "local ws:auto", remote_name]
+    assert all(row["text"] == EXPECTED for row in report["rows"][remote_name])
+    assert set(report["typing"]) == {"local ws:auto", remote_name}
+    assert report["typing"][remote_name]["requests"] > 0
+    assert "| system | TTFT p50 ms | decode tok/s p50 |" in r.stdout and remote_name in r.stdout
+    # The remote typing replay really went to the server.
+    assert len(fake.completions()) > len(report["cases"])
