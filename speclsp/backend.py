@@ -14,6 +14,7 @@ importing torch.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -38,6 +39,15 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+
+def stop_requested(cancel: CancelToken | None, deadline: float | None) -> str:
+    """Why a generation must stop now: "cancelled", "deadline" (time.monotonic()), or ""."""
+    if cancel is not None and cancel.cancelled:
+        return "cancelled"
+    if deadline is not None and time.monotonic() >= deadline:
+        return "deadline"
+    return ""
 
 
 @dataclass

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..backend import BackendError, CancelToken, GenerationResult, GenerationStats
+from ..backend import BackendError, CancelToken, GenerationResult, GenerationStats, stop_requested
 from ..drafting.controller import LookaheadPolicy
 from ..drafting.drafter import Drafter
 from .sse import EventReader
@@ -274,11 +274,8 @@ class OpenAIBackend:
         text, ids, usage, finish = "", [], None, ""
         try:
             while not stats.stop_reason:
-                if cancel is not None and cancel.cancelled:
-                    stats.stop_reason = "cancelled"
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    stats.stop_reason = "deadline"
+                if why := stop_requested(cancel, deadline):
+                    stats.stop_reason = why
                     break
                 try:
                     kind, value = out.get(timeout=POLL_S)
