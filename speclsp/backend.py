@@ -14,11 +14,17 @@ importing torch.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .drafting.controller import LookaheadPolicy
 from .drafting.drafter import Drafter
+
+
+class BackendError(RuntimeError):
+    """The backend cannot serve this request (a server down, an HTTP error, a malformed
+    answer, an unknown model): one line for the user, with no secrets in it."""
 
 
 class CancelToken:
@@ -33,6 +39,15 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+
+def stop_requested(cancel: CancelToken | None, deadline: float | None) -> str:
+    """Why a generation must stop now: "cancelled", "deadline" (time.monotonic()), or ""."""
+    if cancel is not None and cancel.cancelled:
+        return "cancelled"
+    if deadline is not None and time.monotonic() >= deadline:
+        return "deadline"
+    return ""
 
 
 @dataclass
@@ -54,7 +69,8 @@ class GenerationStats:
     device: str = ""
     dtype: str = ""
     model: str = ""
-    backend: str = "local"
+    backend: str = "local"  # "local" | "openai"
+    endpoint: str = ""  # the remote server's host:port ("" for local)
     draft_sources: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -123,5 +139,10 @@ class Backend(Protocol):
         on_text: Callable[[str], None] | None,
         stop_text: Callable[[str], int | None] | None,
         step_budget_s: float | None,
+        stop: Sequence[str] = (),
     ) -> GenerationResult:
-        """Greedy continuation of `prompt_ids` (`drafter` None: no speculation)."""
+        """Greedy continuation of `prompt_ids` (`drafter` None: no speculation).
+
+        `stop`: strings that end the completion, which a server can check on its side
+        (kept in the text, so `stop_text` sees it); `stop_text` is the rule that counts.
+        Raises `BackendError` when it cannot serve."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import __version__
 
 log = logging.getLogger("speclsp")
+REMOTE_FLAGS = ("backend", "endpoint", "remote_model", "api_key_env")  # `--backend openai` and its settings
 
 
 def setup_logging(verbose: int, log_file: str | None) -> None:
@@ -58,6 +59,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from .completion.context import OpenDocument, split_at
     from .drafting.controller import parse_lookahead
     from .drafting.drafter import parse_drafter
+    from .backend import BackendError
     from .local.registry import ModelError
 
     draft_model = getattr(args, "draft_model", None)
@@ -79,6 +81,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
         completer = load_completer(Choice.of(args, draft_model=draft_model or ""), progress=say)
     except ModelError as e:
         return _die(str(e))
+    except BackendError as e:  # a remote server that answered no (no such model, bad key)
+        return _die(str(e), 1)
+    if getattr(completer.backend, "problem", ""):  # a remote server that cannot be reached
+        return _die(completer.backend.problem, 1)
     req = CompletionRequest(
         path=args.path, text=text, line=args.line, character=args.character, other_documents=others,
         max_tokens=args.max_tokens, lookahead=args.lookahead, speculate=not args.no_speculation, drafter=drafter,
@@ -87,7 +93,12 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if args.stream and not args.json:
         def on_text(t: str) -> None:
             print(f"\x1b[2K\r{t.splitlines()[-1] if t else ''}", end="", file=sys.stderr, flush=True)
-    comp = completer.complete(req, on_text=on_text)
+    try:
+        comp = completer.complete(req, on_text=on_text)
+    except BackendError as e:
+        if args.stream and not args.json:
+            print(file=sys.stderr)
+        return _die(str(e), 1)
     if args.stream and not args.json:
         print(file=sys.stderr)
     stats = comp.stats.to_dict()
@@ -98,7 +109,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     else:
         print(comp.text)
         print("---", file=sys.stderr)
-        for k in ("model", "device", "dtype", "lookahead", "prompt_tokens", "reused_tokens", "new_tokens",
+        for k in ("backend", "model", "device", "dtype", "lookahead", "prompt_tokens", "reused_tokens", "new_tokens",
                   "forwards", "drafted", "accepted", "acceptance", "ttft_ms", "total_ms", "tokens_per_s", "stop_reason"):
             print(f"{k:>14}: {stats[k]}", file=sys.stderr)
         if stats["draft_sources"]:
@@ -150,10 +161,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from .backend import BackendError
     from .local.registry import ModelError
 
     try:
-        if args.workload == "suite":
+        if getattr(args, "backend", None) == "openai":  # local engine vs remote servers
+            from .bench import remote as bench_remote
+
+            bench_remote.main(args)
+        elif args.workload == "suite":
             from .bench import suite
 
             suite.main(args)
@@ -179,7 +195,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             project.main(args)
         else:
             return _die(f"unknown benchmark {args.workload!r}")
-    except ModelError as e:
+    except (ModelError, BackendError) as e:
         return _die(str(e))
     return 0
 
@@ -243,10 +259,15 @@ def run_server(args: argparse.Namespace) -> int:
             reach = "loopback only" if is_loopback(host) else "REACHABLE FROM OTHER MACHINES, no authentication"
             print(f"speclsp: listening on {bound_host}:{bound_port} ({reach}; one client)", file=sys.stderr, flush=True)
 
-        server.serve_tcp(host, port, model=args.model, device=args.device, dtype=args.dtype, announce=announce)
+        server.serve_tcp(host, port, announce=announce, **_server_options(args))
     else:
-        server.serve_stdio(model=args.model, device=args.device, dtype=args.dtype)
+        server.serve_stdio(**_server_options(args))
     return 0
+
+
+def _server_options(args: argparse.Namespace) -> dict[str, str | None]:
+    """Config fields given on the command line; the editor's options overlay them."""
+    return {f: getattr(args, f, None) for f in ("model", "device", "dtype", *REMOTE_FLAGS)}
 
 
 def _common_options(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -256,6 +277,12 @@ def _common_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     p.add_argument("--model", default=default(None), help="registered name, local directory, .gguf or Hugging Face id")
     p.add_argument("--device", default=default(None), help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", default=default(None), help="auto (default), bfloat16, float16, float32")
+    p.add_argument("--backend", default=default(None), choices=["local", "openai"],
+                   help="where generation runs: local (default) or openai, an OpenAI-compatible server such as vLLM")
+    p.add_argument("--endpoint", default=default(None), metavar="URL", help="openai: the API's base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--remote-model", default=default(None), metavar="NAME", help="openai: the served model's name (default: the server's first)")
+    p.add_argument("--api-key-env", default=default(None), metavar="VAR",
+                   help="openai: the environment variable that holds the API key (its name, not the key)")
     p.add_argument("--log-file", default=default(None), help="log here instead of stderr")
     p.add_argument("-v", "--verbose", action="count", default=default(0))
 
@@ -312,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--server-log", default=None, help="typing: the server's log file (-v)")
     b.add_argument("--costs", default=None, help="project: verify costs from scripts/gpu-profile.sh")
     b.add_argument("--report", default=None, help="project: the engine report to replay (default: OUT/engine.json)")
+    b.add_argument("--no-typing", action="store_true", help="--backend openai: skip the typing replays")
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")
     d.add_argument("--max-tokens", type=int, default=96)

@@ -12,8 +12,10 @@ from lsprotocol import types
 
 ROOT = Path(__file__).parent.parent / "speclsp"
 
-# Layers from the top; a module may import its own layer and any layer below it.
-ORDER = ["entry", "lsp", "completion", "local", "backend", "drafting"]
+# Layers from the top; a module may import its own layer and any layer below it. The two
+# backends share a level and never import each other.
+ORDER = ["entry", "lsp", "completion", ("local", "remote"), "backend", "drafting"]
+LEVEL = {name: i for i, names in enumerate(ORDER) for name in ((names,) if isinstance(names, str) else names)}
 BOTTOM = {"data", "__init__"}  # importable from anywhere; import nothing of speclsp
 
 
@@ -69,7 +71,7 @@ def test_imports_point_down_only():
             theirs = layer_of(target)
             if theirs in BOTTOM or theirs == mine:
                 continue
-            if mine in BOTTOM or ORDER.index(theirs) < ORDER.index(mine):
+            if mine in BOTTOM or LEVEL[theirs] <= LEVEL[mine]:
                 wrong.append(f"{name} -> {target}")
     assert wrong == []
 
@@ -115,6 +117,7 @@ def test_session_config_and_drafting_import_without_torch():
         "import speclsp.completion.completer, speclsp.completion.loader, speclsp.backend\n"
         "import speclsp.drafting.index, speclsp.drafting.workspace, speclsp.drafting.folders\n"
         "import speclsp.drafting.controller, speclsp.drafting.drafter, speclsp.drafting.tokens\n"
+        "import speclsp.remote.backend, speclsp.remote.sse\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "print(bad)\n"
     )

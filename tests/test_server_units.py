@@ -214,3 +214,15 @@ def test_draft_model_options_parse_and_pick_the_drafter():
     cfg3, warnings = parse_options({"drafter": "telepathy"}, cfg2)
     assert warnings and "drafter" in warnings[0] and cfg3.drafter_kind == "model"
     assert Config().drafter_kind == "ngram"
+
+
+def test_remote_backend_options_parse_reload_and_never_echo_a_key():
+    cfg, warnings = parse_options({"backend": "openai", "endpoint": " http://gpu:8000/v1 ", "remoteModel": "coder",
+                                   "apiKeyEnv": "TEAM_KEY"})
+    assert warnings == []
+    assert (cfg.backend, cfg.endpoint, cfg.remote_model, cfg.api_key_env) == ("openai", "http://gpu:8000/v1", "coder",
+                                                                              "TEAM_KEY")
+    assert cfg.model_key != Config().model_key  # a change of backend or endpoint reloads
+    bad, warnings = parse_options({"backend": "gpu", "endpoint": "gpu:8000", "apiKeyEnv": "sk-live-abc123"}, cfg)
+    assert bad == cfg and len(warnings) == 3
+    assert not any("sk-live-abc123" in w for w in warnings)

@@ -300,9 +300,9 @@ def render(rep: Replay, s: dict[str, Any]) -> str:
 
 def _server_cmd(args) -> list[str]:
     cmd = [sys.executable, "-m", "speclsp", "--stdio"]
-    for flag in ("model", "device", "dtype"):
+    for flag in ("model", "device", "dtype", "backend", "endpoint", "remote_model", "api_key_env"):
         if getattr(args, flag, None):
-            cmd += [f"--{flag}", getattr(args, flag)]
+            cmd += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
     if getattr(args, "server_log", None):
         cmd += ["--log-file", args.server_log, "-v"]
     return cmd

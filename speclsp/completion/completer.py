@@ -157,9 +157,10 @@ class Completer:
     ) -> Completion:
         """Complete at the request's cursor. `on_text` gets the shown text as it grows."""
         prompt, rules = self.prompt_for(req)
-        if req.speculate:
+        if req.speculate and self.backend.drafter_kinds:
             # `drafter` (the server's workspace drafter) is the n-gram part; req.drafter says
-            # whether a draft model joins it (backends that have one).
+            # whether a draft model joins it (backends that have one). A backend that
+            # drafts on its own side (a remote server: `drafter_kinds` empty) gets neither.
             policy = policy or self.policy_for(req.lookahead)
             drafter = drafter or self.drafter_for(req)
         else:
@@ -184,6 +185,7 @@ class Completer:
             on_text=stream if on_text else None,
             stop_text=rules.cut,
             step_budget_s=req.step_budget_s,
+            stop=rules.stop_strings,
         )
         text = rules.finalize(result.text)
         self.save_learned()

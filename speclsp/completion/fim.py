@@ -75,6 +75,17 @@ def token_strings() -> tuple[str, ...]:
     return tuple(seen)
 
 
+def stop_token_strings() -> tuple[str, ...]:
+    """Tokens that end a middle in any family: its end tokens and its FIM, file and repo
+    markers (a model that writes one has left the middle). For backends that stop on a
+    list (a remote server); the local engine has its own (`local.model.END_TOKENS`)."""
+    seen: dict[str, None] = {}
+    for f in FAMILIES:
+        for group in (f.end, f.prefix, f.suffix, f.middle, f.file_sep, f.repo_name):
+            seen.update(dict.fromkeys(group))
+    return tuple(seen)
+
+
 def _first(special: Mapping[str, int | None], names: tuple[str, ...]) -> tuple[str, int] | None:
     for name in names:
         if special.get(name) is not None:

@@ -46,6 +46,12 @@ class ShowRules:
         return bool(self.line_suffix.strip())
 
     @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Strings after which nothing more is shown, for a server to stop on its side: the
+        first newline of a single-line suggestion (the other rules need to see more text)."""
+        return ("\n",) if self.single_line else ()
+
+    @property
     def base_indent(self) -> int:
         if self.line_prefix.strip():
             return _indent(self.line_prefix)

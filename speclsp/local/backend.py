@@ -93,6 +93,7 @@ class LocalBackend:
         on_text: Callable[[str], None] | None = None,
         stop_text: Callable[[str], int | None] | None = None,
         step_budget_s: float | None = None,
+        stop: Sequence[str] = (),  # the engine checks `stop_text` after every step instead
     ) -> GenerationResult:
         return self.engine.generate(
             prompt_ids, max_new_tokens=max_new_tokens,

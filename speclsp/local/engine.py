@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from ..backend import CancelToken, GenerationResult, GenerationStats, Step
+from ..backend import CancelToken, GenerationResult, GenerationStats, Step, stop_requested
 from ..drafting.controller import FixedLookahead, LookaheadPolicy
 from ..drafting.drafter import MAX_DRAFT, Drafter, NullDrafter
 from ..drafting.tree import accept_tree
@@ -140,11 +140,8 @@ class Engine:
             if room <= 0:
                 stats.stop_reason = "max_tokens"
                 break
-            if cancel is not None and cancel.cancelled:
-                stats.stop_reason = "cancelled"
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                stats.stop_reason = "deadline"
+            if why := stop_requested(cancel, deadline):
+                stats.stop_reason = why
                 break
             # kv.ids == prompt + generated[:-1]; generated[-1] is pending.
             if trees:

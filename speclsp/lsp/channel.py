@@ -31,7 +31,8 @@ class EditorChannel:
 
     def status(self, state: str, message: str) -> None:
         s = self.ls.state
-        payload = {"state": state, "message": message, "model": s.config.model, "device": s.model.device}
+        model = (s.config.remote_model or "(server's first)") if s.config.backend == "openai" else s.config.model
+        payload = {"state": state, "message": message, "model": model, "device": s.model.device}
         # After any progress messages queued before it, so "ready" follows the progress end.
         self._then(lambda: self.ls.protocol.notify(STATUS, payload))
 

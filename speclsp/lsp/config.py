@@ -19,6 +19,7 @@ from ..local.registry import DEFAULT_MODEL
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+BACKENDS = ("local", "openai")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,14 @@ class Config:
     # (local/draft_model.py). Off by default: on CPU its own cost ate the gain (docs/benchmarks.md).
     draft_model: str = ""
     drafter: str = ""  # ngram | model | hybrid; "" = hybrid with a draft model, else ngram
+    # Where generation runs: "local" (this process) or "openai" (an OpenAI-compatible server
+    # such as vLLM; docs/deploy.md). With "openai", `model` only names the tokenizer's files.
+    backend: str = "local"
+    endpoint: str = ""  # openai: the API's base URL, e.g. http://127.0.0.1:8000/v1
+    remote_model: str = ""  # openai: the served model's name; "" = the server's first
+    # openai: the NAME of an environment variable holding the key, never the key itself, so
+    # it stays out of settings files; it is sent to the endpoint only, and never logged.
+    api_key_env: str = ""
     # Send speclsp/inlineCompletionUpdate to clients that opted in (docs/protocol.md).
     streaming: bool = True
     context_budget: int = 2048  # prompt tokens in total: prefill cost grows with it
@@ -60,9 +69,10 @@ class Config:
         return bool(self.languages.get("*", True))
 
     @property
-    def model_key(self) -> tuple[str, str, str, str]:
+    def model_key(self) -> tuple[str, ...]:
         """What decides which model is loaded: a change means a reload."""
-        return (self.model, self.device, self.dtype, self.draft_model)
+        return (self.model, self.device, self.dtype, self.draft_model, self.backend, self.endpoint,
+                self.remote_model, self.api_key_env)
 
     @property
     def drafter_kind(self) -> str:
@@ -95,6 +105,20 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError("expected one of ngram, model, hybrid")
         return parse_drafter(value) if value.strip() else ""
+    if key == "backend":
+        if value not in BACKENDS:
+            raise ValueError(f"expected one of {', '.join(BACKENDS)}")
+        return value
+    if key == "endpoint":
+        if not isinstance(value, str) or (value.strip() and not value.strip().startswith(("http://", "https://"))):
+            raise ValueError("expected http(s)://HOST[:PORT]/v1")
+        return value.strip()
+    if key in ("remote_model", "api_key_env"):
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        if key == "api_key_env" and value.strip() and not value.strip().replace("_", "a").isalnum():
+            raise ValueError("expected the NAME of an environment variable (letters, digits, _), not a key")
+        return value.strip()
     if key in ("model", "lookahead"):
         if not isinstance(value, str) or not value.strip():
             raise ValueError("expected a non-empty string")
@@ -151,7 +175,9 @@ def parse_options(raw: Any, base: Config | None = None) -> tuple[Config, list[st
         try:
             changes[name] = _check(name, value)
         except ValueError as e:
-            warnings.append(f"speclsp: bad value for {_short(key)}: {_short(value)}: {e}; using {_short(getattr(base, name))}")
+            # A key pasted into apiKeyEnv by mistake must not end up in a message or a log.
+            shown = "(not shown)" if name == "api_key_env" else _short(value)
+            warnings.append(f"speclsp: bad value for {_short(key)}: {shown}: {e}; using {_short(getattr(base, name))}")
     return replace(base, **changes), warnings
 
 

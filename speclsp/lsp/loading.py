@@ -106,3 +106,6 @@ class ModelSlot:
         log.info("model ready in %.1fs: %s", time.monotonic() - t0, self.message)
         self.client.progress("end", self.message)
         self.client.status("ready", self.message)
+        if problem := getattr(completer.backend, "problem", ""):
+            # A remote server not reachable yet: requests try it again (with backoff).
+            self.client.warn(f"speclsp: {problem}; will keep trying")

@@ -319,30 +319,30 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def _config(model: str | None, device: str | None, dtype: str | None) -> Config:
-    cfg = Config()
-    return replace(cfg, model=model or cfg.model, device=device or cfg.device, dtype=dtype or cfg.dtype)
+def _config(options: dict[str, str | None]) -> Config:
+    """The default options with those given on the command line (None: not given)."""
+    return replace(Config(), **{k: v for k, v in options.items() if v})
 
 
-def serve_stdio(model: str | None = None, device: str | None = None, dtype: str | None = None) -> None:
-    """Serve one client over stdin/stdout until `exit` or EOF, then end the process."""
+def serve_stdio(**options: str | None) -> None:
+    """Serve one client over stdin/stdout until `exit` or EOF, then end the process.
+    `options`: Config fields from the command line (model, device, dtype, backend, ...)."""
     global server
     _quiet_pygls()
-    server = build_server(_config(model, device, dtype))
+    server = build_server(_config(options))
     log.info("speclsp %s serving on stdio (pid %d)", __version__, os.getpid())
     server.start_io()
     _exit(0 if server.protocol._shutdown else 1)
 
 
-def serve_tcp(host: str, port: int, model: str | None = None, device: str | None = None, dtype: str | None = None,
-              announce: Callable[[str, int], None] | None = None) -> None:
+def serve_tcp(host: str, port: int, announce: Callable[[str, int], None] | None = None, **options: str | None) -> None:
     """Serve one client over TCP until it disconnects, then end the process.
 
     `announce(host, port)` gets the bound address (port 0 asks the system for a free one).
     """
     global server
     _quiet_pygls()
-    server = build_server(_config(model, device, dtype))
+    server = build_server(_config(options))
 
     def bound(h: str, p: int) -> None:
         log.info("speclsp %s serving on %s:%d (pid %d)", __version__, h, p, os.getpid())

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..backend import CancelToken
+from ..backend import BackendError, CancelToken
 from ..completion.completer import build_request
 from ..completion.context import OpenDocument, PromptBudget
 from .documents import Document
@@ -90,6 +90,7 @@ class Session:
         self.state = state
         self.fault_inject = os.environ.get(FAULT_INJECT_ENV, "")  # test-only; see FAULT_INJECT_ENV
         self._events: dict[int, asyncio.Event] = {}  # generation id -> wakes its waiters
+        self._backend_problem = ""  # the last BackendError while it lasts ("" = serving)
 
     async def complete(self, uri: str, line: int, character: int, *, request_id: Any, invoked: bool = False) -> Answer:
         """Answer one completion request at (line, character) in client units."""
@@ -300,8 +301,14 @@ class Session:
         elif (exc := fut.exception()) is not None:
             log.error("generation %d failed: %s: %s", gen.id, type(exc).__name__, str(exc)[:200])
             st.stats.errors += 1
+            gen.grow("")  # no half-written suggestion: what streamed so far is taken back
             gen.finish("error")
+            if isinstance(exc, BackendError):
+                self._backend_failed(str(exc))
         else:
+            if self._backend_problem:
+                self._backend_problem = ""
+                st.client.status("ready", f"{st.model.message}; serving again")
             comp = fut.result()
             gen.grow(comp.text)
             stats = comp.stats
@@ -316,6 +323,15 @@ class Session:
                 st.remember(gen.uri, comp.text)
         self._stream(gen)
         self._events.pop(gen.id, None)
+
+    def _backend_failed(self, message: str) -> None:
+        """Tell the editor the backend cannot serve: its status always, a message once per
+        kind of fault (not at every keystroke while a server is down)."""
+        first = message.split(";")[0].split(":")[0]
+        if first != self._backend_problem.split(";")[0].split(":")[0]:
+            self.state.client.warn(f"speclsp: {message}")
+        self._backend_problem = message
+        self.state.client.status("error", message)
 
     def _stream(self, gen: Generation) -> None:
         """Send the latest request of `gen` the suggestion so far, if its client streams."""

@@ -218,7 +218,9 @@ class ServerState:
         d = self.stats.to_dict()
         kinds = self.model.completer.backend.drafter_kinds if self.model.ready else ("ngram",)
         with_model = "model" in kinds
-        d.update(model=self.config.model, device=self.model.device, state=self.model.state, version=__version__,
+        remote = self.config.backend == "openai"
+        d.update(model=(self.config.remote_model or "(server's first)") if remote else self.config.model,
+                 backend=self.config.backend, device=self.model.device, state=self.model.state, version=__version__,
                  draftModel=self.config.draft_model if with_model else "",
                  drafter=self.config.drafter_kind if with_model else "ngram",
                  workerSuperseded=self.worker.superseded, workerPeakPending=self.worker.peak_pending,

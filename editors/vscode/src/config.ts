@@ -9,6 +9,10 @@
 /** Options sent as `initializationOptions` and `settings.speclsp` (docs/protocol.md). */
 export interface ServerOptions {
   model?: string;
+  backend?: string;
+  endpoint?: string;
+  remoteModel?: string;
+  apiKeyEnv?: string;
   device: string;
   dtype: string;
   maxTokens: number;
@@ -113,7 +117,32 @@ export function toServerOptions(get: SettingGetter, home?: string): MappedOption
   } else if (model !== undefined && model !== null) {
     problems.push(`speclsp.model: expected a string, got ${JSON.stringify(model)}; using the server's default`);
   }
+  remoteSettings(get, options, problems);
   return { options, problems };
+}
+
+const BACKENDS = new Set(["local", "openai"]);
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** backend, endpoint, remoteModel, apiKeyEnv (docs/deploy.md): set only when given. */
+function remoteSettings(get: SettingGetter, options: ServerOptions, problems: string[]): void {
+  const checks: Record<"backend" | "endpoint" | "remoteModel" | "apiKeyEnv", [(s: string) => boolean, string]> = {
+    backend: [(s) => BACKENDS.has(s), "local or openai"],
+    endpoint: [(s) => /^https?:\/\/./.test(s), "http(s)://HOST[:PORT]/v1"],
+    remoteModel: [() => true, "a string"],
+    apiKeyEnv: [(s) => ENV_NAME.test(s), "the name of an environment variable"],
+  };
+  for (const [key, [ok, expected]] of Object.entries(checks) as [keyof typeof checks, [(s: string) => boolean, string]][]) {
+    const v = get(key);
+    if (v === undefined || v === null || v === "") continue;
+    if (typeof v === "string" && ok(v.trim())) {
+      options[key] = v.trim();
+    } else {
+      // Never echo apiKeyEnv's value: it may be a key pasted by mistake.
+      const shown = key === "apiKeyEnv" ? "a value that is not one" : JSON.stringify(v);
+      problems.push(`speclsp.${key}: expected ${expected}, got ${shown}; using the server's default`);
+    }
+  }
 }
 
 /** Same rule as the server: an explicit entry wins, else `"*"`, else enabled. */

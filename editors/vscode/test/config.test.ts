@@ -50,6 +50,22 @@ describe("toServerOptions", () => {
     }
   });
 
+  it("passes the remote backend's settings, and never echoes a bad apiKeyEnv", () => {
+    const { options, problems } = toServerOptions(getter({
+      backend: "openai", endpoint: " http://gpu:8000/v1 ", remoteModel: "coder", apiKeyEnv: "TEAM_KEY",
+    }));
+    assert.equal(options.backend, "openai");
+    assert.equal(options.endpoint, "http://gpu:8000/v1");
+    assert.equal(options.remoteModel, "coder");
+    assert.equal(options.apiKeyEnv, "TEAM_KEY");
+    assert.deepEqual(problems, []);
+    const bad = toServerOptions(getter({ backend: "gpu", endpoint: "gpu:8000", apiKeyEnv: "sk-secret-123" }));
+    assert.equal(bad.options.backend, undefined);
+    assert.equal(bad.options.apiKeyEnv, undefined);
+    assert.equal(bad.problems.length, 3);
+    assert.ok(!bad.problems.join(" ").includes("sk-secret-123"));
+  });
+
   it("expands ~ in the model path", () => {
     assert.equal(toServerOptions(getter({ model: "~/m" }), "/home/u").options.model, "/home/u/m");
     assert.equal(toServerOptions(getter({ model: "qwen2.5-coder-0.5b" }), "/home/u").options.model, "qwen2.5-coder-0.5b");

@@ -1,0 +1,193 @@
+"""The remote backend (speclsp.remote) against a local server that misbehaves on purpose
+(tests/fakeopenai.py): what it sends, streaming, cutting and cancelling (the connection is
+closed), deadlines, HTTP errors, broken streams, unknown models, a server that is down and
+comes back (backoff), and the API key (sent to the endpoint, never logged)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import pytest
+from fakeopenai import FakeServer
+
+from speclsp.backend import BackendError, CancelToken
+from speclsp.completion.fim import stop_token_strings, token_strings
+from speclsp.remote.backend import OpenAIBackend, RemoteSettings, endpoint_host, load_tokenizer
+from speclsp.remote.sse import EventReader
+
+KEY = "sk-test-7f3a9c1e5b"  # a made-up key: it must reach the server and nowhere else
+
+
+@pytest.fixture
+def fake():
+    server = FakeServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(trained_model_dir):
+    return load_tokenizer(trained_model_dir)
+
+
+def backend_for(endpoint: str, tokenizer, **kw) -> OpenAIBackend:
+    settings = RemoteSettings(endpoint, kw.pop("model", "fake"), **kw)
+    return OpenAIBackend(settings, tokenizer, token_strings(), stop_token_strings())
+
+
+def generate(backend: OpenAIBackend, **kw):
+    kw.setdefault("max_new_tokens", 32)
+    return backend.generate(backend.encode("class Shape:\n    def area(self):\n        "), **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_event_reader_joins_data_lines_and_skips_comments():
+    r = EventReader()
+    assert [r.feed(x) for x in (": keep-alive", "", "event: x", "data: a", "data:b", "id: 1", "")] == [
+        None, None, None, None, None, None, "a\nb"]
+    assert r.feed("data: half") is None and r.pending()
+
+
+def test_tokenizer_from_files_matches_the_local_model(trained_lm, tokenizer):
+    text = "def area(self):\n    return self.width * self.height  # é, 中文\n"
+    assert tokenizer.encode(text, add_special_tokens=False).ids == trained_lm.encode(text)
+
+
+def test_streams_text_and_sends_what_the_server_needs(fake, tokenizer):
+    backend = backend_for(fake.endpoint, tokenizer)
+    backend.probe()
+    seen: list[str] = []
+    result = generate(backend, on_text=seen.append, stop=("\n",))
+    assert result.text == "return self.width * self.height\n"  # the stop string is kept
+    assert len(seen) > 3 and all(seen[-1].startswith(s) for s in seen)  # grew, as prefixes
+    assert result.stats.backend == "openai" and result.stats.endpoint == f"127.0.0.1:{fake.port}"
+    assert result.stats.stop_reason == "eos" and result.stats.new_tokens > 0
+    body = fake.completions()[-1]
+    assert body["prompt"] == backend.encode("class Shape:\n    def area(self):\n        ")
+    assert body["temperature"] == 0 and body["stream"] is True and body["max_tokens"] == 32
+    assert body["stop"] == ["\n"]
+    assert tokenizer.token_to_id("<|endoftext|>") in body["stop_token_ids"]
+
+
+def test_the_show_rules_cut_closes_the_connection(fake, tokenizer):
+    fake.mode = "slow"  # one chunk, then it would go on for ever
+    backend = backend_for(fake.endpoint, tokenizer)
+    t0 = time.monotonic()
+    result = generate(backend, stop_text=lambda text: 2 if text else None)
+    assert result.text == "re" and result.stats.stop_reason == "stop_text"
+    assert time.monotonic() - t0 < 2
+    wait_until(lambda: fake.disconnects == 1)
+
+
+def wait_until(predicate, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def test_cancel_mid_stream_returns_at_once_and_closes_the_connection(fake, tokenizer):
+    fake.mode = "slow"
+    backend = backend_for(fake.endpoint, tokenizer)
+    cancel = CancelToken()
+    threading.Timer(0.3, cancel.cancel).start()
+    t0 = time.monotonic()
+    result = generate(backend, cancel=cancel)
+    assert result.stats.stop_reason == "cancelled" and time.monotonic() - t0 < 1.0
+    wait_until(lambda: fake.disconnects == 1)
+
+
+def test_a_slow_server_stops_at_the_deadline(fake, tokenizer):
+    fake.mode = "slow"
+    backend = backend_for(fake.endpoint, tokenizer)
+    t0 = time.monotonic()
+    result = generate(backend, deadline=t0 + 0.4)
+    assert result.stats.stop_reason == "deadline" and 0.4 <= time.monotonic() - t0 < 1.0
+    assert result.text == "retu"
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("http500", "answered HTTP 500: engine crashed"),
+    ("malformed", "malformed event in the stream"),
+    ("dies", "closed the stream mid-completion"),
+    ("error_event", "out of KV cache"),
+])
+def test_faults_raise_one_clear_line(fake, tokenizer, mode, message):
+    fake.mode = mode
+    backend = backend_for(fake.endpoint, tokenizer)
+    with pytest.raises(BackendError, match=message) as err:
+        generate(backend, on_text=lambda t: None)
+    assert "\n" not in str(err.value)
+
+
+def test_a_malformed_event_is_an_error_not_text(fake, tokenizer):
+    backend = backend_for(fake.endpoint, tokenizer)
+    from speclsp.remote.backend import _parse_event
+
+    assert _parse_event('{"choices": [{"text": "x"')[0] == "error"
+    assert _parse_event('{"choices": [{"text": 5}]}')[0] == "error"
+    assert _parse_event("[1, 2]")[0] == "error"
+    assert _parse_event('{"choices": [{"text": "ok", "finish_reason": null}]}') == (
+        "items", [("chunk", ("ok", None, None, None))])
+    assert backend.host == f"127.0.0.1:{fake.port}"
+
+
+def test_an_unknown_model_is_refused_with_the_served_names(fake, tokenizer):
+    backend = backend_for(fake.endpoint, tokenizer, model="qwen-7b")
+    with pytest.raises(BackendError, match=r"does not serve model 'qwen-7b' \(it serves: fake\)"):
+        backend.probe()
+    with pytest.raises(BackendError, match="HTTP 404"):  # and if asked anyway
+        generate(backend)
+
+
+def test_no_model_name_takes_the_servers_first(fake, tokenizer):
+    backend = backend_for(fake.endpoint, tokenizer, model="")
+    backend.probe()
+    assert backend.name == "fake" and generate(backend).text
+
+
+def test_a_server_down_at_start_is_retried_with_backoff(tokenizer):
+    port = free_port()
+    backend = backend_for(f"http://127.0.0.1:{port}/v1", tokenizer)
+    t0 = time.monotonic()
+    backend.probe()  # does not raise: the server may come up later
+    assert "cannot reach" in backend.problem and time.monotonic() - t0 < 3.5
+    with pytest.raises(BackendError, match="next try in"):
+        generate(backend)  # within the backoff: not even tried
+    fake = FakeServer().start(port)
+    try:
+        time.sleep(0.6)  # the first backoff is 0.5 s
+        assert generate(backend).text.startswith("return")
+        assert backend.problem == ""
+        fake.stop()
+        with pytest.raises(BackendError, match="cannot reach"):
+            generate(backend)
+    finally:
+        fake.stop()
+
+
+def test_the_key_goes_to_the_endpoint_and_never_into_logs_or_messages(fake, tokenizer, monkeypatch, caplog):
+    monkeypatch.setenv("SPECLSP_TEST_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    backend = backend_for(fake.endpoint, tokenizer, api_key_env="SPECLSP_TEST_KEY")
+    backend.probe()
+    generate(backend)
+    fake.mode = "http500"
+    with pytest.raises(BackendError) as err:
+        generate(backend)
+    assert {r["auth"] for r in fake.requests} == {f"Bearer {KEY}"}
+    assert KEY not in caplog.text and KEY not in str(err.value) and KEY not in backend.describe()
+
+
+def test_endpoint_host_names_no_credentials():
+    assert endpoint_host("https://gpu.example.com:8443/v1") == "gpu.example.com:8443"
+    with pytest.raises(ValueError, match="apiKeyEnv"):
+        backend_for("http://user:pw@h/v1", None)
