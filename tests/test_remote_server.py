@@ -194,7 +194,7 @@ def test_bench_remote_puts_the_local_engine_and_the_server_side_by_side(fake, ti
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "remote.json").read_text())
     remote_name = f"openai 127.0.0.1:{fake.port} (fake)"
-    assert list(report["rows"]) == ["local greedy", "local ws:auto", remote_name]
+    assert list(report["rows"]) == ["local greedy", "local ws:auto", "local ws:tree", remote_name]
     assert all(row["text"] == EXPECTED for row in report["rows"][remote_name])
     assert set(report["typing"]) == {"local ws:auto", remote_name}
     assert report["typing"][remote_name]["requests"] > 0

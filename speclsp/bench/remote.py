@@ -3,7 +3,8 @@
     speclsp bench --backend openai --endpoint URL[,URL...] [--remote-model NAME] [--quick]
 
 Systems: the local model (`--model`, default the default model) decoding greedily and with
-the workspace drafter and the auto controller (ws:auto), and each endpoint (e.g. one vLLM
+the workspace drafter and the auto controller over chains (ws:auto) and token trees
+(ws:tree), and each endpoint (e.g. one vLLM
 serving greedily and one with n-gram speculation; the server's own configuration decides).
 Every system completes the same cases (bench/engine.py's: the demo file, a standard-library
 file, novel prompts) with the same prompt (speclsp builds it; the remote servers get its
@@ -32,7 +33,8 @@ from .report import fmt, percentile, write_report
 def _systems(args, say: Callable[[str], None]) -> list[tuple[str, Completer, dict[str, Any]]]:
     """(name, completer, request overrides) for the local model and each endpoint."""
     local = load_completer(Choice.of(args, backend="local", draft_model=""), progress=say, calibrate=True)
-    out = [("local greedy", local, {"speculate": False}), ("local ws:auto", local, {"lookahead": "auto"})]
+    out = [("local greedy", local, {"speculate": False}), ("local ws:auto", local, {"lookahead": "auto"}),
+           ("local ws:tree", local, {"lookahead": "tree"})]
     for url in args.endpoint.split(","):
         remote = load_remote(Choice.of(args, endpoint=url.strip(), draft_model=""), progress=say)
         if remote.problem:
@@ -79,7 +81,7 @@ def main(args) -> dict[str, Any]:
             rows.setdefault(name, []).append(complete_once(completer, case, max_new, overrides))
     typing: dict[str, dict[str, Any]] = {}
     urls = [None] + [u.strip() for u in args.endpoint.split(",")]
-    typing_names = ["local ws:auto"] + [name for name, _, _ in systems[2:]]
+    typing_names = ["local ws:auto"] + [name for name, _, _ in systems[3:]]
     if not getattr(args, "no_typing", False):
         for name, url in zip(typing_names, urls):
             say(f"typing replay: {name}")
