@@ -97,7 +97,7 @@ class TakeAll(TreeLookahead):
 
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prompt=st.lists(st.integers(0, 400), min_size=1, max_size=40), seed=st.integers(0, 2**16),
-       kind=st.sampled_from(["random", "adversarial", "perfect"]), size=st.integers(1, 40))
+       kind=st.sampled_from(["random", "adversarial", "perfect", "none"]), size=st.integers(1, 40))
 def test_tree_speculation_equals_greedy(tiny_lm, prompt, seed, kind, size):
     engine = Engine(tiny_lm)
     n = 20
@@ -107,6 +107,8 @@ def test_tree_speculation_equals_greedy(tiny_lm, prompt, seed, kind, size):
 
     def trees(ids, max_nodes, max_depth):
         t = random_tree(rng, min(size, max_nodes))
+        if kind == "none":  # nothing to copy: the engine recycles the model's own top-k
+            return DraftTree()
         if kind == "random":
             return t
         # The true continuation as one branch, with decoys beside it (adversarial: the
@@ -125,6 +127,19 @@ def test_tree_speculation_equals_greedy(tiny_lm, prompt, seed, kind, size):
     assert r.token_ids == expected
     if kind == "perfect" and len(expected) > 2 and r.stats.stop_reason == "max_tokens":
         assert r.stats.forwards < len(expected) - 1
+    if kind == "none" and r.stats.forwards > 1:
+        assert "recycle" in r.stats.draft_sources
+
+
+def test_recycled_trees_grow_from_the_models_recent_picks():
+    from speclsp.drafting.recycle import Successors
+
+    s = Successors(k=3)
+    s.observe([5, 6], [[(6, 0.7), (9, 0.2), (1, 0.1)], [(7, 0.9), (8, 0.05), (2, 0.01)]])
+    t = s.tree(5, widths=(2, 1))
+    assert t.tokens == (6, 9, 7) and t.parents == (-1, -1, 0) and t.shares == (0.7, 0.2, 0.9)
+    assert set(t.sources) == {"recycle"}
+    assert len(s.tree(42)) == 0
 
 
 def test_accept_tree_follows_the_models_picks():

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 from ..backend import CancelToken, GenerationResult, GenerationStats, Step, stop_requested
 from ..drafting.controller import FixedLookahead, LookaheadPolicy
 from ..drafting.drafter import MAX_DRAFT, Drafter, NullDrafter
+from ..drafting.recycle import Successors
 from ..drafting.tree import accept_tree
 from .model import KVState, LoadedModel
 
@@ -47,6 +48,9 @@ class Engine:
         self.lm = lm
         self.kv = KVState()
         self._lock = threading.Lock()
+        # The model's own top-k after each token it was fed (token recycling, tree mode):
+        # a draft where the workspace has none. Kept across requests, like the cache.
+        self.successors = Successors()
 
     # --- ladder -------------------------------------------------------------------------
 
@@ -201,15 +205,21 @@ class Engine:
         one forward (a tree mask), keep the longest path the model agrees with."""
         lm = self.lm
         proposed = drafter.propose_tree(ids, 2 * policy.max_nodes, min(MAX_DRAFT, room - 1))
+        if not len(proposed) and room > 1:  # nothing to copy: the model's own recent picks
+            proposed = self.successors.tree(ids[-1], max_nodes=min(2 * policy.max_nodes, 32))
         keep, _ = policy.plan_tree(proposed, step_budget_s)
         tree = proposed.select(keep)
         base = len(self.kv)
         t0 = time.perf_counter()
         if tree.is_chain():  # one branch: the plain causal forward
-            picks = self.verify(ids[-1], tree.tokens)
+            logits = lm.forward(self.kv, [ids[-1], *tree.tokens])
         else:
-            picks = lm.greedy(lm.forward_tree(self.kv, ids[-1], tree.tokens, tree.parents))
+            logits = lm.forward_tree(self.kv, ids[-1], tree.tokens, tree.parents)
+        picks = lm.greedy(logits)
         path, bonus = accept_tree(tree, picks)
+        # What the model thought after each token it keeps, for recycling.
+        rows = [0] + [1 + i for i in path]
+        self.successors.observe([ids[-1]] + [tree.tokens[i] for i in path], lm.top_k(logits[rows], self.successors.k))
         lm.keep_path(self.kv, base, path)
         lm.sync()
         dt = time.perf_counter() - t0

@@ -214,6 +214,11 @@ class LoadedModel:
         """Argmax per position, restricted to the real vocabulary (padding rows excluded)."""
         return logits[:, : self.vocab_size].argmax(dim=-1).tolist()
 
+    def top_k(self, logits: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
+        """Per row, the k likeliest ids and their softmax probabilities (token recycling)."""
+        p, ids = torch.softmax(logits[:, : self.vocab_size], dim=-1).topk(k, dim=-1)  # [T, k], [T, k]
+        return [list(zip(i, q)) for i, q in zip(ids.tolist(), p.tolist())]
+
     def greedy_confidence(self, logits: torch.Tensor, limit: int | None = None) -> tuple[list[int], list[float]]:
         """Argmax per position and its softmax probability (the model's confidence in it).
 
