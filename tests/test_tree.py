@@ -226,3 +226,16 @@ def test_after_a_miss_the_tree_reanchors_on_the_text_after_the_cursor():
     t = d.propose_tree(prompt + [99, 72], 16)
     assert t.tokens[:3] == (73, 74, 75) and t.sources[0] == "anchor"
     assert d.propose(prompt + [99, 72], 16).tokens == ()  # the chain drafter waits
+
+
+def test_what_the_tree_controller_learnt_outlives_the_process(tiny_lm):
+    from speclsp.completion.completer import Completer
+    from speclsp.local.backend import LocalBackend
+
+    first = Completer(LocalBackend(tiny_lm))
+    acc = first.tree_policy().tree_acceptance
+    for _ in range(6):
+        acc.observe(DraftTree((1, 2), (-1, 0), (1.0, 1.0), ("document",) * 2, (40, 40)), [0, 1])
+    first.save_learned(min_interval_s=0)
+    again = Completer(LocalBackend(tiny_lm))  # a new process: only the disk carries it
+    assert again.tree_policy().tree_acceptance.to_dict() == acc.to_dict() != {}

@@ -298,16 +298,20 @@ def load_learned(lm: "LoadedModel") -> dict:
 
 
 def save_learned(lm: "LoadedModel", learned: dict) -> None:
+    _write_json(_calibration_path(lm).with_suffix(".acceptance.json"), learned, "what the controller learnt")
+
+
+def _write_json(path: Path, data: Any, what: str) -> None:
+    """Write atomically (a reader never sees half a file); a failure is a warning only."""
     import json
 
-    path = _calibration_path(lm).with_suffix(".acceptance.json")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(learned))
+        tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
     except OSError as e:
-        log.warning("could not save what the controller learnt: %s", e)
+        log.warning("could not save %s: %s", what, e)
 
 
 def _cached_step_costs(lm: "LoadedModel") -> dict[int, float]:
@@ -324,13 +328,7 @@ def _cached_step_costs(lm: "LoadedModel") -> dict[int, float]:
     costs = lm.profile_costs()
     log.info("calibrated verify cost per draft length in %.1fs: %s", time.perf_counter() - t0,
              {k: round(v * 1e3, 1) for k, v in costs.items()})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(costs))
-        os.replace(tmp, path)
-    except OSError as e:
-        log.warning("could not cache calibration: %s", e)
+    _write_json(path, costs, "the calibration")
     return costs
 
 
