@@ -3,10 +3,16 @@ what each suggestion must be), speclsp's real language server over stdio in fron
 
 One vLLM server per module (scripts/serve-vllm.sh; ~1-2 minutes to start here), stopped by
 its process id. The suggestion equals what vLLM returns for the same prompt (and what the
-local engine suggests); streaming grows; cancelling aborts the request inside vLLM; vLLM
-killed mid-stream is an error and no text, and once it is restarted the editor is served
-again; a wrong model name or endpoint is one clear message. Skipped without vLLM installed
-(`bash scripts/serve-vllm.sh install`), failed instead under CI=true.
+local engine suggests); streaming grows; cancelling aborts the request inside vLLM, from
+the backend and from the editor ($/cancelRequest and a keystroke mid-stream: vLLM's own
+token counter stops well short of the uncancelled request's, and no partial text stays);
+vLLM killed while the editor is streamed a suggestion is one message, the streamed text
+taken back and the server still answering, and once vLLM is restarted (the same port, once
+per module) the editor is served again; killed under the backend, it is an error; a wrong
+model name or endpoint is one clear message. The tiny model streams too fast to catch from
+the editor, so the tests through the editor reach vLLM through a slow network
+(tests/slowproxy.py). Skipped without vLLM installed (`bash scripts/serve-vllm.sh
+install`), failed instead under CI=true.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pytest
 from conftest import running_server
 from test_remote_server import complete_cli, inline_text, messages, remote
 from test_trained_model import AREA, DESCRIBE, MAX_TOKENS
+from slowproxy import SlowProxy
 from vllmserver import VllmServer, free_port, need_vllm
 
 from speclsp.backend import BackendError, CancelToken
@@ -27,6 +34,10 @@ from speclsp.tools.tiny_trained import CORPUS
 
 pytestmark = pytest.mark.vllm
 URI = "file:///w/shapes.py"
+# The cursor at the start of Rectangle's body: the model writes the rest of the corpus (~230
+# tokens, ~1.4 s in vLLM here) and the show rules keep its first 16 lines (~105 tokens), which
+# take ~6 s through the slow proxy: plenty of stream to cancel or break from the editor.
+CLASS_BODY = CORPUS[: CORPUS.index("class Rectangle:\n") + len("class Rectangle:\n    ")]
 # float32: the tiny model's greedy choices are checked at float32 (bf16 could flip a close one).
 ARGS = ("--dtype", "float32", "--max-model-len", "2048", "--enforce-eager")
 
@@ -113,6 +124,53 @@ def test_cancelling_closes_the_connection_and_vllm_aborts(vllm, trained_model_di
     assert cancelled < full.stats.new_tokens - 30, (cancelled, full.stats.new_tokens)
 
 
+@pytest.fixture
+def slow(vllm):
+    """A slow network between the language server and vLLM (tests/slowproxy.py)."""
+    proxy = SlowProxy(vllm.port).start()
+    yield proxy
+    proxy.stop()
+
+
+def through(proxy: SlowProxy, vllm: VllmServer, **more) -> dict:
+    """Options for a language server that reaches vLLM through `proxy` and answers only
+    when the generation is done (no deadline: the answer is the final word)."""
+    return {**options(vllm, **more), "endpoint": proxy.endpoint, "deadlineMs": 0, "maxTokens": 1024}
+
+
+async def test_cancelling_mid_stream_through_the_server_aborts_the_request_in_vllm(vllm, slow, trained_model_dir,
+                                                                                   tmp_path):
+    tokens = lambda: vllm.metric("vllm:generation_tokens_total")  # noqa: E731
+    async with running_server(str(trained_model_dir), tmp_path, "vscode", through(slow, vllm)) as editor:
+        editor.open(URI, CLASS_BODY)
+        before = tokens()
+        t = editor.t
+        pending = asyncio.wrap_future(editor.client.protocol.send_request(
+            t.TEXT_DOCUMENT_INLINE_COMPLETION, editor.inline_params(URI, invoked=True), msg_id="typed-over"))
+        await editor.wait_for(lambda: any(u["text"] for u in editor.updates), 30)  # it streams to the editor
+        # What an editor sends when the user types on: cancel the request, then the keystroke
+        # (not what was suggested; $/cancelRequest alone stops the model after a grace period).
+        editor.client.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id="typed-over"))
+        editor.insert(URI, "x")
+        with pytest.raises(Exception, match="cancel"):
+            await asyncio.wait_for(pending, 10)
+        await editor.stats()  # the server has handled the cancel and the keystroke: nothing more may come
+        seen = len(editor.updates)
+        await editor.wait_for(lambda: vllm.metric("vllm:num_requests_running") == 0, 30)
+        cancelled = tokens() - before
+        late = [u for u in editor.updates[seen:] if u["version"] == 1]
+        assert late == [] and not any(u["done"] and u["text"] for u in editor.updates)  # no partial text stays
+        streamed = [u["text"] for u in editor.updates if u["text"]]
+        assert streamed and all(CORPUS[len(CLASS_BODY):].startswith(s) for s in streamed)
+    # The same prompt, not cancelled, straight to vLLM: how much it writes when left alone.
+    completer = remote_completer(trained_model_dir, vllm)
+    prompt, _ = completer.prompt_for(request_at_end(CLASS_BODY))
+    full = long_generation(completer.backend, prompt.ids)
+    print(f"vLLM wrote {cancelled:.0f} tokens for the cancelled request, {full.stats.new_tokens} uncancelled")
+    assert full.stats.new_tokens > 200 and full.stats.stop_reason == "eos"
+    assert cancelled < full.stats.new_tokens - 50, (cancelled, full.stats.new_tokens)
+
+
 async def test_a_wrong_model_name_or_endpoint_is_one_clear_message(vllm, trained_model_dir, tmp_path):
     async with running_server(str(trained_model_dir), tmp_path, "vscode", options(vllm, remoteModel="tiny-7b"),
                               wait_ready=False) as editor:
@@ -126,8 +184,46 @@ async def test_a_wrong_model_name_or_endpoint_is_one_clear_message(vllm, trained
     assert out.returncode == 1 and "cannot reach" in out.stderr
 
 
-async def test_vllm_killed_mid_stream_then_restarted(vllm, trained_model_dir, tmp_path):
-    """Last in the module: it restarts the server."""
+async def test_vllm_killed_while_the_server_streams_then_restarted(vllm, slow, trained_model_dir, tmp_path):
+    """vLLM dies under a suggestion the editor is being streamed: one clear message, the
+    streamed text taken back, the server goes on serving; restarted (the same port), it
+    serves again, to this server and to one started while it was down. Restarts vLLM."""
+    async with running_server(str(trained_model_dir), tmp_path, "vscode", through(slow, vllm)) as editor:
+        editor.open(URI, CLASS_BODY)
+        answer = asyncio.ensure_future(inline_text(editor, timeout=60))
+        await editor.wait_for(lambda: any(u["text"] for u in editor.updates), 30)
+        vllm.kill()
+        assert await answer == ""
+        await editor.wait_for(lambda: any(u["done"] for u in editor.updates), 10)
+        assert [u for u in editor.updates if u["done"]][-1]["text"] == ""  # what was shown is taken back
+        streamed = [u["text"] for u in editor.updates if u["text"]]
+        assert streamed and all(CORPUS[len(CLASS_BODY):].startswith(s) for s in streamed)
+        await editor.wait_for(lambda: any("mid-completion" in m for m in messages(editor)), 10)
+        shown = [m for m in messages(editor) if "mid-completion" in m]
+        assert len(shown) == 1 and "\n" not in shown[0] and editor.statuses[-1]["state"] == "error"
+        editor.close_all()
+        editor.open(URI, AREA[0])
+        assert await inline_text(editor) == ""  # vLLM is down: the server answers, with nothing
+        second_dir = tmp_path / "second"
+        second_dir.mkdir()
+        async with running_server(str(trained_model_dir), second_dir, "vscode", options(vllm)) as second:
+            await second.wait_for(lambda: any("cannot reach" in m for m in messages(second)), 10)
+            second.open(URI, AREA[0])
+            assert await inline_text(second) == ""  # no server: no suggestion, at once
+            vllm.start()  # the same port
+            print(f"vLLM restarted in {vllm.start_s:.0f} s")
+            for ed in (editor, second):
+                text, end = "", time.monotonic() + 60
+                while text != AREA[1] and time.monotonic() < end:
+                    text = await inline_text(ed)
+                    if text != AREA[1]:
+                        await asyncio.sleep(0.5)  # a backoff may still run: ask again
+                assert text == AREA[1]
+                assert ed.statuses[-1]["state"] == "ready"
+
+
+def test_vllm_killed_mid_stream_is_a_backend_error(vllm, trained_model_dir):
+    """Last in the module: it leaves vLLM down."""
     completer = remote_completer(trained_model_dir, vllm)
     prompt, _ = completer.prompt_for(request_at_end(CORPUS[:120]))
     seen: list[str] = []
@@ -140,15 +236,3 @@ async def test_vllm_killed_mid_stream_then_restarted(vllm, trained_model_dir, tm
     with pytest.raises(BackendError, match="mid-completion") as err:
         long_generation(completer.backend, prompt.ids, on_text=kill_on_first_text)
     assert "\n" not in str(err.value) and seen
-    async with running_server(str(trained_model_dir), tmp_path, "vscode", options(vllm)) as editor:
-        await editor.wait_for(lambda: any("cannot reach" in m for m in messages(editor)), 10)
-        editor.open(URI, AREA[0])
-        assert await inline_text(editor) == ""  # no server: no suggestion, at once
-        vllm.start()  # the same port
-        print(f"vLLM restarted in {vllm.start_s:.0f} s")
-        text, end = "", time.monotonic() + 60
-        while text != AREA[1] and time.monotonic() < end:
-            await asyncio.sleep(0.5)
-            text = await inline_text(editor)
-        assert text == AREA[1]
-        assert editor.statuses[-1]["state"] == "ready"
