@@ -4,8 +4,9 @@ what each suggestion must be), speclsp's real language server over stdio in fron
 One vLLM server per module (scripts/serve-vllm.sh; ~1-2 minutes to start here), stopped by
 its process id. The suggestion equals what vLLM returns for the same prompt (and what the
 local engine suggests); streaming grows; cancelling aborts the request inside vLLM, from
-the backend and from the editor ($/cancelRequest and a keystroke mid-stream: vLLM's own
-token counter stops well short of the uncancelled request's, and no partial text stays);
+the backend (vLLM's own token counter stops short), and from the editor ($/cancelRequest
+and a keystroke mid-stream: the request is answered as cancelled and no partial text
+stays; vLLM's counter is printed, not asserted, as the tiny model can finish first);
 vLLM killed while the editor is streamed a suggestion is one message, the streamed text
 taken back and the server still answering, and once vLLM is restarted (the same port, once
 per module) the editor is served again; killed under the backend, it is an error; a wrong
@@ -166,9 +167,12 @@ async def test_cancelling_mid_stream_through_the_server_aborts_the_request_in_vl
     completer = remote_completer(trained_model_dir, vllm)
     prompt, _ = completer.prompt_for(request_at_end(CLASS_BODY))
     full = long_generation(completer.backend, prompt.ids)
+    # Printed, not asserted: the trained model writes its ~230 tokens in vLLM in ~0.8-1.4 s
+    # here, and the cancel from the editor lands in vLLM ~0.7 s or more after the request
+    # started, so which one wins depends on the load (seen: 111 of 231, and 231 of 231).
+    # The abort itself is asserted at the backend level (test_cancelling_closes_...).
     print(f"vLLM wrote {cancelled:.0f} tokens for the cancelled request, {full.stats.new_tokens} uncancelled")
-    assert full.stats.new_tokens > 200 and full.stats.stop_reason == "eos"
-    assert cancelled < full.stats.new_tokens - 50, (cancelled, full.stats.new_tokens)
+    assert full.stats.new_tokens > 200 and full.stats.stop_reason == "eos" and cancelled <= full.stats.new_tokens
 
 
 async def test_a_wrong_model_name_or_endpoint_is_one_clear_message(vllm, trained_model_dir, tmp_path):
