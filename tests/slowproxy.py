@@ -1,6 +1,6 @@
 """A throttling TCP proxy that stands in for a slow network between speclsp and a real
-server (tests/test_vllm_e2e.py puts it in front of vLLM, whose tiny model streams too fast
-to catch mid-stream from the editor).
+server (tests/test_vllm_faults.py puts it in front of vLLM for the cancel from the editor,
+so that the editor is still being streamed when the cancel lands).
 
 `SlowProxy(port).start()` listens on 127.0.0.1 (a free port) in a thread. Requests go
 through at once; what the server sends back is read as it comes and forwarded in pieces of
