@@ -5,7 +5,7 @@ The trained model of tests/test_vllm_e2e.py ends its answer (~230 tokens) in ~1.
 as long as a cancel takes to reach vLLM, so a test could not tell an abort from a finished
 generation. This model's greedy answer never ends (a short pattern repeated, no end
 token): asked for `MAX_TOKENS` (1,024, the language server's largest maxTokens) it writes
-exactly that many, in ~6 s here. The cancel or the kill comes at the
+exactly that many, in 6-10 s here. The cancel or the kill comes at the
 first streamed text, so vLLM's generation-token counter (its /metrics) tells for certain
 whether the request was aborted: the same request left alone writes the maximum.
 
