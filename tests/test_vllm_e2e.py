@@ -1,19 +1,16 @@
 """End to end with a real engine: vLLM's CPU build serving the tiny trained model (it knows
 what each suggestion must be), speclsp's real language server over stdio in front of it.
 
-One vLLM server per module (scripts/serve-vllm.sh; ~1-2 minutes to start here), stopped by
-its process id. The suggestion equals what vLLM returns for the same prompt (and what the
-local engine suggests); streaming grows; cancelling aborts the request inside vLLM; vLLM
-killed mid-stream is an error and no text, and once it is restarted the editor is served
-again; a wrong model name or endpoint is one clear message. Skipped without vLLM installed
-(`bash scripts/serve-vllm.sh install`), failed instead under CI=true.
+One vLLM server for the module (scripts/serve-vllm.sh; ~1-2 minutes to start here), stopped
+with its whole process group at the module's end. The suggestion equals what vLLM returns
+for the same prompt (and what the local engine suggests); streaming grows; a wrong model
+name or endpoint is one clear message. Cancelling and killing vLLM mid-stream are in
+tests/test_vllm_faults.py, with a random-weights model: this one ends its answer (~230
+tokens) in ~1.4 s, too soon to tell an abort from a finished generation. Skipped without
+vLLM installed (`bash scripts/serve-vllm.sh install`), failed instead under CI=true.
 """
 
 from __future__ import annotations
-
-import asyncio
-import threading
-import time
 
 import httpx
 import pytest
@@ -21,9 +18,6 @@ from conftest import running_server
 from test_remote_server import complete_cli, inline_text, messages, remote
 from test_trained_model import AREA, DESCRIBE, MAX_TOKENS
 from vllmserver import VllmServer, free_port, need_vllm
-
-from speclsp.backend import BackendError, CancelToken
-from speclsp.tools.tiny_trained import CORPUS
 
 pytestmark = pytest.mark.vllm
 URI = "file:///w/shapes.py"
@@ -36,8 +30,10 @@ def vllm(trained_model_dir, tmp_path_factory):
     need_vllm()
     server = VllmServer(trained_model_dir, "tiny", tmp_path_factory.mktemp("vllm") / "vllm.log", ARGS).start()
     print(f"vLLM started in {server.start_s:.0f} s")
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def options(vllm: VllmServer, **more) -> dict:
@@ -89,30 +85,6 @@ async def test_streaming_grows_to_the_suggestion(vllm, trained_model_dir, tmp_pa
     assert stats["last"]["backend"] == "openai" and stats["last"]["endpoint"] == f"127.0.0.1:{vllm.port}"
 
 
-def long_generation(backend, prompt_ids, cancel=None, on_text=None):
-    """A generation of the rest of the corpus (~300 tokens, no show rules to end it)."""
-    return backend.generate(prompt_ids, max_new_tokens=600, cancel=cancel, on_text=on_text)
-
-
-def test_cancelling_closes_the_connection_and_vllm_aborts(vllm, trained_model_dir):
-    completer = remote_completer(trained_model_dir, vllm)
-    prompt, _ = completer.prompt_for(request_at_end(CORPUS[:120]))
-    tokens = lambda: vllm.metric("vllm:generation_tokens_total")  # noqa: E731
-    before = tokens()
-    cancel = CancelToken()
-    t0 = time.monotonic()
-    result = long_generation(completer.backend, prompt.ids, cancel, on_text=lambda t: cancel.cancel())
-    assert result.stats.stop_reason == "cancelled" and time.monotonic() - t0 < 5
-    time.sleep(3)  # longer than the whole generation takes: had it not been aborted, it would be done
-    assert vllm.metric("vllm:num_requests_running") == 0
-    cancelled = tokens() - before
-    full = long_generation(completer.backend, prompt.ids)  # the same request, not cancelled
-    assert full.stats.new_tokens > 100 and full.stats.stop_reason == "eos"
-    # vLLM stopped generating for the cancelled request well before its end (not aborted, it
-    # would have written all of it; the abort lands ~0.5 s after the cancel here, at ~170 tokens/s).
-    assert cancelled < full.stats.new_tokens - 30, (cancelled, full.stats.new_tokens)
-
-
 async def test_a_wrong_model_name_or_endpoint_is_one_clear_message(vllm, trained_model_dir, tmp_path):
     async with running_server(str(trained_model_dir), tmp_path, "vscode", options(vllm, remoteModel="tiny-7b"),
                               wait_ready=False) as editor:
@@ -124,31 +96,3 @@ async def test_a_wrong_model_name_or_endpoint_is_one_clear_message(vllm, trained
     assert out.returncode == 1 and "HTTP 404" in out.stderr and out.stdout == ""
     out = complete_cli(trained_model_dir, f"http://127.0.0.1:{free_port()}/v1", "--remote-model", "tiny")
     assert out.returncode == 1 and "cannot reach" in out.stderr
-
-
-async def test_vllm_killed_mid_stream_then_restarted(vllm, trained_model_dir, tmp_path):
-    """Last in the module: it restarts the server."""
-    completer = remote_completer(trained_model_dir, vllm)
-    prompt, _ = completer.prompt_for(request_at_end(CORPUS[:120]))
-    seen: list[str] = []
-
-    def kill_on_first_text(text: str) -> None:
-        if not seen:
-            threading.Thread(target=vllm.kill).start()
-        seen.append(text)
-
-    with pytest.raises(BackendError, match="mid-completion") as err:
-        long_generation(completer.backend, prompt.ids, on_text=kill_on_first_text)
-    assert "\n" not in str(err.value) and seen
-    async with running_server(str(trained_model_dir), tmp_path, "vscode", options(vllm)) as editor:
-        await editor.wait_for(lambda: any("cannot reach" in m for m in messages(editor)), 10)
-        editor.open(URI, AREA[0])
-        assert await inline_text(editor) == ""  # no server: no suggestion, at once
-        vllm.start()  # the same port
-        print(f"vLLM restarted in {vllm.start_s:.0f} s")
-        text, end = "", time.monotonic() + 60
-        while text != AREA[1] and time.monotonic() < end:
-            await asyncio.sleep(0.5)
-            text = await inline_text(editor)
-        assert text == AREA[1]
-        assert editor.statuses[-1]["state"] == "ready"

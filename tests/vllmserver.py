@@ -7,6 +7,7 @@ install`), and fails it under CI=true, where scripts/test.sh installs it first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -76,15 +77,34 @@ class VllmServer:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
+        self._wait_group_gone()
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM to the process group (serve-vllm.sh execs vLLM, which has an engine and
+        workers), SIGKILL after 30 s; returns when no process of the group is left, so the
+        next module's server never runs beside this one."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        self._wait_group_gone()
+
+    def _wait_group_gone(self, timeout: float = 30) -> None:
+        """Until no live process of the group is left (the engine and workers outlive the
+        leader by a moment); SIGKILL to what is left after `timeout`."""
+        if self.proc is None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)  # the group: serve-vllm.sh execs vLLM, which has workers
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        end = time.monotonic() + timeout
+        while live := group_members(self.proc.pid):
+            if time.monotonic() > end + 10:
+                raise RuntimeError(f"vLLM's processes {live} outlived SIGKILL")
+            if time.monotonic() > end:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            time.sleep(0.1)
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a Prometheus counter or gauge from /metrics, over series with `labels`."""
@@ -93,3 +113,16 @@ class VllmServer:
             if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group `pgid` (Linux /proc)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            live.append(int(stat.parent.name))
+    return live
