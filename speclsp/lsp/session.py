@@ -254,6 +254,7 @@ class Session:
         cfg = st.config
         completer = st.model.completer
         gen = Generation(doc.uri, doc.version, doc.text, offset)
+        log.info("gen %d: started for %s at offset %d", gen.id, doc.uri, offset)
         self._watch(gen)
         st.generations.add(gen)
         # Another document's generation that only fills the cache must not hold up this one.

@@ -453,7 +453,11 @@ class Speclsp implements vscode.Disposable {
       if (!editor || this.uriOf(editor.document) !== uri) return;
       const shown = this.store.lookup(this.stateOf(editor.document, editor.selection.active));
       if (!shown || shown.insertText === this.lastShown.get(uri)) return;
-      void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+      // A trigger alone does not replace a suggestion VS Code already shows (it keeps the
+      // shown item while it still fits: seen in code-server 4.100 / VS Code 1.100, the ghost
+      // text stayed at the first streamed words): hide it, then ask again.
+      void vscode.commands.executeCommand("editor.action.inlineSuggest.hide")
+        .then(() => vscode.commands.executeCommand("editor.action.inlineSuggest.trigger"));
     }, 40));
   }
 
