@@ -16,8 +16,9 @@ and reads `.ghost-text-decoration` (and the view zone of the lines below) back:
   `return` (VS Code's word rule) and the rest stays shown; Tab accepts the rest; the saved
   file is the document and the line;
 - scale (three lines): the ghost text is the three lines; Ctrl+Alt+Right accepts the first
-  line and its line break (VS Code's acceptNextLine), the other two stay shown; Tab the rest;
-  the saved file is exact;
+  line and its line break (VS Code's acceptNextLine), the other two stay shown; twice more
+  takes them (Tab at column 0 before an indented rest indents: VS Code's rule); the saved
+  file is exact;
 
 plus the status bar (loading, then tokens/s), the statistics view, a setting changed live,
 and disable/enable from the status bar menu (nothing shown while disabled; enabled again, the
