@@ -19,17 +19,7 @@ work="$(mktemp -d)"
 trap '[ -n "${SPECLSP_PICTURES_KEEP:-}" ] || rm -rf "$work"' EXIT
 
 # The file and the cursor: textwrap.py less the body of shorten().
-read -r line col < <("$py" - "$work/textwrap.py" <<'PY'
-import sys, textwrap
-src = open(textwrap.__file__).read()
-head = src.index("def shorten(")
-body = src.index('    """\n', src.index('"""', head) + 3) + len('    """\n')  # after the docstring
-end = src.index("\n\n\n", body)
-out = src[:body] + "    " + src[end:]
-open(sys.argv[1], "w").write(out)
-print(src[:body].count("\n"), 4)
-PY
-)
+read -r line col < <("$py" -m speclsp.tools.real_code "$work/textwrap.py")
 echo "take-pictures: textwrap.py, cursor at line $line, column $col (0-based)" >&2
 
 # VS Code.
