@@ -101,6 +101,10 @@ class Speclsp implements vscode.Disposable {
    * generation still running for that version must not bring it back. */
   private readonly dismissedAt = new Map<string, number>();
   private readonly refreshTimers = new Map<string, NodeJS.Timeout>();
+  /** Documents whose ghost text is being re-shown for a streamed update: what VS Code asks
+   * for meanwhile is answered from the store only, never with a new request (after Esc or an
+   * accept the store is empty, and a request would bring the suggestion back). */
+  private readonly refreshing = new Set<string>();
   private statsTimer: NodeJS.Timeout | undefined;
   private statsPanel: vscode.WebviewPanel | undefined;
   private options: ServerOptions;
@@ -348,6 +352,7 @@ class Speclsp implements vscode.Disposable {
       // Typed into a suggestion still being written: subscribe to the rest of it.
       if (this.store.needsSubscription(state)) void this.request(document, position, context, state);
     } else {
+      if (this.refreshing.has(state.uri)) return undefined; // a refresh shows what the stream has
       const response = this.request(document, position, context, state);
       if (!response) return undefined;
       await this.firstText(state.uri, response, token);
@@ -456,8 +461,10 @@ class Speclsp implements vscode.Disposable {
       // A trigger alone does not replace a suggestion VS Code already shows (it keeps the
       // shown item while it still fits: seen in code-server 4.100 / VS Code 1.100, the ghost
       // text stayed at the first streamed words): hide it, then ask again.
-      void vscode.commands.executeCommand("editor.action.inlineSuggest.hide")
-        .then(() => vscode.commands.executeCommand("editor.action.inlineSuggest.trigger"));
+      this.refreshing.add(uri);
+      void Promise.resolve(vscode.commands.executeCommand("editor.action.inlineSuggest.hide"))
+        .then(() => vscode.commands.executeCommand("editor.action.inlineSuggest.trigger"))
+        .finally(() => this.refreshing.delete(uri));
     }, 40));
   }
 
