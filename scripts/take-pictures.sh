@@ -10,6 +10,9 @@
 # the file). Writes editors/vscode/images/{ghost-text,streaming,status-bar,statistics}.{png,gif}
 # and editors/neovim/media/ghost-text.png, each quantised to stay small.
 #
+# A quiet machine makes the better picture: no completion runs longer than 10 s (prompt
+# included), so on a busy CPU the suggestion is short; the prompt is held to 1024 tokens.
+#
 # Needs: scripts/setup.sh, scripts/install-vscode-test.sh, scripts/install-neovim.sh, tmux,
 # the default model (`speclsp models pull qwen2.5-coder-0.5b`). Several minutes on a CPU.
 set -euo pipefail
@@ -26,7 +29,7 @@ echo "take-pictures: textwrap.py, cursor at line $line, column $col (0-based)" >
 bash "$repo/editors/vscode/scripts/package.sh" "$work/speclsp.vsix" >&2
 node "$repo/editors/vscode/e2e/run-e2e.mjs" --pictures "$work/vscode" --file "$work/textwrap.py" \
   --line "$line" --character "$col" --vsix "$work/speclsp.vsix" --server "$repo/.venv/bin/speclsp" \
-  --model "" --dtype auto --device auto --lookahead auto --max-tokens 64 --load-timeout 420 \
+  --model "" --dtype auto --device auto --lookahead auto --max-tokens 64 --context-budget 1024 --load-timeout 420 \
   --artifacts "$work/artifacts"
 
 # Neovim (0.12: its own inline completion draws the ghost text).

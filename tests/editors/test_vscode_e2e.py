@@ -129,7 +129,8 @@ def test_default_model_suggests_in_vscode_on_real_code(vsix, tmp_path):
     line, col = textwrap_without_shorten_body(tmp_path / "textwrap.py")
     artifacts = ARTIFACTS / "vscode-e2e-default-model"
     cmd = ["node", str(E2E / "run-e2e.mjs"), "--vsix", str(vsix), "--server", _server(), "--model", "",
-           "--dtype", "auto", "--device", "auto", "--lookahead", "auto", "--max-tokens", "64", "--load-timeout", "420",
+           "--dtype", "auto", "--device", "auto", "--lookahead", "auto", "--max-tokens", "64", "--context-budget", "1024",
+           "--load-timeout", "420",
            "--pictures", str(tmp_path / "pictures"), "--file", str(tmp_path / "textwrap.py"), "--line", str(line),
            "--character", str(col), "--artifacts", str(artifacts)]
     r = subprocess.run(cmd, text=True, capture_output=True, timeout=900)

@@ -45,6 +45,7 @@ const { values: args } = parseArgs({
     dtype: { type: "string", default: "float32" },
     device: { type: "string", default: "cpu" },
     "max-tokens": { type: "string", default: "48" },
+    "context-budget": { type: "string", default: "2048" },
     lookahead: { type: "string", default: "fixed:0" },
     "step-delay": { type: "string", default: "0" },
     artifacts: { type: "string", default: path.resolve(here, "../../../artifacts/vscode-e2e") },
@@ -144,6 +145,7 @@ const settings = {
   "speclsp.dtype": args.dtype,
   "speclsp.device": args.device,
   "speclsp.maxTokens": Number(args["max-tokens"]),
+  "speclsp.contextBudget": Number(args["context-budget"]),
   // Checks: one token per model step, so the suggestion streams in many updates; switched
   // to "auto" live later in the run.
   "speclsp.lookahead": args.lookahead,
