@@ -6,7 +6,8 @@
 #
 # Needs scripts/setup.sh and scripts/install-neovim.sh (neovim) or
 # scripts/install-vscode-test.sh (vscode). Prints one pytest summary line per run and the
-# count of runs that passed.
+# count of runs that passed; each run's output goes to artifacts/under-load/ (and, for a
+# failed VS Code run, what its driver left in artifacts/vscode-e2e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -18,11 +19,18 @@ runs="${2:-10}"
 python3 -c "while True: pass" & b1=$!
 python3 -c "while True: pass" & b2=$!
 trap 'kill $b1 $b2 2>/dev/null || true' EXIT
+out=artifacts/under-load
+mkdir -p "$out"
 passed=0
 for i in $(seq 1 "$runs"); do
-  if line=$(.venv/bin/python -m pytest -p no:cacheprovider -m "not slow" "$tests" -q 2>&1 | tail -1); [[ "$line" == *passed* && "$line" != *failed* && "$line" != *error* ]]; then
+  log="$out/$1-run-$i.log"
+  .venv/bin/python -m pytest -p no:cacheprovider -m "not slow" "$tests" -q -rf >"$log" 2>&1 || true
+  line=$(tail -1 "$log")
+  if [[ "$line" == *passed* && "$line" != *failed* && "$line" != *error* ]]; then
     passed=$((passed + 1))
+  elif [[ "$1" == vscode && -d artifacts/vscode-e2e ]]; then
+    rm -rf "$out/vscode-run-$i" && cp -r artifacts/vscode-e2e "$out/vscode-run-$i"  # what the failed run left
   fi
   echo "run $i: $line"
 done
-echo "$passed/$runs runs passed ($tests, two CPU-bound processes beside them)"
+echo "$passed/$runs runs passed ($tests, two CPU-bound processes beside them; logs in $out)"
