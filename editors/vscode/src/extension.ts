@@ -346,6 +346,11 @@ class Speclsp implements vscode.Disposable {
     context: vscode.InlineCompletionContext, token: vscode.CancellationToken): Promise<vscode.InlineCompletionItem[] | undefined> {
     if (!this.options.enabled || !isLanguageEnabled(this.options.languages, document.languageId)) return undefined;
     const state = this.stateOf(document, position);
+    // Dismissed (Esc) at this version: an automatic ask still pending from the last key (VS
+    // Code's own, debounced) must not bring it back from the server's cache. A new key, or
+    // Alt+\, asks again.
+    if (this.dismissedAt.get(state.uri) === state.version &&
+      context.triggerKind === vscode.InlineCompletionTriggerKind.Automatic) return undefined;
     // The stream (or an earlier answer) already has text that fits: show it at once.
     let shown = this.store.lookup(state);
     if (shown) {
