@@ -4,8 +4,8 @@
 and the tiny model trained on a known corpus (speclsp.tools.tiny_trained), so the checks say
 WHAT is shown. The driver, editors/vscode/e2e/run-e2e.mjs, gets the cases below (a document
 that is the corpus cut after a line's indentation, and the exact suggestion there, as in
-tests/editors/test_neovim.py), makes each the only open document, asks with Alt+\\ at its end
-and reads `.ghost-text-decoration` (and the view zone of the lines below) back:
+tests/editors/test_neovim.py), makes each the only open document, types its last character at its
+end (which asks for a suggestion) and reads `.ghost-text-decoration` (and the view zone of the lines below) back:
 
 - area: exactly `return self.width * self.height`; typing `return se` shows exactly the rest
   after each key with no new model run; Esc dismisses it for good; the saved file has only

@@ -10,7 +10,9 @@
 //
 // FILE maps case names (area, describe, scale) to {doc, want, ...}: a document that is the
 // corpus cut after a line's indentation and the exact suggestion there. Each case is the only
-// open document (others would enter the prompt); at its end, Alt+\ asks for a suggestion and
+// open document (others would enter the prompt); its file is the document less the last
+// character, and typing that character at its end asks for a suggestion (automatically, as a
+// user's typing does; an explicit Trigger Inline Suggestion is in the pictures mode), and
 // the ghost text must be exactly `want`: it grows through prefixes of it while the server
 // streams (SPECLSP_TEST_STEP_DELAY_S slows the model's steps so growth is on screen whatever
 // the machine's speed), typing its first characters keeps exactly the rest shown with no new
@@ -563,12 +565,14 @@ async function checks(page, item) {
   await sleep(3000); // an absence: nothing to wait for
   const none = await ghostText(page);
   check("no ghost text while disabled", none === "", q(none));
+  // Take the character back while still disabled (no request), so that the next ask is at
+  // the trained cursor only: a request after Backspace would start the model one character
+  // early, and the typed character would be served from that generation (typing ahead).
+  await page.keyboard.press("Backspace");
   await pickFromStatusMenu(page, item, "Enable completions");
   const on = await waitFor(() => /enabled=True/.test(serverLogText().split("enabled=False").pop() ?? ""), 15_000);
   check("enabling again reaches the server", !!on);
   await page.locator(".monaco-editor .view-lines").first().click({ position: { x: 5, y: 5 } });
-  await page.keyboard.press("Control+End");
-  await page.keyboard.press("Backspace");
   await typeLast(page, area);
   [ok, seen] = await waitGhost(page, area.want);
   check("enabled again, typing shows exactly area's body again", ok, `want ${q(area.want)}, shown ${q(seen)}`);
