@@ -566,9 +566,11 @@ async function checks(page, item) {
   const none = await ghostText(page);
   check("no ghost text while disabled", none === "", q(none));
   // Take the character back while still disabled (no request), so that the next ask is at
-  // the trained cursor only: a request after Backspace would start the model one character
-  // early, and the typed character would be served from that generation (typing ahead).
-  await page.keyboard.press("Backspace");
+  // the trained cursor only: a request after the deletion would start the model early, and
+  // the typed character would be served from that generation (typing ahead). Selected and
+  // deleted: Backspace in indentation deletes to the previous tab stop.
+  await page.keyboard.press("Shift+ArrowLeft");
+  await page.keyboard.press("Delete");
   await pickFromStatusMenu(page, item, "Enable completions");
   const on = await waitFor(() => /enabled=True/.test(serverLogText().split("enabled=False").pop() ?? ""), 15_000);
   check("enabling again reaches the server", !!on);
