@@ -5,7 +5,7 @@
 #
 #   scripts/take-pictures.sh
 #
-# The code: Python's own textwrap.py with the body of `shorten` taken out, the cursor where it
+# The code: Python's own textwrap.py with the body of `fill` taken out, the cursor where it
 # was (a function of a well-known public module, completed from its docstring and the rest of
 # the file). Writes editors/vscode/images/{ghost-text,streaming,status-bar,statistics}.{png,gif}
 # and editors/neovim/media/ghost-text.png, each quantised to stay small.
@@ -21,7 +21,7 @@ py="$repo/.venv/bin/python"
 work="$(mktemp -d)"
 trap '[ -n "${SPECLSP_PICTURES_KEEP:-}" ] || rm -rf "$work"' EXIT
 
-# The file and the cursor: textwrap.py less the body of shorten().
+# The file and the cursor: textwrap.py less the body of fill().
 read -r line col < <("$py" -m speclsp.tools.real_code "$work/textwrap.py")
 echo "take-pictures: textwrap.py, cursor at line $line, column $col (0-based)" >&2
 

@@ -166,7 +166,7 @@ def editor(request, trained_model_dir, tmp_path_factory):
     nvim = pynvim.attach("child", argv=[binary, "--embed", "--headless", "--clean", "-n"])
     try:
         nvim.command(f"set rtp^={PLUGIN}")
-        nvim.command(f"runtime! plugin/speclsp.lua")
+        nvim.command("runtime! plugin/speclsp.lua")
         # lookahead fixed:0: one token per forward, so the long line streams in many updates
         # (as tests/test_trained_model.py); maxTokens: the window the model was trained on.
         nvim.exec_lua(

@@ -26,7 +26,7 @@ exact rest of area's body after what was typed). Every wait is for a specific st
 generous timeouts. Screenshots and logs land in artifacts/vscode-e2e/ (git-ignored).
 
 `slow`: the default model in VS Code on real code (Python's textwrap.py, the body of
-`shorten` taken out), through the driver's pictures mode (what scripts/take-pictures.sh
+`fill` taken out), through the driver's pictures mode (what scripts/take-pictures.sh
 runs): a suggestion shows, the status bar and the statistics view report it.
 `scripts/install-vscode-test.sh` installs code-server, playwright-core and chromium.
 """
@@ -119,14 +119,14 @@ def test_vscode_shows_streams_and_accepts_exactly_the_suggestion(vsix, trained_m
 @pytest.mark.slow
 def test_default_model_suggests_in_vscode_on_real_code(vsix, tmp_path):
     from speclsp.local import registry as models
-    from speclsp.tools.real_code import textwrap_without_shorten_body
+    from speclsp.tools.real_code import textwrap_without_body
 
     if not models.is_ready(models.converted_dir(models.DEFAULT_MODEL)):
         msg = "default model not cached: run `speclsp models pull qwen2.5-coder-0.5b` (scripts/test.sh does)"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    line, col = textwrap_without_shorten_body(tmp_path / "textwrap.py")
+    line, col = textwrap_without_body(tmp_path / "textwrap.py")
     artifacts = ARTIFACTS / "vscode-e2e-default-model"
     cmd = ["node", str(E2E / "run-e2e.mjs"), "--vsix", str(vsix), "--server", _server(), "--model", "",
            "--dtype", "auto", "--device", "auto", "--lookahead", "auto", "--max-tokens", "64", "--context-budget", "1024",
