@@ -61,6 +61,20 @@ def trained_model_dir() -> Path:
     return tiny_trained.trained()
 
 
+def at_body(header: str) -> tuple[str, str]:
+    """(document, expected suggestion) of the trained model for a cursor on the first line
+    of the body under `header` in `tiny_trained.CORPUS`, after its indentation, the
+    document ending there: the body up to its blank line, the first line's indentation
+    removed. The editor tests and tests/test_trained_model.py complete at these."""
+    from speclsp.tools.tiny_trained import CORPUS
+
+    start = CORPUS.index(header + "\n") + len(header) + 1
+    end = CORPUS.index("\n\n", start)
+    body = CORPUS[start:end]
+    indent = len(body) - len(body.lstrip(" "))
+    return CORPUS[: start + indent], body[indent:]
+
+
 @pytest.fixture(scope="session")
 def trained_lm(trained_model_dir):
     """The trained tiny model loaded in float32 on CPU."""

@@ -8,23 +8,12 @@ from __future__ import annotations
 
 import pytest
 import pytest_asyncio
-from conftest import running_server
+from conftest import at_body, running_server
 
 from speclsp.tools.tiny_trained import CORPUS, WINDOW
 
 MAX_TOKENS = WINDOW  # the training checks this many tokens at every cursor
 OPTIONS = {"lookahead": "fixed:0", "maxTokens": MAX_TOKENS}  # one token per forward: many updates
-
-
-def at_body(header: str) -> tuple[str, str]:
-    """(document, expected suggestion) for a cursor on the first line of the body under
-    `header`, after its indentation, the document ending there: the expected suggestion is
-    the body up to its blank line, indentation of the first line removed."""
-    start = CORPUS.index(header + "\n") + len(header) + 1
-    end = CORPUS.index("\n\n", start)
-    body = CORPUS[start:end]
-    indent = len(body) - len(body.lstrip(" "))
-    return CORPUS[: start + indent], body[indent:]
 
 
 AREA = at_body("    def area(self):")

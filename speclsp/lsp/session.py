@@ -41,6 +41,10 @@ CANCEL_GRACE_S = 0.25  # a cancelled request's generation waits this long for a 
 # makes a generation raise when its document contains MARKER, so tests can check that a
 # failing generation fails its own request only (tests/test_reliability_faults.py).
 FAULT_INJECT_ENV = "SPECLSP_FAULT_INJECT"
+# TEST-ONLY, off unless set: seconds the model thread waits after each step it streams, so an
+# editor test can watch a suggestion of a tiny, fast model grow on screen whatever the
+# machine's speed (tests/editors/test_vscode_e2e.py). The text is the model's, unchanged.
+STEP_DELAY_ENV = "SPECLSP_TEST_STEP_DELAY_S"
 
 
 def debounce_s(interval: float | None, invoked: bool) -> float:
@@ -89,6 +93,7 @@ class Session:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.fault_inject = os.environ.get(FAULT_INJECT_ENV, "")  # test-only; see FAULT_INJECT_ENV
+        self.step_delay_s = float(os.environ.get(STEP_DELAY_ENV) or 0)  # test-only; see STEP_DELAY_ENV
         self._events: dict[int, asyncio.Event] = {}  # generation id -> wakes its waiters
         self._backend_problem = ""  # the last BackendError while it lasts ("" = serving)
 
@@ -250,6 +255,7 @@ class Session:
         cfg = st.config
         completer = st.model.completer
         gen = Generation(doc.uri, doc.version, doc.text, offset)
+        log.info("gen %d: started for %s at offset %d", gen.id, doc.uri, offset)
         self._watch(gen)
         st.generations.add(gen)
         # Another document's generation that only fills the cache must not hold up this one.
@@ -273,6 +279,12 @@ class Session:
         loop = st.loop
         st.stats.model_calls += 1
         fault = self.fault_inject.removeprefix("generate-if-contains:") if self.fault_inject else ""
+        step_delay = self.step_delay_s
+
+        def on_text(text: str) -> None:  # on the model thread, after each step
+            loop.call_soon_threadsafe(self._grow, gen, text)
+            if step_delay:
+                time.sleep(step_delay)  # test-only (STEP_DELAY_ENV)
 
         def run(cancel: CancelToken):
             if fault and fault in req.text:  # test-only (FAULT_INJECT_ENV)
@@ -281,7 +293,7 @@ class Session:
                 log.info("gen %d: the index is %d updates behind; drafting from what it has", gen.id, st.indexer.pending())
             drafter = st.indexes.drafter_for(gen.uri, offset)  # here, not on the loop: it takes the index's lock
             return completer.complete(req, drafter=drafter, policy=policy, cancel=cancel,
-                                      on_text=lambda t: loop.call_soon_threadsafe(self._grow, gen, t))
+                                      on_text=on_text)
 
         fut = st.worker.submit(document_key(doc.uri), run, gen.cancel)
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, gen, f))

@@ -155,6 +155,7 @@ class ServerState:
         if uri in self.documents:
             self.close(uri)  # opened again without a close: start over from this text
         doc = self.documents.open(uri, path, language_id, version, text)
+        log.info("opened %s (%d chars)", uri, len(text))
         if not doc.too_large:
             self.indexer.submit(lambda: self.indexes.open(uri, text))
 
@@ -197,6 +198,7 @@ class ServerState:
 
     def close(self, uri: str) -> None:
         if self.documents.close(uri) is not None:
+            log.info("closed %s", uri)
             self.indexer.submit(lambda: self.indexes.close(uri))
         self.worker.cancel(document_key(uri))
         self.generations.drop(uri)

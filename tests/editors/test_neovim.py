@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from speclsp.tools.tiny_trained import CORPUS
+from conftest import at_body
 
 pynvim = pytest.importorskip("pynvim")
 
@@ -40,17 +40,6 @@ BUILDS = {
 NAMESPACE = {"0.12": "nvim.lsp.inline_completion", "0.11": "speclsp.ghost"}
 HINTS = {"ComplHintMore", "Comment"}  # highlight groups of the (i/n) hint, not part of the text
 WAIT = 60.0  # seconds to wait for an expected state (a slow, loaded machine; not a timing check)
-
-
-def at_body(header: str) -> tuple[str, str]:
-    """(document, expected suggestion) for a cursor on the first line of the body under
-    `header`, after its indentation, the document ending there: the body up to its blank
-    line, the first line's indentation removed (as tests/test_trained_model.py)."""
-    start = CORPUS.index(header + "\n") + len(header) + 1
-    end = CORPUS.index("\n\n", start)
-    body = CORPUS[start:end]
-    indent = len(body) - len(body.lstrip(" "))
-    return CORPUS[: start + indent], body[indent:]
 
 
 AREA = at_body("    def area(self):")  # "return self.width * self.height"
@@ -177,7 +166,7 @@ def editor(request, trained_model_dir, tmp_path_factory):
     nvim = pynvim.attach("child", argv=[binary, "--embed", "--headless", "--clean", "-n"])
     try:
         nvim.command(f"set rtp^={PLUGIN}")
-        nvim.command(f"runtime! plugin/speclsp.lua")
+        nvim.command("runtime! plugin/speclsp.lua")
         # lookahead fixed:0: one token per forward, so the long line streams in many updates
         # (as tests/test_trained_model.py); maxTokens: the window the model was trained on.
         nvim.exec_lua(
@@ -344,7 +333,7 @@ def test_toggled_off_nothing_is_shown_and_tab_is_a_tab(editor: Editor):
     editor.type("<Esc>")
 
 
-def test_native_completion_lists_and_inserts_the_server_completion(editor: Editor):
+def test_native_completion_inserts_the_whole_multi_line_item(editor: Editor):
     editor.start(SCALE[0])
     editor.wait_shown(SCALE[1])
     editor.lua("vim.lsp.completion.get()")
@@ -356,15 +345,22 @@ def test_native_completion_lists_and_inserts_the_server_completion(editor: Edito
     lsp_item = item["user_data"]["nvim"]["lsp"]["completion_item"]
     assert lsp_item["textEdit"]["newText"] == SCALE[1]
     assert item["abbr"] == lsp_item["label"] == SCALE[1].split("\n")[0]
-    # Select and take it (what <C-n><C-y> do in the popup menu; without a UI there is no menu
-    # to type into, so through the API the menu is driven by). Neovim's own LSP completion
-    # inserts the item's `word`, which for a plain-text edit is newText up to its first
-    # whitespace (vim/lsp/completion.lua, get_completion_word): here "width", not the lines.
+    # Neovim's own LSP completion makes the item's `word` the plain-text edit's newText up
+    # to its first whitespace (vim/lsp/completion.lua, get_completion_word); the plugin puts
+    # the rest in when the item is accepted (speclsp.menu).
     assert item["word"] == "width"
-    editor.nvim.api.select_popupmenu_item(0, True, True, {})
-    want = SCALE[0] + item["word"]
+    # Select it (what <C-n> does in the popup menu: without a UI there is no menu to type
+    # into, so it is selected through the API), then take it with <C-y>, as a user does.
+    # (Finishing through the API instead ends the completion as "discard", not "accept".)
+    editor.nvim.api.select_popupmenu_item(0, True, False, {})
+    wait_for(lambda: editor.text() == SCALE[0] + item["word"], timeout=WAIT, what="the selected item's word")
+    editor.type("<C-y>")
+    want = SCALE[0] + SCALE[1]
     wait_for(lambda: editor.text() == want, timeout=WAIT,
-             what=f"the completion's word inserted (want {want!r}, have {editor.lines()!r})")
+             what=f"the whole item inserted (want {want!r}, have {editor.lines()!r})")
+    assert editor.mode() == "i"
+    row, col = editor.nvim.current.window.cursor
+    assert (row, col) == (len(editor.lines()), len(SCALE[1].split("\n")[-1]))  # after the item
     editor.type("<Esc>")
 
 

@@ -4,6 +4,9 @@
 #
 #   editors/neovim/scripts/screenshot.sh [OUT.png] [NVIM]
 #
+# SPECLSP_SHOT_FILE / SPECLSP_SHOT_LINE (1-based): the file, and the line whose end the cursor
+# goes to (scripts/take-pictures.sh passes real code); default: a small geometry.py, its end.
+#
 # Needs: tmux, Pillow (in the venv), fonts-dejavu-core, the default model
 # (`speclsp models pull qwen2.5-coder-0.5b`), scripts/install-neovim.sh.
 set -euo pipefail
@@ -48,8 +51,7 @@ t:start(500, 250, vim.schedule_wrap(function()
   if #g >= 12 and g == last then
     since = since + 250
     if since >= 10000 then
-      local c = vim.api.nvim_win_get_cursor(0)
-      vim.fn.writefile({ ("%d,%d"):format(c[1], c[2]) }, "$work/ready")
+      vim.fn.writefile({ ("%d,%d"):format(vim.fn.winline(), vim.fn.wincol()) }, "$work/ready")
       t:stop()
     end
   else
@@ -58,9 +60,16 @@ t:start(500, 250, vim.schedule_wrap(function()
 end))
 LUA
 
+name=geometry.py
+keys=(G A)
+if [ -n "${SPECLSP_SHOT_FILE:-}" ]; then
+    name="$(basename "$SPECLSP_SHOT_FILE")"
+    cp "$SPECLSP_SHOT_FILE" "$work/proj/$name"
+    keys=(A)
+fi
 tmux kill-session -t speclsp-shot 2>/dev/null || true
 tmux -f /dev/null new-session -d -s speclsp-shot -x 92 -y 20 \
-    "cd '$work/proj' && TERM=tmux-256color '$nvim' -u '$work/init.lua' geometry.py"
+    "cd '$work/proj' && TERM=tmux-256color '$nvim' -u '$work/init.lua' +${SPECLSP_SHOT_LINE:-1} '$name'"
 tmux set -t speclsp-shot -g status off
 # Wait for the model, then type in the method body.
 for _ in $(seq 600); do
@@ -68,12 +77,12 @@ for _ in $(seq 600); do
     sleep 0.2
 done
 sleep 0.5
-tmux send-keys -t speclsp-shot 'G' 'A'
+tmux send-keys -t speclsp-shot "${keys[@]}"
 for _ in $(seq 300); do [ -f "$work/ready" ] && break; sleep 0.2; done
 [ -f "$work/ready" ] || { echo "screenshot: no ghost text came" >&2; tail -20 "$work/speclsp.log" >&2; exit 1; }
 tmux capture-pane -t speclsp-shot -e -p > "$work/capture.ansi"
 IFS=, read -r row col < "$work/ready"
-# Screen position of the cursor: with 'number' the text starts after a 4-column gutter.
-python "$here/ansi2png.py" "$work/capture.ansi" "$out" --cursor "$((row - 1)),$((col + 4))"
+# The cursor's screen position (winline/wincol, 1-based; the number column included).
+"$repo/.venv/bin/python" "$here/ansi2png.py" "$work/capture.ansi" "$out" --cursor "$((row - 1)),$((col - 1))"
 grep " req " "$work/speclsp.log" | tail -3 >&2 || true
 echo "screenshot: wrote $out"

@@ -101,6 +101,10 @@ class Speclsp implements vscode.Disposable {
    * generation still running for that version must not bring it back. */
   private readonly dismissedAt = new Map<string, number>();
   private readonly refreshTimers = new Map<string, NodeJS.Timeout>();
+  /** Documents whose ghost text is being re-shown for a streamed update: what VS Code asks
+   * for meanwhile is answered from the store only, never with a new request (after Esc or an
+   * accept the store is empty, and a request would bring the suggestion back). */
+  private readonly refreshing = new Set<string>();
   private statsTimer: NodeJS.Timeout | undefined;
   private statsPanel: vscode.WebviewPanel | undefined;
   private options: ServerOptions;
@@ -342,12 +346,18 @@ class Speclsp implements vscode.Disposable {
     context: vscode.InlineCompletionContext, token: vscode.CancellationToken): Promise<vscode.InlineCompletionItem[] | undefined> {
     if (!this.options.enabled || !isLanguageEnabled(this.options.languages, document.languageId)) return undefined;
     const state = this.stateOf(document, position);
+    // Dismissed (Esc) at this version: an automatic ask still pending from the last key (VS
+    // Code's own, debounced) must not bring it back from the server's cache. A new key, or
+    // Alt+\, asks again.
+    if (this.dismissedAt.get(state.uri) === state.version &&
+      context.triggerKind === vscode.InlineCompletionTriggerKind.Automatic) return undefined;
     // The stream (or an earlier answer) already has text that fits: show it at once.
     let shown = this.store.lookup(state);
     if (shown) {
       // Typed into a suggestion still being written: subscribe to the rest of it.
       if (this.store.needsSubscription(state)) void this.request(document, position, context, state);
     } else {
+      if (this.refreshing.has(state.uri)) return undefined; // a refresh shows what the stream has
       const response = this.request(document, position, context, state);
       if (!response) return undefined;
       await this.firstText(state.uri, response, token);
@@ -453,7 +463,13 @@ class Speclsp implements vscode.Disposable {
       if (!editor || this.uriOf(editor.document) !== uri) return;
       const shown = this.store.lookup(this.stateOf(editor.document, editor.selection.active));
       if (!shown || shown.insertText === this.lastShown.get(uri)) return;
-      void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+      // A trigger alone does not replace a suggestion VS Code already shows (it keeps the
+      // shown item while it still fits: seen in code-server 4.100 / VS Code 1.100, the ghost
+      // text stayed at the first streamed words): hide it, then ask again.
+      this.refreshing.add(uri);
+      void Promise.resolve(vscode.commands.executeCommand("editor.action.inlineSuggest.hide"))
+        .then(() => vscode.commands.executeCommand("editor.action.inlineSuggest.trigger"))
+        .finally(() => this.refreshing.delete(uri));
     }, 40));
   }
 

@@ -158,6 +158,7 @@ local function attach(bufnr, client)
   end
   if o.completion.native and vim.lsp.completion and vim.lsp.completion.enable then
     vim.lsp.completion.enable(true, client.id, bufnr, { autotrigger = o.completion.autotrigger })
+    require("speclsp.menu").attach(bufnr, client.id) -- the whole item, not its first word
   end
 end
 
