@@ -17,7 +17,7 @@ import pytest
 from conftest import running_server
 from test_remote_server import complete_cli, inline_text, messages, remote
 from test_trained_model import AREA, DESCRIBE, MAX_TOKENS
-from vllmserver import VllmServer, free_port, need_vllm
+from vllmserver import VllmServer, module_server, free_port
 
 pytestmark = pytest.mark.vllm
 URI = "file:///w/shapes.py"
@@ -27,13 +27,7 @@ ARGS = ("--dtype", "float32", "--max-model-len", "2048", "--enforce-eager")
 
 @pytest.fixture(scope="module")
 def vllm(trained_model_dir, tmp_path_factory):
-    need_vllm()
-    server = VllmServer(trained_model_dir, "tiny", tmp_path_factory.mktemp("vllm") / "vllm.log", ARGS).start()
-    print(f"vLLM started in {server.start_s:.0f} s")
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from module_server(trained_model_dir, tmp_path_factory, ARGS, "vLLM")
 
 
 def options(vllm: VllmServer, **more) -> dict:

@@ -37,7 +37,7 @@ import pytest
 from conftest import running_server
 from test_remote_server import inline_text, messages, remote
 from slowproxy import SlowProxy
-from vllmserver import VllmServer, need_vllm
+from vllmserver import VllmServer, module_server
 
 from speclsp.backend import BackendError, CancelToken
 from speclsp.tools.tiny_trained import CORPUS
@@ -66,13 +66,7 @@ def random_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vllm(random_model_dir, tmp_path_factory):
-    need_vllm()
-    server = VllmServer(random_model_dir, "tiny", tmp_path_factory.mktemp("vllm") / "vllm.log", ARGS).start()
-    print(f"vLLM (random model) started in {server.start_s:.0f} s")
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from module_server(random_model_dir, tmp_path_factory, ARGS, "vLLM (random model)")
 
 
 def completer_for(model_dir, vllm: VllmServer):

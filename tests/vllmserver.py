@@ -126,3 +126,15 @@ def group_members(pgid: int) -> list[int]:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             live.append(int(stat.parent.name))
     return live
+
+
+def module_server(model_dir, tmp_path_factory, args, what: str = "vLLM"):
+    """A module fixture's body: start vLLM serving `model_dir` as "tiny" (skip, or fail under
+    CI, as `need_vllm` says), yield it, and stop it whatever happens."""
+    need_vllm()
+    server = VllmServer(model_dir, "tiny", tmp_path_factory.mktemp("vllm") / "vllm.log", args).start()
+    print(f"{what} started in {server.start_s:.0f} s")
+    try:
+        yield server
+    finally:
+        server.stop()
