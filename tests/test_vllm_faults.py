@@ -129,7 +129,9 @@ def test_cancelling_closes_the_connection_and_vllm_aborts(vllm, random_model_dir
     wait_idle(vllm)  # the request left vLLM: aborted (or done, which the count rules out)
     cancelled = tokens(vllm) - before
     print(f"vLLM wrote {cancelled:.0f} of {MAX_TOKENS} tokens for the cancelled request")
-    assert 0 < cancelled < MAX_TOKENS / 2, cancelled
+    # Fewer than the control's exact MAX_TOKENS: vLLM stopped. Not a tighter bound: on a busy CI
+    # machine the cancel took ~8 s to land once (816 of 1,024), against 18-267 tokens here.
+    assert 0 < cancelled < MAX_TOKENS, cancelled
     assert_nothing_more_generated(vllm, completer.backend, ids)
 
 
@@ -172,7 +174,9 @@ async def test_cancelling_mid_stream_through_the_server_aborts_the_request_in_vl
         assert streamed and all(streamed[-1].startswith(s) for s in streamed)
     print(f"vLLM wrote {cancelled:.0f} of {MAX_TOKENS} tokens for the request cancelled from the editor")
     # Left alone it writes all of them (test_the_random_model_writes_until_the_maximum).
-    assert 0 < cancelled < MAX_TOKENS / 2, cancelled
+    # Fewer than the control's exact MAX_TOKENS: vLLM stopped. Not a tighter bound: on a busy CI
+    # machine the cancel took ~8 s to land once (816 of 1,024), against 18-267 tokens here.
+    assert 0 < cancelled < MAX_TOKENS, cancelled
     completer = completer_for(random_model_dir, vllm)
     await asyncio.to_thread(assert_nothing_more_generated, vllm, completer.backend, prompt_ids(completer))
 
