@@ -17,6 +17,7 @@ fixed order of sources.
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -114,14 +115,9 @@ class WorkspaceDrafter:
 
     def lookup(self, tail: Sequence[int], limit: int) -> tuple[list[int], list[float], str, int, bool] | None:
         """Continuation of `tail`: (tokens, agreement, source, match length, ran out of text)."""
-        indexes = [self._own] + ([self.index] if self.index is not None else [])
-        for ix in indexes:
-            ix.lock.acquire()
-        try:
+        indexes = self._indexes()
+        with _locked(indexes):
             return self._lookup(indexes, tail, limit)
-        finally:
-            for ix in indexes:
-                ix.lock.release()
 
     def _lookup(self, indexes: list[NgramIndex], tail: Sequence[int], limit: int):
         live = self._candidates(indexes, tail, limit, per_index=False)
@@ -165,20 +161,23 @@ class WorkspaceDrafter:
         (so the request's own tokens are heard even where the workspace matches longer),
         and a context too common to draft from keeps its most recent occurrences."""
         found: list[tuple[NgramIndex, int]] = []
-        level = {}
-        for ix in indexes:
+        level: dict[int, int] = {}  # id(index) -> the context length its candidates matched
+        if per_index:
+            for ix in indexes:
+                for li in range(len(LEVELS) - 1, -1, -1):
+                    if len(tail) >= LEVELS[li] and (got := ix.bucket(li, hash(tuple(tail[-LEVELS[li]:])))):
+                        found += [(ix, u) for u in got[-self.max_candidates:]]
+                        level[id(ix)] = LEVELS[li]
+                        break
+        else:  # the longest level with a hit in any index, all indexes' hits there
             for li in range(len(LEVELS) - 1, -1, -1):
-                n = LEVELS[li]
-                if len(tail) < n or (not per_index and level and n < max(level.values())):
+                if len(tail) < LEVELS[li]:
                     continue
-                got = ix.bucket(li, hash(tuple(tail[-n:])))
-                if got:
-                    if not per_index and level and n > max(level.values()):
-                        found, level = [], {}  # a longer level than another index's wins
-                    if per_index:
-                        got = got[-self.max_candidates:]
-                    found += [(ix, u) for u in got]
-                    level[id(ix)] = n
+                key = hash(tuple(tail[-LEVELS[li]:]))
+                for ix in indexes:
+                    found += [(ix, u) for u in ix.bucket(li, key)]
+                    level[id(ix)] = LEVELS[li]
+                if found:
                     break
         if not found or (not per_index and len(found) > self.max_candidates):
             return []
@@ -207,17 +206,12 @@ class WorkspaceDrafter:
             return NO_TREE
         self._sync_generated(ids)
         tail = list(ids[-MAX_MATCH:])
-        indexes = [self._own] + ([self.index] if self.index is not None else [])
+        indexes = self._indexes()
         trie = TrieBuilder()
         under, depth = -1, 0
         for _ in range(self.max_chain):
-            for ix in indexes:
-                ix.lock.acquire()
-            try:
+            with _locked(indexes):
                 live = self._candidates(indexes, tail, max_depth - depth, per_index=True)
-            finally:
-                for ix in indexes:
-                    ix.lock.release()
             if not live and under < 0:
                 live = self._anchors(ids, max_depth)
             live.sort(key=lambda c: -c[0])
@@ -253,6 +247,9 @@ class WorkspaceDrafter:
                         return out
         return out
 
+    def _indexes(self) -> list[NgramIndex]:
+        return [self._own] + ([self.index] if self.index is not None else [])
+
     def _sync_generated(self, ids: Sequence[int]) -> None:
         n = len(ids) - self._prompt_len
         if n < self._generated or "generated" not in self._own:
@@ -261,6 +258,15 @@ class WorkspaceDrafter:
         if n > self._generated:
             self._own.append_ids("generated", list(ids[self._prompt_len + self._generated:]))
             self._generated = n
+
+
+@contextmanager
+def _locked(indexes: list[NgramIndex]):
+    """Hold every index's lock (a didChange on the server thread waits for the lookup)."""
+    with ExitStack() as stack:
+        for ix in indexes:
+            stack.enter_context(ix.lock)
+        yield
 
 
 def _recency(rank: int) -> int:

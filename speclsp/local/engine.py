@@ -209,9 +209,10 @@ class Engine:
             proposed = self.successors.tree(ids[-1], max_nodes=min(2 * policy.max_nodes, 32))
         keep, _ = policy.plan_tree(proposed, step_budget_s)
         tree = proposed.select(keep)
+        chain = tree.is_chain()
         base = len(self.kv)
         t0 = time.perf_counter()
-        if tree.is_chain():  # one branch: the plain causal forward
+        if chain:  # one branch: the plain causal forward
             logits = lm.forward(self.kv, [ids[-1], *tree.tokens])
         else:
             logits = lm.forward_tree(self.kv, ids[-1], tree.tokens, tree.parents)
@@ -225,11 +226,11 @@ class Engine:
         dt = time.perf_counter() - t0
         policy.record_tree(tree, path, dt)
         steps.append(Step(len(tree), len(path), dt, tree.source if len(tree) else "none", tree.match_len,
-                          depth=0 if tree.is_chain() else max(tree.depths())))
+                          depth=0 if chain else max(tree.depths())))
         stats.forwards += 1
         stats.drafted += len(tree)
         stats.accepted += len(path)
-        stats.tree_forwards += not tree.is_chain()
+        stats.tree_forwards += not chain
         for i, src in enumerate(tree.sources):
             s = stats.draft_sources.setdefault(src, {"drafted": 0, "accepted": 0})
             s["drafted"] += 1
