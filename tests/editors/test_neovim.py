@@ -284,6 +284,26 @@ def test_dismiss_hides_the_suggestion(editor: Editor):
     editor.type("<Esc>")
 
 
+def test_dismissed_while_streaming_stays_dismissed(editor: Editor):
+    # The long line streams in many updates; dismiss at the first partial state. Updates and
+    # the answer already on their way must not draw it again (they did: CI saw the dismissed
+    # suggestion come back when the answer arrived after <C-]>).
+    before = editor.stats()
+    editor.start(DESCRIBE[0])
+    wait_for(lambda: editor.ghost() and DESCRIBE[1].startswith(editor.ghost()), timeout=WAIT,
+             what="the first part of the streamed line")
+    editor.type("<C-]>")
+    wait_for(lambda: not editor.extmarks() and editor.ghost() == "", timeout=WAIT, what="dismissed")
+    # The server has finished with the request (answered or cancelled); one more round trip
+    # then has every message it sent before that answer handled by Neovim.
+    ended = lambda st: st["completions"] + st["cancelled"] + st["superseded"]
+    wait_for(lambda: ended(editor.stats()) > ended(before), timeout=WAIT, what="the request to end on the server")
+    editor.stats()
+    assert editor.ghost() == "" and not editor.extmarks(), (editor.ghost(), editor.extmarks())
+    assert editor.text() == DESCRIBE[0]
+    editor.type("<Esc>")
+
+
 def test_cursor_move_and_escape_clear_the_ghost_text(editor: Editor):
     editor.start(AREA[0])
     editor.wait_shown(AREA[1])

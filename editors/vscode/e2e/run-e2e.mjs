@@ -365,6 +365,21 @@ async function pickRow(page, text) {
   await row.click();
 }
 
+/**
+ * Put the keyboard focus in the active editor, and check that it is there. A command, not a
+ * click: a click on the text can land while the tab is still laying out, when the page
+ * itself takes the pointer ("<html> intercepts pointer events" on a busy machine).
+ */
+async function focusEditor(page) {
+  const focused = () => page.evaluate(() => !!document.activeElement?.closest(".monaco-editor"));
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (await focused()) return;
+    await runCommand(page, "View: Focus Active Editor Group");
+    if (await waitFor(focused, 3_000)) return;
+  }
+  throw new Error("the keyboard focus did not reach the editor");
+}
+
 const opened = new Set();
 
 /**
@@ -374,7 +389,7 @@ const opened = new Set();
  */
 async function openOnly(page, name) {
   if (opened.size === 1 && opened.has(name)) {
-    await page.locator(".monaco-editor .view-lines").first().click({ position: { x: 5, y: 5 } });
+    await focusEditor(page);
     return;
   }
   if (opened.size) {
@@ -395,7 +410,7 @@ async function openOnly(page, name) {
     throw new Error(`the server did not hear of ${name} being opened`);
   }
   opened.add(name);
-  await page.locator(".monaco-editor .view-lines").first().click({ position: { x: 5, y: 5 } });
+  await focusEditor(page);
   log(`${name} open`);
 }
 
@@ -574,7 +589,7 @@ async function checks(page, item) {
   await pickFromStatusMenu(page, item, "Enable completions");
   const on = await waitFor(() => /enabled=True/.test(serverLogText().split("enabled=False").pop() ?? ""), 15_000);
   check("enabling again reaches the server", !!on);
-  await page.locator(".monaco-editor .view-lines").first().click({ position: { x: 5, y: 5 } });
+  await focusEditor(page);
   await typeLast(page, area);
   [ok, seen] = await waitGhost(page, area.want);
   check("enabled again, typing shows exactly area's body again", ok, `want ${q(area.want)}, shown ${q(seen)}`);

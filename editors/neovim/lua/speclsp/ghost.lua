@@ -59,7 +59,9 @@ local function hide(bufnr)
   end
 end
 
---- Forget the suggestion (the request in flight stays unless `cancel`).
+--- Forget the suggestion (the request in flight stays unless `cancel`). With `cancel`, the
+--- request is forgotten too: a streaming update or an answer already on its way when the
+--- user dismissed it must not draw the suggestion again.
 function M.clear(bufnr, cancel)
   local st = M.states[bufnr]
   if not st then
@@ -67,12 +69,15 @@ function M.clear(bufnr, cancel)
   end
   hide(bufnr)
   st.text, st.items, st.row, st.col, st.hint = nil, nil, nil, nil, nil
-  if cancel and st.pending_id then
-    local client = util.client(bufnr)
-    if client then
-      util.cancel(client, st.pending_id)
+  if cancel then
+    if st.pending_id then
+      local client = util.client(bufnr)
+      if client then
+        util.cancel(client, st.pending_id)
+      end
+      st.pending_id = nil
     end
-    st.pending_id = nil
+    st.request_id = nil
   end
 end
 

@@ -253,6 +253,8 @@ function M.cycle(bufnr, delta)
 end
 
 function M.dismiss(bufnr)
+  -- A streaming update already on its way must not bring the dismissed suggestion back.
+  M.latest[bufnr] = nil
   local c = completor(bufnr)
   if c and c.current then
     pcall(c.abort, c)
