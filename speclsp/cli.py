@@ -3,7 +3,7 @@
     speclsp --stdio | --tcp HOST:PORT     run the language server
     speclsp complete PATH --line L --character C [...]
     speclsp models [list | pull NAME | tiny DIR [--trained]]
-    speclsp bench [suite|engine|index|typing|draft|project] [...]
+    speclsp bench [suite|engine|index|typing|draft|project|replay] [...]
     speclsp demo                          complete a real file with the default model
 
 stdout carries the protocol in server mode, so every log line goes to stderr or to
@@ -193,6 +193,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from .bench import project
 
             project.main(args)
+        elif args.workload == "replay":
+            from .bench import replay
+
+            replay.main(args)
         else:
             return _die(f"unknown benchmark {args.workload!r}")
     except (ModelError, BackendError) as e:
@@ -319,9 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: a model trained to reproduce its built-in corpus instead of random weights")
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
-    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft", "project"],
+    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft", "project", "replay"],
                    help="suite (default): every workload and the report; or one part; project: predict "
-                        "another device's tokens/s from an engine report and --costs")
+                        "another device's tokens/s from an engine report and --costs; replay: drafting "
+                        "policies replayed against greedy output, with bounds")
     b.add_argument("--max-tokens", type=int, default=96)
     b.add_argument("--quick", action="store_true", help="fewer prompts")
     b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt; the fastest counts")

@@ -88,3 +88,17 @@ def test_bench_quick_writes_json_markdown_and_plots(tiny_model_dir, history_repo
     assert "| edit-replay | ws:tree |" in r.stdout and "| novel | greedy |" in r.stdout
     projected = json.loads((out / "project.json").read_text())["models"]["tiny"]
     assert all(v["tokens_per_s"] > 0 for v in projected.values())
+
+
+def test_bench_replay_prints_policies_and_bounds(tiny_model_dir, history_repo, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "speclsp", "bench", "replay", "--quick", "--model", str(tiny_model_dir),
+                        "--dtype", "float32", "--repo", str(history_repo), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for row in ("| edit-replay | chain:auto |", "| edit-replay | tree:auto |", "| edit-replay | tree:oracle |",
+                "| edit-replay | copy |", "| novel | greedy |"):
+        assert row in r.stdout, r.stdout
+    summary = json.loads((tmp_path / "replay.json").read_text())["summary"]["edit-replay"]["policies"]
+    # A bound that knows the future needs no more forwards than greedy, one per token.
+    assert summary["copy"]["forwards"] <= summary["greedy"]["forwards"]
+    assert summary["tree:oracle"]["forwards"] <= summary["greedy"]["forwards"]

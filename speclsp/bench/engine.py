@@ -32,7 +32,7 @@ from pathlib import Path
 from ..completion.completer import Completer, CompletionRequest
 from ..completion.context import OpenDocument
 from ..drafting.drafter import PromptLookupDrafter
-from .report import agreement, fmt, ratio, summarise, threads, write_report
+from .report import agreement, fmt, ratio, summarise, times, threads, write_report
 
 SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto", "ws:tree")
 
@@ -260,16 +260,17 @@ def main(args) -> dict:
 
 def render(report) -> str:
     lines = [f"model {report['model']} on {report['device']} ({report['dtype']}, {report['threads']} threads), "
-             f"{report['max_new_tokens']} new tokens max, best of {report['repeats']} run(s); times include prefill", ""]
+             f"{report['max_new_tokens']} new tokens max, best of {report['repeats']} run(s); tokens/s includes the prefill, decode tok/s is after the first token", ""]
     lines.append("| workload | system | tokens/s | accepted/forward | verified/forward | forwards/token | acceptance | "
-                 "vs greedy | vs hf-lookup | vs ws:auto | identical |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "vs greedy | vs hf-lookup | vs ws:auto | decode tok/s | decode vs greedy | decode vs ws:auto | identical |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, per in report["summary"].items():
         for system, s in per.items():
             lines.append(f"| {kind} | {system} | {s['tokens_per_s']:.1f} | {fmt(s['accepted_per_forward'])} | "
                          f"{fmt(s.get('verified_per_forward'))} | {fmt(s['forwards_per_token'])} | {fmt(s['acceptance'])} | "
                          f"{fmt(s['vs_greedy'])}x | {fmt(s['vs_hf_lookup'])}x | {fmt(s.get('vs_ws_auto'))}x | "
-                         f"{s['identical']}/{s['cases']} |")
+                         f"{fmt(s.get('decode_tokens_per_s'), 1)} | {times(s.get('decode_vs_greedy'))} | "
+                         f"{times(s.get('decode_vs_ws_auto'))} | {s['identical']}/{s['cases']} |")
     for kind, per in report["summary"].items():
         if "exact_chars" in per["greedy"]:
             g = per["greedy"]

@@ -16,6 +16,11 @@ def fmt(x, nd=2):
     return "–" if x is None else f"{x:.{nd}f}"
 
 
+def times(x) -> str:
+    """A ratio as "1.23x", or "–" where there is none."""
+    return "–" if x is None else f"{x:.2f}x"
+
+
 def threads() -> int:
     import torch
 
@@ -31,7 +36,7 @@ def agreement(ids, base):
 
 
 def ratio(a, b):
-    return a / b if b else None
+    return a / b if a is not None and b else None
 
 
 def summarise(rows):
@@ -44,7 +49,13 @@ def summarise(rows):
             toks, secs, fw = sum(r["tokens"] for r in rs), sum(r["seconds"] for r in rs), sum(r["forwards"] for r in rs)
             dr = sum(r["drafted"] or 0 for r in rs)
             ac = sum(r["accepted"] or 0 for r in rs)
-            per[system] = {"tokens_per_s": toks / secs if secs else 0.0, "forwards_per_token": fw / toks if toks else None,
+            # Decode: the tokens after the first over the time after the first token (the
+            # prefill is the same work for every system); only where the first token's time is known.
+            timed = [r for r in rs if r.get("ttft_s") is not None]
+            dsecs = sum(r["seconds"] - r["ttft_s"] for r in timed)
+            decode = sum(r["tokens"] - 1 for r in timed) / dsecs if timed and len(timed) == len(rs) and dsecs > 0 else None
+            per[system] = {"tokens_per_s": toks / secs if secs else 0.0, "decode_tokens_per_s": decode,
+                           "forwards_per_token": fw / toks if toks else None,
                            "accepted_per_forward": ac / fw if fw and not system.startswith(("greedy", "hf-")) else None,
                            # drafted tokens, or tree nodes, sent to each verify pass
                            "verified_per_forward": dr / fw if fw and not system.startswith(("greedy", "hf-")) else None,
@@ -57,6 +68,8 @@ def summarise(rows):
             per[system]["vs_greedy"] = ratio(per[system]["tokens_per_s"], per["greedy"]["tokens_per_s"])
             per[system]["vs_hf_lookup"] = ratio(per[system]["tokens_per_s"], per.get("hf-lookup", {}).get("tokens_per_s"))
             per[system]["vs_ws_auto"] = ratio(per[system]["tokens_per_s"], per.get("ws:auto", {}).get("tokens_per_s"))
+            per[system]["decode_vs_ws_auto"] = ratio(per[system]["decode_tokens_per_s"], per.get("ws:auto", {}).get("decode_tokens_per_s"))
+            per[system]["decode_vs_greedy"] = ratio(per[system]["decode_tokens_per_s"], per["greedy"].get("decode_tokens_per_s"))
         out[kind] = per
     return out
 
