@@ -5,7 +5,7 @@ The trained model of tests/test_vllm_e2e.py ends its answer (~230 tokens) in ~1.
 as long as a cancel takes to reach vLLM, so a test could not tell an abort from a finished
 generation. This model's greedy answer never ends (a short pattern repeated, no end
 token): asked for `MAX_TOKENS` (1,024, the language server's largest maxTokens) it writes
-exactly that many, in 6-10 s here. The cancel or the kill comes at the
+exactly that many, in ~13 s here (`HIDDEN`). The cancel or the kill comes at the
 first streamed text, so vLLM's generation-token counter (its /metrics) tells for certain
 whether the request was aborted: the same request left alone writes the maximum.
 
@@ -45,7 +45,18 @@ from speclsp.tools.tiny_trained import CORPUS
 pytestmark = pytest.mark.vllm
 URI = "file:///w/shapes.py"
 DOC = CORPUS[:120]  # the random model's first text comes at once for this prompt (~70 tokens)
-MAX_TOKENS = 1024  # the language server's largest maxTokens; ~6 s of generation in vLLM here
+MAX_TOKENS = 1024  # the language server's largest maxTokens
+# Wide layers (hidden 1,536, 4 layers, ~115 M random parameters): 1,024 tokens take ~13 s in
+# vLLM here, and each forward is a few large matrix products. A CI run with hidden 512 saw
+# every answer written whole before its first streamed text arrived (all four cancel and
+# kill tests wrote 1,024 of 1,024), and two CPU-bound processes beside the test reproduce it
+# (first text after 10.8 s of a 10.1 s generation; also with 16 layers of 512, and with a
+# core reserved from vLLM's threads). Our reading: with small layers vLLM's engine is mostly
+# Python, and its output thread gets the interpreter lock only when the generation ends.
+# With large ones it streams at once: first text after 0.13-0.18 s under the same load, and
+# every test of the module passed.
+LAYERS = 4
+HIDDEN = 1536
 # float32 and eager as the trained model's server; the prompt (~70 tokens) plus MAX_TOKENS
 # fit in 2,048 positions (the model has 4,096).
 ARGS = ("--dtype", "float32", "--max-model-len", "2048", "--enforce-eager")
@@ -56,12 +67,12 @@ def random_model_dir(tmp_path_factory):
     """A random model from speclsp.local.tiny, larger than `tiny_model_dir`'s: vLLM's CPU
     attention needs a head size of at least 32 (the default 64 / 4 heads = 16 fails at the
     first request: "Unsupported CPU attention configuration: head_dim=16"), and at hidden
-    size 512 and 4 layers a token takes ~6 ms in vLLM here (~6 s for 1,024) instead of ~2.5 ms, which leaves
-    the editor's cancel or kill seconds to land (it took 2 s once, under load, with the
-    faster one). Built in ~2 s, 4 layers of random weights (~13 M parameters)."""
+    size `HIDDEN` a token takes long enough in vLLM (~13 ms here, ~13 s for 1,024) to leave
+    the editor's cancel or kill seconds to land, and vLLM streams while it generates (see
+    `HIDDEN`). Random weights, built in seconds."""
     from speclsp.local import tiny
 
-    return tiny.build(tmp_path_factory.mktemp("random-model"), hidden=512, layers=4)
+    return tiny.build(tmp_path_factory.mktemp("random-model"), hidden=HIDDEN, layers=LAYERS, heads=HIDDEN // 128)
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +134,14 @@ def test_cancelling_closes_the_connection_and_vllm_aborts(vllm, random_model_dir
     ids = prompt_ids(completer)
     before = tokens(vllm)
     cancel = CancelToken()
-    result = completer.backend.generate(ids, max_new_tokens=MAX_TOKENS, cancel=cancel,
-                                        on_text=lambda t: cancel.cancel())
+    t0, first = time.monotonic(), []
+
+    def on_text(_text):
+        first.append(time.monotonic() - t0)
+        cancel.cancel()
+
+    result = completer.backend.generate(ids, max_new_tokens=MAX_TOKENS, cancel=cancel, on_text=on_text)
+    print(f"first text after {first[0]:.2f} s, generate returned after {time.monotonic() - t0:.2f} s")
     assert result.stats.stop_reason == "cancelled"
     wait_idle(vllm)  # the request left vLLM: aborted (or done, which the count rules out)
     cancelled = tokens(vllm) - before

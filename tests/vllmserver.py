@@ -52,7 +52,10 @@ class VllmServer:
 
     def start(self) -> "VllmServer":
         t0 = time.monotonic()
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        # One core kept from vLLM's OMP threads (on 2 cores its engine would spin both) for its
+        # API server, the language server and the test.
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+               "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 ["bash", str(ROOT / "scripts" / "serve-vllm.sh"), "serve", str(self.model_dir), str(self.port),

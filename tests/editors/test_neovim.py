@@ -304,6 +304,28 @@ def test_dismissed_while_streaming_stays_dismissed(editor: Editor):
     editor.type("<Esc>")
 
 
+def test_asked_again_at_the_dismissed_spot_nothing_comes_back(editor: Editor):
+    # After a dismiss, Neovim 0.12's own completor re-asks on the next CursorMovedI (its
+    # debounce timer may also still be running from before the dismiss) at the very same
+    # cursor and buffer version; the answer (from the server's cache: the same suggestion)
+    # must not bring the dismissed suggestion back. (CI saw it come back on 0.12.)
+    if editor.version == "0.11":
+        pytest.skip("the extmark backend (0.11) asks again only after an edit")
+    editor.start(AREA[0])
+    editor.wait_shown(AREA[1])
+    wait_for(lambda: editor.lua("return require('speclsp')._updates_done"), timeout=WAIT, what="the stream's end")
+    editor.type("<C-]>")
+    wait_for(lambda: not editor.extmarks() and editor.ghost() == "", timeout=WAIT, what="dismissed")
+    before = editor.stats()
+    editor.nvim.command("doautocmd CursorMovedI")
+    ended = lambda st: st["completions"] + st["cancelled"] + st["superseded"]
+    wait_for(lambda: ended(editor.stats()) > ended(before), timeout=WAIT, what="the request made after the dismiss")
+    editor.stats()
+    assert editor.ghost() == "" and not editor.extmarks(), (editor.ghost(), editor.extmarks())
+    assert editor.text() == AREA[0]
+    editor.type("<Esc>")
+
+
 def test_cursor_move_and_escape_clear_the_ghost_text(editor: Editor):
     editor.start(AREA[0])
     editor.wait_shown(AREA[1])

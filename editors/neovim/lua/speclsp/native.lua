@@ -35,6 +35,29 @@ local function completor(bufnr)
   return nil
 end
 
+--- Where a suggestion was dismissed: { version, line, character } per buffer (LSP units).
+M.dismissed = {}
+
+--- Neovim's completor shows any answer to its own request, also one that arrives after the
+--- user dismissed the suggestion (the server had answered before the cancel reached it):
+--- drop answers to a request made at the dismissed buffer version and cursor. Our own
+--- calls (streaming updates, below) carry no version and pass.
+local function guard(bufnr)
+  local c = completor(bufnr)
+  if not c or rawget(c, "handler") then
+    return
+  end
+  local handler = c.handler
+  c.handler = function(self, err, result, ctx)
+    local d = M.dismissed[bufnr]
+    local pos = ctx and ctx.params and ctx.params.position
+    if d and pos and ctx.version == d.version and pos.line == d.line and pos.character == d.character then
+      return
+    end
+    return handler(self, err, result, ctx)
+  end
+end
+
 --- Show `items` (LSP InlineCompletionItems) for `client` as if they were its answer.
 local function show_items(bufnr, client_id, items)
   local c = completor(bufnr)
@@ -54,18 +77,28 @@ function M.attach(bufnr, client)
     callback = function(args)
       if M.enabled then
         vim.lsp.inline_completion.enable(args.event == "BufEnter", { bufnr = bufnr })
+        guard(bufnr)
       end
+    end,
+  })
+  api.nvim_create_autocmd("InsertLeave", {
+    group = api.nvim_create_augroup("speclsp.native.dismissed." .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function()
+      M.dismissed[bufnr] = nil
     end,
   })
   if not M.enabled then
     return
   end
   vim.lsp.inline_completion.enable(bufnr == api.nvim_get_current_buf(), { bufnr = bufnr })
+  guard(bufnr)
 end
 
 function M.detach(bufnr)
-  M.latest[bufnr] = nil
+  M.latest[bufnr], M.dismissed[bufnr] = nil, nil
   pcall(api.nvim_del_augroup_by_name, "speclsp.native." .. bufnr)
+  pcall(api.nvim_del_augroup_by_name, "speclsp.native.dismissed." .. bufnr)
 end
 
 function M.set_enabled(on)
@@ -74,6 +107,7 @@ function M.set_enabled(on)
   for _, client in ipairs(util.clients()) do
     for bufnr in pairs(client.attached_buffers) do
       vim.lsp.inline_completion.enable(on and bufnr == current, { bufnr = bufnr })
+      guard(bufnr)
     end
   end
 end
@@ -253,8 +287,14 @@ function M.cycle(bufnr, delta)
 end
 
 function M.dismiss(bufnr)
-  -- A streaming update already on its way must not bring the dismissed suggestion back.
+  -- A streaming update or an answer already on its way must not bring it back.
   M.latest[bufnr] = nil
+  local client = util.client(bufnr)
+  if client then
+    local crow, ccol = util.cursor()
+    local pos = util.to_lsp(bufnr, crow, ccol, client.offset_encoding)
+    M.dismissed[bufnr] = { version = vim.lsp.util.buf_versions[bufnr], line = pos.line, character = pos.character }
+  end
   local c = completor(bufnr)
   if c and c.current then
     pcall(c.abort, c)
@@ -269,6 +309,7 @@ end
 
 --- Ask now (invoked), without waiting for Neovim's debounce.
 function M.trigger(bufnr)
+  M.dismissed[bufnr] = nil -- asked for again: show what comes
   local c = completor(bufnr)
   if c and type(c.request) == "function" then
     pcall(c.request, c, 1)
