@@ -76,12 +76,21 @@ class EditorChannel:
         self._then(create if kind == "begin" else update)
 
     def _then(self, action: Callable[[], Any]) -> None:
-        """Run `action` (a function or coroutine function) after everything queued before."""
+        """Run `action` (a function or coroutine function) after everything queued before: at
+        once when nothing is queued, so that a status sent before an answer reaches the editor
+        before it (a test saw "ready" arrive after the suggestion it was about)."""
         previous = self._chain
+        if previous is None or previous.done():
+            try:
+                result = action()
+            except Exception:  # the caller goes on (it may be finishing a suggestion)
+                log.exception("a message to the editor failed")
+                result = None
+            self._chain = asyncio.ensure_future(result) if asyncio.iscoroutine(result) else None
+            return
 
         async def step() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
+            await asyncio.gather(previous, return_exceptions=True)
             result = action()
             if asyncio.iscoroutine(result):
                 await result

@@ -340,10 +340,10 @@ class Session:
         """Tell the editor the backend cannot serve: its status always, a message once per
         kind of fault (not at every keystroke while a server is down)."""
         first = message.split(";")[0].split(":")[0]
+        self.state.client.status("error", message)  # first: an editor that sees the message has the state
         if first != self._backend_problem.split(";")[0].split(":")[0]:
             self.state.client.warn(f"speclsp: {message}")
         self._backend_problem = message
-        self.state.client.status("error", message)
 
     def _stream(self, gen: Generation) -> None:
         """Send the latest request of `gen` the suggestion so far, if its client streams."""
