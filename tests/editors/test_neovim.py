@@ -294,13 +294,18 @@ def test_dismissed_while_streaming_stays_dismissed(editor: Editor):
              what="the first part of the streamed line")
     editor.type("<C-]>")
     wait_for(lambda: not editor.extmarks() and editor.ghost() == "", timeout=WAIT, what="dismissed")
-    # The server has finished with the request (answered or cancelled); one more round trip
-    # then has every message it sent before that answer handled by Neovim.
+    assert_nothing_shown_once_the_server_is_done(editor, before, DESCRIBE[0])
+
+
+def assert_nothing_shown_once_the_server_is_done(editor: Editor, before: dict, text: str) -> None:
+    """Once the server has finished with the request made after `before` (answered or
+    cancelled), one more round trip has every message it sent before that handled by Neovim:
+    then no ghost text, and the buffer is `text`."""
     ended = lambda st: st["completions"] + st["cancelled"] + st["superseded"]
     wait_for(lambda: ended(editor.stats()) > ended(before), timeout=WAIT, what="the request to end on the server")
     editor.stats()
     assert editor.ghost() == "" and not editor.extmarks(), (editor.ghost(), editor.extmarks())
-    assert editor.text() == DESCRIBE[0]
+    assert editor.text() == text
     editor.type("<Esc>")
 
 
@@ -318,12 +323,7 @@ def test_asked_again_at_the_dismissed_spot_nothing_comes_back(editor: Editor):
     wait_for(lambda: not editor.extmarks() and editor.ghost() == "", timeout=WAIT, what="dismissed")
     before = editor.stats()
     editor.nvim.command("doautocmd CursorMovedI")
-    ended = lambda st: st["completions"] + st["cancelled"] + st["superseded"]
-    wait_for(lambda: ended(editor.stats()) > ended(before), timeout=WAIT, what="the request made after the dismiss")
-    editor.stats()
-    assert editor.ghost() == "" and not editor.extmarks(), (editor.ghost(), editor.extmarks())
-    assert editor.text() == AREA[0]
-    editor.type("<Esc>")
+    assert_nothing_shown_once_the_server_is_done(editor, before, AREA[0])
 
 
 def test_cursor_move_and_escape_clear_the_ghost_text(editor: Editor):
