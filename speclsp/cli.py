@@ -217,7 +217,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     line = text[: text.rindex(marker)].count("\n")
     ns = argparse.Namespace(path=str(demo), line=line, character=len("    def area(self):"), open=[],
                             model=args.model, device=args.device, dtype=args.dtype, max_tokens=args.max_tokens,
-                            lookahead="auto", no_speculation=False, stream=True, json=False,
+                            lookahead="tree", no_speculation=False, stream=True, json=False,
                             draft_model=None, drafter=None)
     print(f"speclsp demo: completing {demo.name} at line {line} (the end of `def area(self):`)", file=sys.stderr)
     return cmd_complete(ns)
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--character", type=int, required=True, help="0-based character")
     c.add_argument("--max-tokens", type=int, default=64)
     c.add_argument("--open", action="append", default=[], metavar="OTHER_PATH", help="another open document")
-    c.add_argument("--lookahead", default="auto", help="fixed:K | heuristic | auto | tree (token trees)")
+    c.add_argument("--lookahead", default="tree", help="tree (token trees, the default) | auto (chains) | heuristic | fixed:K")
     c.add_argument("--draft-model", default=None, metavar="NAME",
                    help="a smaller model with the same tokenizer that drafts (off by default)")
     c.add_argument("--drafter", default=None, choices=["ngram", "model", "hybrid"],
@@ -342,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--start", type=int, default=None, help="typing: character offset where typing starts")
     b.add_argument("--no-stream", action="store_true", help="typing: a client without streaming updates")
     b.add_argument("--server-log", default=None, help="typing: the server's log file (-v)")
+    b.add_argument("--lookahead", default=None, help="typing: the server's lookahead option (default: the server's default)")
     b.add_argument("--costs", default=None, help="project: verify costs from scripts/gpu-profile.sh")
     b.add_argument("--report", default=None, help="project: the engine report to replay (default: OUT/engine.json)")
     b.add_argument("--no-typing", action="store_true", help="--backend openai: skip the typing replays")

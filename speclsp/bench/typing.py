@@ -325,6 +325,8 @@ def run(args) -> dict[str, Any]:
         start = max(0, len(text) - int(n_keys * 1.3))
         start = text.rfind("\n", 0, start) + 1
     options = {"maxTokens": getattr(args, "max_tokens", None) or 64}
+    if getattr(args, "lookahead", None):
+        options["lookahead"] = args.lookahead
     streaming = not getattr(args, "no_stream", False)
     with tempfile.TemporaryDirectory() as tmp:
         # The replayed copy lives elsewhere so the real file's folder does not matter.

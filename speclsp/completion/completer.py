@@ -45,7 +45,7 @@ class CompletionRequest:
     character: int
     other_documents: tuple[OpenDocument, ...] = ()
     max_tokens: int = 64
-    lookahead: str = "auto"  # fixed:K | heuristic | auto | tree
+    lookahead: str = "tree"  # tree | auto | heuristic | fixed:K
     # ngram: the workspace n-gram drafter; model: the draft model only; hybrid: per step the
     # better of the two (both need a Completer with a draft model; draft_model.py).
     drafter: str = "ngram"

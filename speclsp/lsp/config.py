@@ -28,7 +28,7 @@ class Config:
     device: str = "auto"
     dtype: str = "auto"
     max_tokens: int = 64  # per completion; each costs at least one verify pass without drafts
-    lookahead: str = "auto"  # fixed:K | heuristic | auto | tree
+    lookahead: str = "tree"  # tree | auto | heuristic | fixed:K
     # A smaller model with the same tokenizer that drafts when n-grams have nothing good
     # (local/draft_model.py). Off by default: on CPU its own cost ate the gain (docs/benchmarks.md).
     draft_model: str = ""

@@ -36,7 +36,7 @@ export const DEFAULT_OPTIONS: Readonly<ServerOptions> = Object.freeze({
   device: "auto",
   dtype: "auto",
   maxTokens: 64,
-  lookahead: "auto",
+  lookahead: "tree",
   streaming: true,
   contextBudget: 2048,
   languages: {},

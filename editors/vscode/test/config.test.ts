@@ -40,7 +40,7 @@ describe("toServerOptions", () => {
     assert.equal(options.device, "auto");
     assert.equal(options.dtype, "auto");
     assert.equal(options.maxTokens, 64);
-    assert.equal(options.lookahead, "auto");
+    assert.equal(options.lookahead, "tree");
     assert.equal(options.streaming, true);
     assert.equal(options.contextBudget, 2048);
     assert.deepEqual(options.languages, { python: true });
