@@ -82,8 +82,10 @@ async def test_streaming_grows_to_the_suggestion(vllm, trained_model_dir, tmp_pa
 async def test_a_wrong_model_name_or_endpoint_is_one_clear_message(vllm, trained_model_dir, tmp_path):
     async with running_server(str(trained_model_dir), tmp_path, "vscode", options(vllm, remoteModel="tiny-7b"),
                               wait_ready=False) as editor:
-        await editor.wait_for(lambda: any(s["state"] == "error" for s in editor.statuses), 30)
+        # The status first, then the message that explains it.
+        await editor.wait_for(lambda: any("does not serve model" in m for m in messages(editor)), 30)
         assert any("does not serve model 'tiny-7b' (it serves: tiny)" in m for m in messages(editor))
+        assert editor.statuses[-1]["state"] == "error"
         editor.open(URI, AREA[0])
         assert await inline_text(editor) == ""  # and the server still answers
     out = complete_cli(trained_model_dir, f"http://127.0.0.1:{vllm.port}/v2", "--remote-model", "tiny")

@@ -44,8 +44,11 @@ class EditorChannel:
         })
 
     def warn(self, message: str) -> None:
+        """A message shown to the user; in order with the status (the state first, then what
+        explains it: an editor that sees the message has the status)."""
         log.warning("%s", message)
-        self.ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
+        self._then(lambda: self.ls.window_show_message(
+            types.ShowMessageParams(type=types.MessageType.Warning, message=message)))
 
     def progress(self, kind: str, message: str) -> None:
         """$/progress for model loading, in order, if the client supports it."""
@@ -77,8 +80,9 @@ class EditorChannel:
 
     def _then(self, action: Callable[[], Any]) -> None:
         """Run `action` (a function or coroutine function) after everything queued before: at
-        once when nothing is queued, so that a status sent before an answer reaches the editor
-        before it (a test saw "ready" arrive after the suggestion it was about)."""
+        once when nothing is queued, so that a status or message sent before an answer reaches
+        the editor before it (a test saw "ready" arrive after the suggestion it was about).
+        Progress, status and messages keep the order they were sent in."""
         previous = self._chain
         if previous is None or previous.done():
             try:
