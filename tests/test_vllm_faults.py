@@ -174,7 +174,9 @@ async def test_cancelling_mid_stream_through_the_server_aborts_the_request_in_vl
         t = editor.t
         pending = asyncio.wrap_future(editor.client.protocol.send_request(
             t.TEXT_DOCUMENT_INLINE_COMPLETION, editor.inline_params(URI, invoked=True), msg_id="typed-over"))
+        t0 = time.monotonic()
         await editor.wait_for(lambda: any(u["text"] for u in editor.updates), 60)  # it streams to the editor
+        print(f"first text after {time.monotonic() - t0:.2f} s ({len(editor.updates)} updates)")
         # What an editor sends when the user types on: cancel the request, then the keystroke
         # (not what was suggested; $/cancelRequest alone stops the model after a grace period).
         editor.client.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id="typed-over"))
@@ -185,8 +187,12 @@ async def test_cancelling_mid_stream_through_the_server_aborts_the_request_in_vl
         seen = len(editor.updates)
         await asyncio.to_thread(wait_idle, vllm)
         cancelled = tokens(vllm) - before
+        # No partial text stays: once the server has the keystroke, nothing more comes for the
+        # version the request was made at (editors drop updates for another version). A last
+        # update with text may come before it: under load the generation can end (its 10 s cap,
+        # or the cancel's grace period running out) before the keystroke is read; CI saw one.
         late = [u for u in editor.updates[seen:] if u["version"] == 1]
-        assert late == [] and not any(u["done"] and u["text"] for u in editor.updates)  # no partial text stays
+        assert late == [] and all(u["version"] == 1 for u in editor.updates), editor.updates
         streamed = [u["text"] for u in editor.updates if u["text"]]
         assert streamed and all(streamed[-1].startswith(s) for s in streamed)
     print(f"vLLM wrote {cancelled:.0f} of {MAX_TOKENS} tokens for the request cancelled from the editor")
