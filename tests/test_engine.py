@@ -178,3 +178,21 @@ def test_workspace_drafter_and_controller_stay_lossless(engine, tiny_lm, prompt,
     engine.reset()
     got = engine.generate(prompt, max_new_tokens=n, drafter=drafter, policy=policy)
     assert got.token_ids == expected
+
+
+def test_the_lm_head_runs_only_where_a_token_is_picked(engine, tiny_lm):
+    """Prefill chunks compute no logits (the head of a 150k vocabulary is ~25 ms a call on a
+    2-core CPU even for one row); the last prompt token gets one row, a verify pass 1 + k."""
+    rows: list[int] = []
+    hook = tiny_lm.model.get_output_embeddings().register_forward_hook(lambda _m, inp, _out: rows.append(inp[0].shape[1]))
+    prompt = [5 + i % 300 for i in range(600)]  # three prefill chunks (256, 256, 87), then the last token
+    try:
+        engine.reset()
+        out = engine.generate(prompt, max_new_tokens=6, drafter=ScriptedDrafter(lambda ids: [7, 8, 9]),
+                              policy=FixedLookahead(3))
+    finally:
+        hook.remove()
+    assert rows[:3] == [0, 0, 0] and rows[3] == 1, rows
+    assert rows[4:] and all(1 <= r <= 4 for r in rows[4:]), rows  # the pending token and up to 3 drafted
+    engine.reset()
+    assert out.token_ids == engine.generate(prompt, max_new_tokens=6).token_ids

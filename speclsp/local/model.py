@@ -144,19 +144,24 @@ class LoadedModel:
     # --- tensors ---------------------------------------------------------------------
 
     @torch.inference_mode()
-    def forward(self, kv: KVState, new_ids: Sequence[int], last_only: bool = False) -> torch.Tensor:
-        """Append `new_ids` to the cache; returns their logits: [T, vocab] fp32 ([1, vocab] if last_only)."""
+    def forward(self, kv: KVState, new_ids: Sequence[int], last_only: bool = False,
+                logits: bool = True) -> torch.Tensor | None:
+        """Append `new_ids` to the cache; returns their logits: [T, vocab] fp32 ([1, vocab]
+        if `last_only`; None without `logits`)."""
         if kv.cache is None:
             kv.cache = DynamicCache(config=self.model.config)
         x = torch.tensor([list(new_ids)], dtype=torch.long, device=self.device)  # [1, T]
-        # Prefill needs only the last position's logits: skip the lm_head on the rest
-        # (for a 150k vocabulary that is most of the memory of a long prefill).
+        # The lm_head only where logits are needed: the last position (`last_only`) or none
+        # (prefill chunks: the 150k-row head costs ~25 ms a call on a 2-core CPU even for
+        # one position, and most of the memory of a long prefill for all of them).
+        keep: int | torch.Tensor = 1 if last_only else 0  # 0: every position
+        if not logits:
+            keep = torch.empty(0, dtype=torch.long, device=self.device)  # no position
         # The cache is updated in place. transformers 5.24 renamed the argument to `cache`
         # (`past_key_values` warns, and goes in 5.40); older 5.x releases know only the old name.
-        out = self.model(input_ids=x, use_cache=True, logits_to_keep=1 if last_only else 0,
-                         **{self._cache_arg: kv.cache})
+        out = self.model(input_ids=x, use_cache=True, logits_to_keep=keep, **{self._cache_arg: kv.cache})
         kv.ids.extend(new_ids)
-        return out.logits[0].float()  # [T, V]
+        return out.logits[0].float() if logits else None  # [T, V]
 
     @property
     def tree_attention(self) -> bool:
@@ -205,7 +210,7 @@ class LoadedModel:
             if cancel is not None and cancel.cancelled:
                 return None
             end = min(pos + PREFILL_CHUNK, len(ids))
-            self.forward(kv, ids[pos:end], last_only=True)
+            self.forward(kv, ids[pos:end], logits=False)
             forwards += 1
             pos = end
         return keep, forwards
