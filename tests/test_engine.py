@@ -180,19 +180,48 @@ def test_workspace_drafter_and_controller_stay_lossless(engine, tiny_lm, prompt,
     assert got.token_ids == expected
 
 
-def test_the_lm_head_runs_only_where_a_token_is_picked(engine, tiny_lm):
-    """Prefill chunks compute no logits (the head of a 150k vocabulary is ~25 ms a call on a
-    2-core CPU even for one row); the last prompt token gets one row, a verify pass 1 + k."""
+def head_rows(lm) -> tuple[list[int], list[int], object]:
+    """(tokens fed per forward, rows of logits per forward, the hooks' remover)."""
+    fed: list[int] = []
     rows: list[int] = []
-    hook = tiny_lm.model.get_output_embeddings().register_forward_hook(lambda _m, inp, _out: rows.append(inp[0].shape[1]))
-    prompt = [5 + i % 300 for i in range(600)]  # three prefill chunks (256, 256, 87), then the last token
+    h1 = lm.model.register_forward_pre_hook(lambda _m, _a, kw: fed.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    h2 = lm.model.get_output_embeddings().register_forward_hook(lambda _m, inp, _out: rows.append(inp[0].shape[1]))
+    return fed, rows, lambda: (h1.remove(), h2.remove())
+
+
+def test_prefill_feeds_the_last_token_with_its_chunk_and_runs_the_head_once(engine, tiny_lm):
+    """Prefill chunks compute no logits (the head of a 150k vocabulary is ~25 ms a call on a
+    2-core CPU even for one row) and the last chunk holds the last prompt token, whose one
+    row of logits picks the first token; a verify pass computes 1 + k rows."""
+    fed, rows, remove = head_rows(tiny_lm)
+    prompt = [5 + i % 300 for i in range(600)]
     try:
         engine.reset()
         out = engine.generate(prompt, max_new_tokens=6, drafter=ScriptedDrafter(lambda ids: [7, 8, 9]),
                               policy=FixedLookahead(3))
     finally:
-        hook.remove()
-    assert rows[:3] == [0, 0, 0] and rows[3] == 1, rows
-    assert rows[4:] and all(1 <= r <= 4 for r in rows[4:]), rows  # the pending token and up to 3 drafted
+        remove()
+    assert fed[:3] == [256, 88, 256] and rows[:3] == [0, 0, 1], (fed, rows)
+    assert out.stats.prefill_forwards == 3
+    assert rows[3:] and all(1 <= r <= 4 for r in rows[3:]), rows  # the pending token and up to 3 drafted
     engine.reset()
     assert out.token_ids == engine.generate(prompt, max_new_tokens=6).token_ids
+
+
+def test_a_request_that_extends_the_cached_one_feeds_one_forward(engine, tiny_lm):
+    """While the user types: the new characters and the last token in one forward; the
+    same prompt again feeds its last token alone (its logits are not cached)."""
+    prompt = [5 + i % 300 for i in range(300)]
+    engine.reset()
+    engine.generate(prompt, max_new_tokens=4)
+    fed, rows, remove = head_rows(tiny_lm)
+    try:
+        typed = engine.generate(prompt + [40, 41, 42], max_new_tokens=1)
+        again = engine.generate(prompt + [40, 41, 42], max_new_tokens=1)
+    finally:
+        remove()
+    assert fed == [3, 1] and rows == [1, 1], (fed, rows)
+    assert (typed.stats.reused_tokens, typed.stats.prefill_forwards) == (300, 1)
+    assert (again.stats.reused_tokens, again.stats.prefill_forwards) == (302, 1)
+    engine.reset()
+    assert again.token_ids == typed.token_ids == engine.generate(prompt + [40, 41, 42], max_new_tokens=1).token_ids

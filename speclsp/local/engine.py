@@ -27,8 +27,9 @@ from ..backend import CancelToken, GenerationResult, GenerationStats, Step, stop
 from ..drafting.controller import FixedLookahead, LookaheadPolicy
 from ..drafting.drafter import MAX_DRAFT, Drafter, NullDrafter
 from ..drafting.recycle import Successors
+from ..drafting.tokens import common_prefix_len
 from ..drafting.tree import accept_tree
-from .model import KVState, LoadedModel
+from .model import PREFILL_CHUNK, KVState, LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +56,22 @@ class Engine:
     # --- ladder -------------------------------------------------------------------------
 
     def prefill(self, prompt_ids: Sequence[int], cancel: CancelToken | None) -> tuple[int, int, int]:
-        """Bring the cache to `prompt_ids[:-1]` and return (first token, reused, forwards).
+        """Bring the cache to `prompt_ids` and return (first token, reused, forwards).
 
-        The last prompt token is fed by itself so its logits pick the first token; the
-        cache is then exactly `prompt_ids`. Returns -1 as first token if cancelled.
+        The cache keeps its longest common prefix with the prompt, short of the last token:
+        the last chunk fed (up to `PREFILL_CHUNK` tokens, the last token among them) gives
+        the logits that pick the first token, in the same forward. While the user types,
+        that chunk is all a request feeds: one forward where feeding the last token by
+        itself took two. Returns -1 as first token if cancelled.
         """
         lm, kv = self.lm, self.kv
-        fed = lm.prefill(kv, prompt_ids[:-1], cancel)
-        if fed is None:
+        keep = min(common_prefix_len(kv.ids, prompt_ids), len(prompt_ids) - 1)
+        last = max(keep, len(prompt_ids) - PREFILL_CHUNK)  # where the last chunk starts
+        fed = lm.prefill(kv, prompt_ids[:last], cancel)
+        if fed is None or (cancel is not None and cancel.cancelled):
             return -1, 0, 0
         reused, forwards = fed
-        logits = lm.forward(kv, prompt_ids[-1:], last_only=True)
+        logits = lm.forward(kv, prompt_ids[last:], last_only=True)
         return lm.greedy(logits)[-1], reused, forwards + 1
 
     def verify(self, pending: int, draft: Sequence[int]) -> list[int]:
