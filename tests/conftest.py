@@ -148,13 +148,17 @@ class Editor:
 
     def insert(self, uri: str, new: str, offset: int | None = None) -> None:
         """One incremental didChange inserting `new` at `offset` (default: the end)."""
+        offset = len(self.docs[uri][0]) if offset is None else offset
+        self.replace(uri, offset, offset, new)
+
+    def replace(self, uri: str, start: int, end: int, new: str) -> None:
+        """One incremental didChange replacing the text from `start` to `end` with `new`."""
         text, version = self.docs[uri]
-        offset = len(text) if offset is None else offset
-        pos = self.position(uri, offset)
-        self.docs[uri] = [text[:offset] + new + text[offset:], version + 1]
+        rng = self.t.Range(self.position(uri, start), self.position(uri, end))
+        self.docs[uri] = [text[:start] + new + text[end:], version + 1]
         self.client.text_document_did_change(self.t.DidChangeTextDocumentParams(
             text_document=self.t.VersionedTextDocumentIdentifier(uri=uri, version=version + 1),
-            content_changes=[self.t.TextDocumentContentChangePartial(range=self.t.Range(pos, pos), text=new)]))
+            content_changes=[self.t.TextDocumentContentChangePartial(range=rng, text=new)]))
 
     def close_all(self) -> None:
         for uri in list(self.docs):

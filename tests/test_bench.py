@@ -33,6 +33,9 @@ def history_repo(tmp_path_factory):
     (repo / "util.py").write_text("def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n\n\n"
                                   "def lerp(a, b, t):\n    return a + (b - a) * t\n")
     git(repo, "commit", "-qam", "second")
+    (repo / "util.py").write_text("def clamp(x, lo, hi):\n    return lo if x < lo else hi if x > hi else x\n\n\n"
+                                  "def lerp(a, b, t):\n    return a + (b - a) * t\n")
+    git(repo, "commit", "-qam", "third: a line rewritten")
     return repo
 
 
@@ -47,6 +50,13 @@ def test_history_cases_come_from_the_commits_hunks(history_repo):
     assert [p for p, _ in shapes.others] == ["util.py"]
     assert exact_match("def perimeter(self):\n        return 0", shapes.expected) == (
         len("def perimeter(self):\n        return ") / len(shapes.expected), 1)
+    # A rewritten line: what the edit took out is what the server would have remembered.
+    (rewritten,) = [c for c in cases if c.removed]
+    assert rewritten.removed == "    return max(lo, min(x, hi))" and rewritten.expected.startswith("return lo if")
+    from speclsp.bench.engine import history_cases
+
+    (case,) = [c for c in history_cases(str(history_repo), 5, 10) if c.history]
+    assert case.history == (rewritten.removed,) and case.request(8).history == case.history
 
 
 def test_bench_quick_writes_json_markdown_and_plots(tiny_model_dir, history_repo, tmp_path):

@@ -156,6 +156,21 @@ async def test_server_typing_the_suggestion_is_served_from_the_cache(vscode):
     assert after["modelCalls"] == before["modelCalls"] and after["cacheHits"] - before["cacheHits"] == 9
 
 
+async def test_a_line_deleted_then_written_again_is_drafted_from_what_was_deleted(trained_model_dir, tmp_path):
+    """Text an edit removed joins the drafting history: written again, it is drafted from
+    there (the document and the prompt no longer hold it)."""
+    doc, line = DESCRIBE
+    async with running_server(str(trained_model_dir), tmp_path, "vscode",
+                              {"lookahead": "fixed:10", "maxTokens": MAX_TOKENS}) as editor:
+        uri = f"{editor.log.parent.as_uri()}/deleted.py"
+        editor.open(uri, doc + line)
+        editor.replace(uri, len(doc), len(doc) + len(line), "")  # the line deleted
+        (item,) = (await editor.inline(uri, invoked=True)).items
+        assert item.insert_text == line
+        sources = (await editor.stats())["last"]["draft_sources"]
+    assert sources.get("history", {}).get("accepted", 0) >= len(line) // 8, sources
+
+
 # --- the build ----------------------------------------------------------------------------
 
 

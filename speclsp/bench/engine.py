@@ -32,6 +32,7 @@ from pathlib import Path
 from ..completion.completer import Completer, CompletionRequest
 from ..completion.context import OpenDocument
 from ..drafting.drafter import PromptLookupDrafter
+from ..drafting.folders import worth_remembering
 from .report import agreement, fmt, ratio, summarise, times, threads, write_report
 
 SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto", "ws:tree")
@@ -47,16 +48,19 @@ class Case:
     character: int
     others: tuple[OpenDocument, ...] = ()
     expected: str | None = None  # what the author wrote (history cases)
+    history: tuple[str, ...] = ()  # what the server would remember: the text the edit removed
 
     def request(self, max_new: int) -> CompletionRequest:
-        return CompletionRequest(self.path, self.text, self.line, self.character, self.others, max_tokens=max_new)
+        return CompletionRequest(self.path, self.text, self.line, self.character, self.others, max_tokens=max_new,
+                                 history=self.history)
 
 
 def history_cases(repo: str, commits: int, max_cases: int) -> list[Case]:
     from .history import edit_cases
 
     return [Case(f"{c.name}", "edit-replay", c.path, c.text, c.line, c.character,
-                 tuple(OpenDocument(p, t) for p, t in c.others), c.expected)
+                 tuple(OpenDocument(p, t) for p, t in c.others), c.expected,
+                 (c.removed,) if worth_remembering(c.removed) else ())
             for c in edit_cases(repo, commits=commits, max_cases=max_cases)]
 
 

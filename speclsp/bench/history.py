@@ -29,6 +29,7 @@ class EditCase:
     character: int
     expected: str  # what the author wrote from the cursor on
     others: tuple[tuple[str, str], ...]  # (path, text before the commit) of other changed files
+    removed: str = ""  # the lines the hunk replaced (the author's edit took them out)
 
     @property
     def name(self) -> str:
@@ -73,7 +74,8 @@ def cases_from_commit(repo: Path, commit: str, globs: tuple[str, ...], min_chars
             continue
         others = tuple((p, t) for p, t in before.items() if p != path and t is not None)
         lines = after.split("\n")
-        for _, old_count, new_start, new_count in _hunks(_git(repo, "diff", "-U0", parent, commit, "--", path)):
+        old_lines = before[path].split("\n")
+        for old_start, old_count, new_start, new_count in _hunks(_git(repo, "diff", "-U0", parent, commit, "--", path)):
             if new_count == 0:
                 continue
             # Leading blank lines stay in the document: the cursor goes to the first line
@@ -89,7 +91,8 @@ def cases_from_commit(repo: Path, commit: str, globs: tuple[str, ...], min_chars
             if len(expected.strip()) < min_chars:
                 continue
             kept = lines[: new_start - 1] + [first[:indent]] + lines[new_start - 1 + new_count :]
-            out.append(EditCase(commit, path, "\n".join(kept), new_start - 1, indent, expected, others))
+            removed = "\n".join(old_lines[old_start - 1 : old_start - 1 + old_count]) if old_count else ""
+            out.append(EditCase(commit, path, "\n".join(kept), new_start - 1, indent, expected, others, removed))
     return out
 
 

@@ -11,7 +11,8 @@ many policies in the time of one engine run, and beside them three bounds:
 - tree:oracle  the proposed tree (as `ws:tree` proposes it) with only the path the model
                follows verified: the best any node selection could do with this drafter;
 - copy>=1      at every step, the longest continuation copied from any place in the
-               prompt, the open documents or the output so far whose preceding token is
+               prompt, the open documents, the document's drafting history (text its edit
+               removed) or the output so far whose preceding token is
                the last token: the best a drafter matching one token of context could do;
 - copy         the same from anywhere (an LZ77 parse of the output): no drafter that
                copies text could need fewer forwards.
@@ -173,8 +174,8 @@ def main(args) -> dict:
         engine.reset()
         out = list(engine.generate(prompt.ids, max_new_tokens=max_new, stop_text=rules.cut).token_ids)
         context = list(prompt.ids)
-        for doc in [*req.other_documents, req]:
-            context += [-1] + list(completer.backend.encode(doc.text))
+        for text in [*(d.text for d in req.other_documents), req.text, *req.history]:
+            context += [-1] + list(completer.backend.encode(text))
         prepared.append((case, (req, list(prompt.ids), context), out))
     rows = []
     state: dict = {}

@@ -54,6 +54,10 @@ class CompletionRequest:
     step_budget_s: float | None = None
     max_lines: int = 16
     budget: PromptBudget = field(default_factory=PromptBudget)
+    # What an editing session would have remembered for this document's drafting (text its
+    # edits removed, accepted completions): drafted from, never in the prompt. The server
+    # keeps its own (`ServerState.remember`); the benchmarks replay it here.
+    history: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,8 @@ class Completer:
             for doc in req.other_documents:
                 index.open(doc.path, doc.text, source="workspace")
             index.open(req.path, req.text)
+            for text in req.history:
+                index.add_history(self.backend.encode(text))
         drafter = WorkspaceDrafter(index, fim_suffix_id=self.fim.suffix if self.fim else None,
                                    fim_middle_id=self.fim.middle if self.fim else None)
         prefix, _ = split_at(req.text, req.line, req.character)

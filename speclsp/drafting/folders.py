@@ -24,6 +24,12 @@ from .workspace import WorkspaceDrafter
 log = logging.getLogger(__name__)
 
 MAX_HISTORY_CHARS = 8192  # an accepted completion is a few lines; more is not a completion
+REMOVED_MIN_CHARS = 12  # text an edit removed, shorter than this (backspaces, a word), is not remembered
+
+
+def worth_remembering(removed: str) -> bool:
+    """Whether text an edit removed joins the drafting history (`add_history`)."""
+    return len(removed) >= REMOVED_MIN_CHARS and len(removed.strip()) >= REMOVED_MIN_CHARS
 
 
 def _norm(uri: str) -> str:

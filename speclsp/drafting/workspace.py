@@ -9,7 +9,7 @@ the index again when every candidate's text has run out.
 
 Sources recorded in `Draft.source`: "suffix" (text after the cursor: the current document
 at the cursor, or the FIM suffix part of the prompt), "document" (the current document),
-"workspace" (other documents), "history" (earlier accepted completions), "prompt" and
+"workspace" (other documents), "history" (earlier completions, text edits removed), "prompt" and
 "generated" (the current request's own tokens). Weights are integers so that sums are
 exact and answers never depend on summation order; ties go to the lower token id, then a
 fixed order of sources.

@@ -99,6 +99,7 @@ class Edit:
     end: int
     text: str
     after: str
+    removed: str = ""  # what a ranged change replaced ("" for a whole-text replacement)
 
 
 class DocumentStore:
@@ -153,8 +154,9 @@ class DocumentStore:
                 start = lines.offset_from_client(rng[0], rng[1], self.encoding)
                 end = lines.offset_from_client(rng[2], rng[3], self.encoding)
                 start, end = min(start, end), max(start, end)
+            removed = doc.text[start:end] if rng is not None else ""
             doc.text = doc.text[:start] + new_text + doc.text[end:]
-            edits.append(Edit(start, end, new_text, doc.text))
+            edits.append(Edit(start, end, new_text, doc.text, removed))
         doc.version = version
         doc.edits += 1
         doc.edited_at = time.monotonic()

@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol, Sequence
 from .. import __version__
 from ..drafting.clock import KeystrokeClock
 from ..drafting.controller import LookaheadPolicy
-from ..drafting.folders import Folders, WorkspaceIndexes
+from ..drafting.folders import Folders, WorkspaceIndexes, worth_remembering
 from .config import Config, parse_options
 from .documents import Document, DocumentStore, Edit, Range
 from .generations import Generations
@@ -176,6 +176,11 @@ class ServerState:
         edits = self.documents.change(doc, version, changes)
         if was_indexed:
             self.indexer.submit(lambda: self._index_edits(uri, edits))
+            for e in edits:
+                # Rewritten code often comes back in part: what an edit took out (a line
+                # deleted, a selection typed over) is drafted from, beside accepted completions.
+                if worth_remembering(e.removed):
+                    self.remember(uri, e.removed)
         self._resized(doc)
         self.clock.on_edit(uri, doc.edited_at)
         self.stats.edits += 1
@@ -206,7 +211,8 @@ class ServerState:
         self.latest_request.pop(uri, None)
 
     def remember(self, uri: str, text: str) -> None:
-        """A completion that was accepted or generated joins its folder's drafting history."""
+        """A completion that was accepted or generated, or text an edit removed, joins its
+        folder's drafting history."""
         self.indexer.submit(lambda: self.indexes.add_history(uri, text))
 
     def accepted(self, uri: str, text: str, kind: str) -> None:
