@@ -162,6 +162,22 @@ async def test_a_line_deleted_then_written_again_is_drafted_from_what_was_delete
     doc, line = DESCRIBE
     async with running_server(str(trained_model_dir), tmp_path, "vscode",
                               {"lookahead": "fixed:10", "maxTokens": MAX_TOKENS}) as editor:
+        t = editor.t
+        # A formatter's didChange (several changes) is not remembered: the line comes back
+        # with no draft from history.
+        many = f"{editor.log.parent.as_uri()}/formatted.py"
+        editor.open(many, doc + line + "\n")
+        end = editor.position(many, len(doc) + len(line))
+        editor.client.text_document_did_change(t.DidChangeTextDocumentParams(
+            text_document=t.VersionedTextDocumentIdentifier(uri=many, version=2),
+            content_changes=[t.TextDocumentContentChangePartial(range=t.Range(end, editor.position(many)), text=""),
+                             t.TextDocumentContentChangePartial(range=t.Range(editor.position(many, len(doc)), end),
+                                                                text="")]))
+        editor.docs[many] = [doc, 2]
+        (item,) = (await editor.inline(many, invoked=True)).items
+        assert item.insert_text == line
+        assert "history" not in (await editor.stats())["last"]["draft_sources"]
+        editor.close_all()
         uri = f"{editor.log.parent.as_uri()}/deleted.py"
         editor.open(uri, doc + line)
         editor.replace(uri, len(doc), len(doc) + len(line), "")  # the line deleted

@@ -176,11 +176,11 @@ class ServerState:
         edits = self.documents.change(doc, version, changes)
         if was_indexed:
             self.indexer.submit(lambda: self._index_edits(uri, edits))
-            for e in edits:
-                # Rewritten code often comes back in part: what an edit took out (a line
-                # deleted, a selection typed over) is drafted from, beside accepted completions.
-                if worth_remembering(e.removed):
-                    self.remember(uri, e.removed)
+            # Rewritten code often comes back in part: what the user's edit took out (a line
+            # deleted, a selection typed over) is drafted from, beside accepted completions.
+            # One change only: a formatter's many changes would push the history out.
+            if len(edits) == 1 and worth_remembering(edits[0].removed):
+                self.remember(uri, edits[0].removed)
         self._resized(doc)
         self.clock.on_edit(uri, doc.edited_at)
         self.stats.edits += 1
