@@ -196,6 +196,29 @@ def test_controller_sizes_the_tree_from_costs_and_what_it_learns():
     assert fresh.path_probs(chain) == acc.path_probs(chain)
 
 
+def test_the_controller_uses_the_tile_of_rows_it_pays_for_anyway():
+    """Matrix kernels cost about the same up to the end of a 16-row tile (this CPU: 131-141
+    ms for 1 to 16 tokens, 167 ms for 17). With the calibration on both sides of that edge
+    the controller verifies more of the 15 drafted tokens that fit beside the pending one,
+    and not the 16th; priced from powers of two only, nodes 9-15 looked 4 ms each and it
+    stopped at 8."""
+    chain = DraftTree((*range(30),), (*range(-1, 29),), (1.0,) * 30, ("document",) * 30, (40,) * 30)
+    staircase = {0: .131, 1: .131, 3: .131, 7: .131, 8: .131, 15: .141, 16: .167, 31: .182, 32: .210, 64: .281}
+    keep, _ = TreeLookahead(costs=CostModel(staircase)).plan_tree(chain)
+    assert 8 < len(keep) <= 15
+    powers = {k: v for k, v in staircase.items() if k in (0, 1, 8, 16, 32, 64)}
+    assert len(TreeLookahead(costs=CostModel(powers)).plan_tree(chain)[0]) == 8
+
+
+def test_a_calibration_on_an_older_grid_is_measured_again(tiny_lm):
+    from speclsp.local import model as m
+
+    m._write_json(m._calibration_path(tiny_lm), {0: 1.0, 8: 2.0, 64: 3.0}, "an older calibration")
+    costs = tiny_lm.step_costs()
+    assert set(costs) == set(m.CALIBRATED_KS) and costs[0] < 1.0  # measured, not read back
+    assert tiny_lm.step_costs() == costs  # and kept for the next process
+
+
 def _drafter(prompt, docs=()):
     index = NgramIndex()
     for i, d in enumerate(docs):
