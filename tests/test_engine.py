@@ -225,3 +225,22 @@ def test_a_request_that_extends_the_cached_one_feeds_one_forward(engine, tiny_lm
     assert (again.stats.reused_tokens, again.stats.prefill_forwards) == (302, 1)
     engine.reset()
     assert again.token_ids == typed.token_ids == engine.generate(prompt + [40, 41, 42], max_new_tokens=1).token_ids
+
+
+def test_a_reset_engine_runs_a_prompt_again_from_the_same_state(tiny_lm):
+    """The benchmarks reset the engine before every run: a repeat of a prompt must not
+    recycle the picks its previous run taught the engine (that made repeats of a novel
+    prompt look 3x faster with trees)."""
+    from speclsp.drafting.controller import CostModel, TreeLookahead
+    from speclsp.drafting.index import NgramIndex
+    from speclsp.drafting.workspace import WorkspaceDrafter
+
+    engine = Engine(tiny_lm)
+    runs = []
+    for _ in range(2):
+        engine.reset()
+        r = engine.generate(list(range(5, 25)), max_new_tokens=24, drafter=WorkspaceDrafter(NgramIndex()),
+                            policy=TreeLookahead(costs=CostModel({0: 0.1, 64: 0.1})))
+        runs.append([(s.k, s.accepted, s.source) for s in r.steps])
+    assert runs[0] == runs[1]
+    assert any(src == "recycle" for _, _, src in runs[0])  # recycling took part

@@ -251,5 +251,9 @@ class Engine:
         return text
 
     def reset(self) -> None:
+        """Start cold: no cached prefix and no recycled picks (the benchmarks run every
+        system and every repeat from this same state; a repeat of a prompt would otherwise
+        recycle the tokens its previous run generated)."""
         with self._lock:
             self.kv = KVState()
+            self.successors = Successors()
