@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..drafting.controller import CostAwareLookahead, TreeLookahead, parse_lookahead
+from ..drafting.controller import CostAwareLookahead, CostModel, TreeLookahead, parse_lookahead
 from ..drafting.drafter import MAX_DRAFT, NO_DRAFT, PromptLookupDrafter
 from ..drafting.tree import NO_TREE
 from .report import fmt, ratio, write_report
@@ -48,18 +48,16 @@ class Tally:
 
 
 class Costs:
-    """Seconds of a verify pass over the pending token and n drafted ones, interpolated
-    between the calibrated sizes (beyond the largest: extrapolated linearly)."""
+    """Seconds of a verify pass over the pending token and n drafted ones: the controllers'
+    own shape of the calibrated table (interpolated, extrapolated beyond the largest size,
+    made non-decreasing since timing noise only ever adds time), at a fixed load level."""
 
     def __init__(self, table: dict[int, float]):
         self.table = dict(table)
-        self.ks = sorted(self.table)
+        self._shape = CostModel(self.table).shape
 
     def __call__(self, n: int) -> float:
-        ks, ys = self.ks, [self.table[k] for k in self.ks]
-        if n > ks[-1] and len(ks) > 1:
-            return ys[-1] + (n - ks[-1]) * (ys[-1] - ys[-2]) / (ks[-1] - ks[-2])
-        return float(np.interp(n, ks, ys))
+        return self._shape(n)
 
 
 def followed(tree, out: list[int], i: int) -> list[int]:
