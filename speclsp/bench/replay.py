@@ -219,6 +219,8 @@ def render(report: dict) -> str:
     lines = [f"model {report['model']} on {report['device']} ({report['dtype']}), {report['max_new_tokens']} new tokens max; "
              "drafting replayed against greedy output, model seconds from this machine's calibrated verify costs "
              "(decode only); tree:oracle, copy>=1 and copy are bounds that know the future", "",
+             "verify pass over the pending token + k drafted, calibrated ms: "
+             + ", ".join(f"k={k} {float(v) * 1e3:.0f}" for k, v in sorted(report["costs"].items(), key=lambda kv: int(kv[0]))), "",
              "| workload | policy | forwards | forwards/token | verified/forward | model s | vs greedy | vs chain:auto |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for kind, s in report["summary"].items():
