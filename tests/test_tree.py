@@ -197,11 +197,11 @@ def test_controller_sizes_the_tree_from_costs_and_what_it_learns():
 
 
 def test_the_controller_uses_the_tile_of_rows_it_pays_for_anyway():
-    """Matrix kernels cost about the same up to the end of a 16-row tile (this CPU: 131-141
-    ms for 1 to 16 tokens, 167 ms for 17). With the calibration on both sides of that edge
-    the controller verifies more of the 15 drafted tokens that fit beside the pending one,
-    and not the 16th; priced from powers of two only, nodes 9-15 looked 4 ms each and it
-    stopped at 8."""
+    """Matrix kernels cost about the same up to the end of a 16-row tile (a staircase like
+    this CPU's calibration: 145 ms for 16 tokens, 165 ms for 17). With the calibration on
+    both sides of that edge the controller verifies more of the 15 drafted tokens that fit
+    beside the pending one, and not the 16th; priced from powers of two only, nodes 9-15
+    looked 4 ms each and it stopped at 8."""
     chain = DraftTree((*range(30),), (*range(-1, 29),), (1.0,) * 30, ("document",) * 30, (40,) * 30)
     staircase = {0: .131, 1: .131, 3: .131, 7: .131, 8: .131, 15: .141, 16: .167, 31: .182, 32: .210, 64: .281}
     keep, _ = TreeLookahead(costs=CostModel(staircase)).plan_tree(chain)

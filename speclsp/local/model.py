@@ -30,10 +30,11 @@ PREFILL_CHUNK = 256  # tokens per prefill forward; cancellation is checked betwe
 
 # The draft lengths k whose verify pass (1 + k tokens) calibration times. Matrix kernels
 # work on tiles of rows, so a pass costs about the same up to the end of a tile and jumps
-# after it (measured on this project's 2-core CPU, default model, bf16: 1 to 16 tokens
-# 131-141 ms, 17 tokens 167 ms, 33 tokens 210 ms). A point on each side of every 16-token
-# edge lets the controller's linear interpolation follow that staircase; points only at
-# powers of two priced 9-15 drafted tokens at 4 ms each where they cost under 1 ms.
+# after it (this project's 2-core CPU, default model, bf16, as `speclsp bench replay`
+# prints it: 9 tokens 132 ms, 16 tokens 145 ms, 17 tokens 165 ms, 33 tokens 206 ms). A point
+# on each side of every 16-token edge lets the controller's linear interpolation follow
+# that staircase; an earlier calibration at powers of two (9 tokens 111 ms, 17 tokens
+# 146 ms) priced drafted tokens 9-15 at over 4 ms each where they cost about 2 ms.
 CALIBRATED_KS = (0, 1, 3, 7, 8, 15, 16, 31, 32, 47, 48, 63, 64)
 
 # Tokens that end a completion for the model families we know (completion/fim.py names
