@@ -51,3 +51,21 @@ def test_copy_bounds_find_the_longest_copy():
     assert copy_length(hay, 9, [1, 2, 3]) == 2  # after a 9 only "1 2 4" follows
     assert copy_length(hay, 8, [1, 2]) == 0
     assert copy_length(hay, None, []) == 0
+
+
+def test_the_told_controller_knows_the_first_level_and_estimates_the_rest():
+    from speclsp.bench.replay import ToldNext
+    from speclsp.drafting.controller import TreeAcceptance
+    from speclsp.drafting.tree import DraftTree
+
+    # Two continuations under the pending token: 7 8 (share 0.75) and 9 (0.25).
+    tree = DraftTree((7, 9, 8), (-1, -1, 0), (0.75, 0.25, 1.0), ("document",) * 3, (3, 3, 3))
+    plain = TreeAcceptance().path_probs(tree)
+    told = ToldNext()
+    assert told.path_probs(tree) == plain  # told nothing: the plain estimates
+
+    told.next_token = 9  # the model takes the minority branch
+    got = told.path_probs(tree)
+    assert got[1] == told.ceiling and got[0] == told.floor
+    assert got[2] == pytest.approx(told.floor * plain[2] / plain[0])  # 8 given 7: as estimated
+    assert got[2] < got[1]

@@ -8,6 +8,10 @@ deterministic), and the step costs this machine's calibrated verify cost for tha
 tokens (`LoadedModel.step_costs`). So forwards per token and model seconds come out for
 many policies in the time of one engine run, and beside them three bounds:
 
+- tree:auto+next  the tree controller told the model's next token: its estimate for each
+               first-level node is the truth, deeper nodes keep theirs. What a perfect
+               one-token predictor would add (after a miss, which of the drafted
+               continuations the model takes is the controller's costliest unknown);
 - tree:oracle  the proposed tree (as `ws:tree` proposes it) with only the path the model
                follows verified: the best any node selection could do with this drafter;
 - copy>=1      at every step, the longest continuation copied from any place in the
@@ -31,13 +35,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..drafting.controller import CostAwareLookahead, CostModel, TreeLookahead, parse_lookahead
+from ..drafting.controller import CostAwareLookahead, CostModel, TreeAcceptance, TreeLookahead, parse_lookahead
 from ..drafting.drafter import MAX_DRAFT, NO_DRAFT, PromptLookupDrafter
 from ..drafting.tree import NO_TREE
 from .report import fmt, ratio, write_report
 
 POLICIES = ("lookup:fixed:10", "chain:fixed:10", "chain:fixed:64", "chain:auto", "tree:fixed:8", "tree:fixed:16", "tree:fixed:64",
-            "tree:auto", "tree:oracle", "copy>=1", "copy")
+            "tree:auto", "tree:auto+next", "tree:oracle", "copy>=1", "copy")
 
 
 @dataclass
@@ -58,6 +62,27 @@ class Costs:
 
     def __call__(self, n: int) -> float:
         return self._shape(n)
+
+
+@dataclass
+class ToldNext(TreeAcceptance):
+    """The tree controller's acceptance estimates, told the token the model picks next: a
+    first-level node's chance is the truth (the ceiling for that token, the floor for its
+    siblings), a deeper node's is its estimate given its parent, as before."""
+
+    next_token: int | None = None
+
+    def path_probs(self, tree) -> list[float]:
+        probs = super().path_probs(tree)
+        if self.next_token is None:
+            return probs
+        out: list[float] = []
+        for i, p in enumerate(tree.parents):
+            if p < 0:
+                out.append(self.ceiling if tree.tokens[i] == self.next_token else self.floor)
+            else:
+                out.append(out[p] * (probs[i] / probs[p] if probs[p] > 0 else 0.0))
+        return out
 
 
 def followed(tree, out: list[int], i: int) -> list[int]:
@@ -110,8 +135,11 @@ def replay(completer, case_prompt, out: list[int], policy: str, cost: Costs, sta
     kind, spec = policy.split(":", 1)
     drafter = PromptLookupDrafter() if kind == "lookup" else completer.drafter_for(req)
     drafter.begin(prompt_ids)
+    told = spec == "auto+next"
     if kind == "tree" and spec in ("auto", "oracle"):
         ctl = state.setdefault("tree", TreeLookahead.calibrated(cost.table))
+    elif told:  # learns on its own: its choices, hence its observations, differ
+        ctl = state.setdefault("told", TreeLookahead.calibrated(cost.table, tree_acceptance=ToldNext()))
     elif spec == "auto":
         ctl = state.setdefault("chain", CostAwareLookahead.calibrated(cost.table))
     else:
@@ -121,18 +149,22 @@ def replay(completer, case_prompt, out: list[int], policy: str, cost: Costs, sta
         ids = prompt_ids + out[:i]
         room = min(MAX_DRAFT, len(out) - i - 1)  # the bonus token must fit, as in the engine
         if kind == "tree":
-            size = 2 * ctl.max_nodes if spec in ("auto", "oracle") else int(spec.split(":")[-1])
+            size = 2 * ctl.max_nodes if spec in ("auto", "auto+next", "oracle") else int(spec.split(":")[-1])
             proposed = drafter.propose_tree(ids, size, room) if room > 0 else NO_TREE
             if spec == "oracle":
                 keep = followed(proposed, out, i)
-            elif spec == "auto":
+            elif spec in ("auto", "auto+next"):
+                if told:
+                    ctl.tree_acceptance.next_token = out[i]
                 keep, _ = ctl.plan_tree(proposed)
+                if told:
+                    ctl.tree_acceptance.next_token = None
             else:
                 keep = list(range(len(proposed)))
             tree = proposed.select(keep)
             path = followed(tree, out, i)
             n, acc = len(tree), len(path)
-            if spec == "auto":
+            if spec in ("auto", "auto+next"):
                 ctl.record_tree(tree, path, cost(n))
         else:
             draft = drafter.propose(ids, room) if room > 0 else NO_DRAFT
@@ -218,7 +250,7 @@ def summarise(rows: list[dict], cost: Costs) -> dict:
 def render(report: dict) -> str:
     lines = [f"model {report['model']} on {report['device']} ({report['dtype']}), {report['max_new_tokens']} new tokens max; "
              "drafting replayed against greedy output, model seconds from this machine's calibrated verify costs "
-             "(decode only); tree:oracle, copy>=1 and copy are bounds that know the future", "",
+             "(decode only); tree:auto+next, tree:oracle, copy>=1 and copy are bounds that know the future", "",
              "verify pass over the pending token + k drafted, calibrated ms: "
              + ", ".join(f"k={k} {float(v) * 1e3:.0f}" for k, v in sorted(report["costs"].items(), key=lambda kv: int(kv[0]))), "",
              "| workload | policy | forwards | forwards/token | verified/forward | model s | vs greedy | vs chain:auto |",
