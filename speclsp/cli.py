@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "policies replayed against greedy output, with bounds")
     b.add_argument("--max-tokens", type=int, default=96)
     b.add_argument("--quick", action="store_true", help="fewer prompts")
-    b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt; the fastest counts")
+    b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt, taken in turn across the systems; the fastest counts")
     b.add_argument("--repo", default=None, help="git repository whose commits give edit-replay cases")
     b.add_argument("--commits", type=int, default=20, help="newest non-merge commits to replay")
     b.add_argument("--max-cases", type=int, default=24, help="edit-replay cases at most")

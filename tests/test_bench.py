@@ -105,7 +105,8 @@ def test_bench_replay_prints_policies_and_bounds(tiny_model_dir, history_repo, t
                         "--dtype", "float32", "--repo", str(history_repo), "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    for row in ("| edit-replay | chain:auto |", "| edit-replay | tree:auto |", "| edit-replay | tree:oracle |",
+    for row in ("| edit-replay | chain:auto |", "| edit-replay | tree:auto |", "| edit-replay | tree:auto+next |",
+                "| edit-replay | tree:oracle |",
                 "| edit-replay | copy |", "| novel | greedy |"):
         assert row in r.stdout, r.stdout
     summary = json.loads((tmp_path / "replay.json").read_text())["summary"]["edit-replay"]["policies"]

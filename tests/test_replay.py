@@ -69,3 +69,27 @@ def test_the_told_controller_knows_the_first_level_and_estimates_the_rest():
     assert got[1] == told.ceiling and got[0] == told.floor
     assert got[2] == pytest.approx(told.floor * plain[2] / plain[0])  # 8 given 7: as estimated
     assert got[2] < got[1]
+
+
+def test_the_engine_bench_takes_its_repeats_in_turn_across_systems(tiny_lm, monkeypatch):
+    """Best-of-N timing is fair only if a burst of load cannot land on every run of one
+    system: the repeats go round the systems (greedy, A, B, greedy, A, B)."""
+    from speclsp.bench import engine as bench
+
+    order = []
+    real = bench.run_system
+
+    def watched(completer, system, *args, **kw):
+        order.append(system)
+        return real(completer, system, *args, **kw)
+
+    monkeypatch.setattr(bench, "run_system", watched)
+    completer = Completer(LocalBackend(tiny_lm))
+    lines = DOC.split("\n")
+    case = bench.Case("shapes", "edit-replay", "shapes.py", DOC, len(lines) - 1, len(lines[-1]))
+    rows = bench.measure(completer, [case], ("greedy", "ws:auto", "ws:tree"), 12, repeats=2)
+    assert order == ["greedy", "ws:auto", "ws:tree"] * 2
+    assert [r["system"] for r in rows] == ["greedy", "ws:auto", "ws:tree"]
+    assert all(r["identical"] and r["tokens"] == rows[0]["tokens"] for r in rows)  # float32: lossless
+    with pytest.raises(ValueError, match="start with greedy"):
+        bench.measure(completer, [case], ("ws:auto", "greedy"), 12)

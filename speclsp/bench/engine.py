@@ -171,26 +171,35 @@ def run_system(completer: Completer, system: str, req: CompletionRequest, prompt
 
 def measure(completer: Completer, all_cases: list[Case], systems: tuple[str, ...], max_new: int, repeats: int = 1,
             assistant=None, desc: str = "bench") -> list[dict]:
-    """Every system on every case; one row per (case, system)."""
+    """Every system on every case; one row per (case, system).
+
+    `systems` starts with "greedy": its output, cut where the suggestion ends, fixes how many
+    tokens the others generate. Each system's time is the best of `repeats` runs, and the
+    repeats go round the systems in turn (greedy, A, B, greedy, A, B, ...): a burst of
+    load from another process then slows one run of several systems, not every run of one.
+    """
     from tqdm import tqdm
 
+    if systems[0] != "greedy":
+        raise ValueError("the systems start with greedy (it fixes the number of tokens)")
     rows = []
-    with tqdm(total=len(all_cases) * len(systems), desc=desc, file=sys.stderr) as bar:
+    with tqdm(total=len(all_cases) * len(systems) * repeats, desc=desc, file=sys.stderr) as bar:
         for case in all_cases:
             req = case.request(max_new)
             prompt, rules = completer.prompt_for(req)
-            results: dict[str, Run] = {}
+            runs: dict[str, list[Run]] = {s: [] for s in systems}
             n = max_new
-            for system in systems:
-                bar.set_postfix_str(f"{case.name} {system}")
-                # Greedy ends where the suggestion ends (show rules) and fixes N for the rest.
-                stop = rules.cut if system == "greedy" else None
-                # Best of `repeats` runs: the outputs are deterministic, the timing is not.
-                runs = [run_system(completer, system, req, prompt.ids, n, stop, assistant) for _ in range(repeats)]
-                results[system] = min(runs, key=lambda r: r.seconds)
-                if system == "greedy":
-                    n = max(1, len(results[system].ids))
-                bar.update(1)
+            for _ in range(repeats):
+                for system in systems:
+                    bar.set_postfix_str(f"{case.name} {system}")
+                    # Greedy ends where the suggestion ends (show rules) and fixes N for the rest.
+                    stop = rules.cut if system == "greedy" else None
+                    runs[system].append(run_system(completer, system, req, prompt.ids, n, stop, assistant))
+                    if system == "greedy":
+                        n = max(1, len(runs[system][0].ids))
+                    bar.update(1)
+            # The outputs are deterministic, the timing is not: the fastest run of each.
+            results = {s: min(rs, key=lambda r: r.seconds) for s, rs in runs.items()}
             base = results["greedy"]
             quality = None
             if case.expected is not None:
