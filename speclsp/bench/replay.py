@@ -6,7 +6,7 @@ or a tree and the nodes the policy keeps), the accepted length is the longest dr
 that the greedy output follows (what verification keeps: greedy decoding is
 deterministic), and the step costs this machine's calibrated verify cost for that many
 tokens (`LoadedModel.step_costs`). So forwards per token and model seconds come out for
-many policies in the time of one engine run, and beside them three bounds:
+many policies in the time of one engine run, and beside them four bounds:
 
 - tree:auto+next  the tree controller told the model's next token: its estimate for each
                first-level node is the truth, deeper nodes keep theirs. What a perfect
@@ -135,10 +135,10 @@ def replay(completer, case_prompt, out: list[int], policy: str, cost: Costs, sta
     kind, spec = policy.split(":", 1)
     drafter = PromptLookupDrafter() if kind == "lookup" else completer.drafter_for(req)
     drafter.begin(prompt_ids)
-    told = spec == "auto+next"
+    learns = spec in ("auto", "auto+next")  # a controller that plans and learns as in the engine
     if kind == "tree" and spec in ("auto", "oracle"):
         ctl = state.setdefault("tree", TreeLookahead.calibrated(cost.table))
-    elif told:  # learns on its own: its choices, hence its observations, differ
+    elif spec == "auto+next":  # learns on its own: its choices, hence its observations, differ
         ctl = state.setdefault("told", TreeLookahead.calibrated(cost.table, tree_acceptance=ToldNext()))
     elif spec == "auto":
         ctl = state.setdefault("chain", CostAwareLookahead.calibrated(cost.table))
@@ -149,22 +149,20 @@ def replay(completer, case_prompt, out: list[int], policy: str, cost: Costs, sta
         ids = prompt_ids + out[:i]
         room = min(MAX_DRAFT, len(out) - i - 1)  # the bonus token must fit, as in the engine
         if kind == "tree":
-            size = 2 * ctl.max_nodes if spec in ("auto", "auto+next", "oracle") else int(spec.split(":")[-1])
+            size = 2 * ctl.max_nodes if learns or spec == "oracle" else int(spec.split(":")[-1])
             proposed = drafter.propose_tree(ids, size, room) if room > 0 else NO_TREE
             if spec == "oracle":
                 keep = followed(proposed, out, i)
-            elif spec in ("auto", "auto+next"):
-                if told:
+            elif learns:
+                if isinstance(ctl.tree_acceptance, ToldNext):
                     ctl.tree_acceptance.next_token = out[i]
                 keep, _ = ctl.plan_tree(proposed)
-                if told:
-                    ctl.tree_acceptance.next_token = None
             else:
                 keep = list(range(len(proposed)))
             tree = proposed.select(keep)
             path = followed(tree, out, i)
             n, acc = len(tree), len(path)
-            if spec in ("auto", "auto+next"):
+            if learns:
                 ctl.record_tree(tree, path, cost(n))
         else:
             draft = drafter.propose(ids, room) if room > 0 else NO_DRAFT
