@@ -1,6 +1,7 @@
 """The engine is lossless: speculative output equals plain greedy output token for token.
 
-Tiny random model in float32; drafts are random, adversarial (almost right), perfect
+Tiny random model in float32, and the same with int8 weights (speculation must be lossless
+against greedy of the same weights); drafts are random, adversarial (almost right), perfect
 (taken from the greedy output itself), or from prompt lookup. Also after prefix reuse
 and after a cancelled request.
 """
@@ -42,9 +43,15 @@ def greedy(engine: Engine, prompt, n):
 prompts = st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=48)
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_lm):
-    return Engine(tiny_lm)
+@pytest.fixture(scope="module", params=["float32", "int8"])
+def engine(request, tiny_lm, tiny_model_dir):
+    if request.param == "float32":
+        return Engine(tiny_lm)
+    from speclsp.local import model
+
+    lm = model.load(str(tiny_model_dir), device="cpu", dtype="int8", warm_up=False)
+    assert lm.precision == "int8"
+    return Engine(lm)
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -158,7 +165,7 @@ def test_prompt_lookup_drafts_the_continuation_of_the_longest_match():
 
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prompt=prompts, docs=st.lists(st.lists(st.integers(0, 400), max_size=80), max_size=3),
-       lookahead=st.sampled_from(["auto", "heuristic", "fixed:10", "fixed:64"]), copy=st.booleans())
+       lookahead=st.sampled_from(["auto", "tree", "heuristic", "fixed:10", "fixed:64"]), copy=st.booleans())
 def test_workspace_drafter_and_controller_stay_lossless(engine, tiny_lm, prompt, docs, lookahead, copy):
     """Workspace documents that contain the greedy continuation (or not), any policy."""
     from speclsp.completion.completer import Completer
@@ -174,7 +181,7 @@ def test_workspace_drafter_and_controller_stay_lossless(engine, tiny_lm, prompt,
     if copy:  # a document that already holds what the model will write
         index.open_ids("copy", list(prompt) + expected, "document")
     drafter = WorkspaceDrafter(index)
-    policy = Completer(LocalBackend(tiny_lm)).policy_for(lookahead)
+    policy = Completer(LocalBackend(engine.lm)).policy_for(lookahead)
     engine.reset()
     got = engine.generate(prompt, max_new_tokens=n, drafter=drafter, policy=policy)
     assert got.token_ids == expected
@@ -193,7 +200,7 @@ def test_prefill_feeds_the_last_token_with_its_chunk_and_runs_the_head_once(engi
     """Prefill chunks compute no logits (the head of a 150k vocabulary is ~25 ms a call on a
     2-core CPU even for one row) and the last chunk holds the last prompt token, whose one
     row of logits picks the first token; a verify pass computes 1 + k rows."""
-    fed, rows, remove = head_rows(tiny_lm)
+    fed, rows, remove = head_rows(engine.lm)
     prompt = [5 + i % 300 for i in range(600)]
     try:
         engine.reset()
@@ -214,7 +221,7 @@ def test_a_request_that_extends_the_cached_one_feeds_one_forward(engine, tiny_lm
     prompt = [5 + i % 300 for i in range(300)]
     engine.reset()
     engine.generate(prompt, max_new_tokens=4)
-    fed, rows, remove = head_rows(tiny_lm)
+    fed, rows, remove = head_rows(engine.lm)
     try:
         typed = engine.generate(prompt + [40, 41, 42], max_new_tokens=1)
         again = engine.generate(prompt + [40, 41, 42], max_new_tokens=1)

@@ -210,15 +210,6 @@ def test_the_controller_uses_the_tile_of_rows_it_pays_for_anyway():
     assert len(TreeLookahead(costs=CostModel(powers)).plan_tree(chain)[0]) == 8
 
 
-def test_a_calibration_on_an_older_grid_is_measured_again(tiny_lm):
-    from speclsp.local import model as m
-
-    m._write_json(m._calibration_path(tiny_lm), {0: 1.0, 8: 2.0, 64: 3.0}, "an older calibration")
-    costs = tiny_lm.step_costs()
-    assert set(costs) == set(m.CALIBRATED_KS) and costs[0] < 1.0  # measured, not read back
-    assert tiny_lm.step_costs() == costs  # and kept for the next process
-
-
 def _drafter(prompt, docs=()):
     index = NgramIndex()
     for i, d in enumerate(docs):

@@ -103,7 +103,7 @@ def main(args) -> dict:
     target = getattr(args, "model", None) or DEFAULT_TARGET
     draft = getattr(args, "draft_model", None) or DEFAULT_DRAFT
     # The backend checks that the tokenizers agree; calibrate before timing anything.
-    completer = load_completer(Choice.of(args, model=target, draft_model=draft), progress=say, calibrate=True)
+    completer = load_completer(Choice.of(args, model=target, draft_model=draft), progress=say, calibrate="full")
     dm = completer.backend.model_drafter
     say(f"draft model: {dm.token_s * 1e3:.0f} ms per draft token, {dm.prefill_token_s * 1e3:.1f} ms per catch-up token; "
         f"target verify cost(0) {completer.auto_policy().costs.cost(0) * 1e3:.0f} ms")
@@ -145,7 +145,7 @@ def main(args) -> dict:
                 })
     lm, dlm = completer.backend.lm, dm.lm
     report = {"model": lm.name, "draft_model": dlm.name, "device": str(lm.device),
-              "dtype": str(lm.dtype).removeprefix("torch."), "max_new_tokens": max_new, "repeats": 1,
+              "dtype": lm.precision, "max_new_tokens": max_new, "repeats": 1,
               "threads": threads(), "prompt_budget": budget.max_prompt_tokens,
               "draft_token_ms": round(dm.token_s * 1e3, 2), "draft_catchup_token_ms": round(dm.prefill_token_s * 1e3, 3),
               "verify_costs_ms": {k: round(completer.auto_policy().costs.cost(k) * 1e3, 1) for k in (0, 1, 4, 8, 16)},

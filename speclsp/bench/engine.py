@@ -255,7 +255,7 @@ def main(args) -> dict:
     max_new = 48 if quick else getattr(args, "max_tokens", 96)
     repeats = max(1, getattr(args, "repeats", 1))
     completer = load_completer(Choice.of(args, draft_model=""), progress=lambda m: print(f"speclsp: {m}", file=sys.stderr),
-                               calibrate=True)  # calibrate before timing anything
+                               calibrate="full")  # calibrate before timing anything
     lm = completer.backend.lm
     all_cases = cases(quick)
     if getattr(args, "repo", None):
@@ -264,7 +264,7 @@ def main(args) -> dict:
     rows = measure(completer, all_cases, SYSTEMS, max_new, repeats, desc="bench engine")
     summary = summarise(rows)
     reuse = [prefix_reuse(completer, c) for c in all_cases if c.kind != "novel"][:2]
-    report = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
+    report = {"model": lm.name, "device": str(lm.device), "dtype": lm.precision,
               "max_new_tokens": max_new, "repeats": repeats, "threads": threads(), "rows": rows, "summary": summary, "prefix_reuse": reuse}
     print(render(report))
     write_report(getattr(args, "out", "bench-out"), "engine", report)

@@ -187,7 +187,7 @@ def main(args) -> dict:
     quick = getattr(args, "quick", False)
     max_new = 48 if quick else getattr(args, "max_tokens", 96)
     completer = load_completer(Choice.of(args, draft_model=""), progress=lambda m: print(f"speclsp: {m}", file=sys.stderr),
-                               calibrate=True)
+                               calibrate="full")
     lm = completer.backend.lm
     cost = Costs(completer.backend.step_costs())
     all_cases = cases(quick)
@@ -215,7 +215,7 @@ def main(args) -> dict:
                              "forwards": t.forwards, "nodes": t.nodes, "seconds": t.seconds})
                 bar.update(1)
     summary = summarise(rows, cost)
-    report = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
+    report = {"model": lm.name, "device": str(lm.device), "dtype": lm.precision,
               "max_new_tokens": max_new, "costs": {str(k): v for k, v in cost.table.items()}, "rows": rows,
               "summary": summary}
     text = render(report)

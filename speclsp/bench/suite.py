@@ -176,7 +176,7 @@ def main(args) -> dict:
     say = lambda m: print(f"speclsp: {m}", file=sys.stderr)  # noqa: E731
     t0 = time.perf_counter()
     # With --draft-model, transformers' assisted generation joins as a system.
-    completer = load_completer(Choice.of(args), progress=say, calibrate=True)  # calibrate before timing anything
+    completer = load_completer(Choice.of(args), progress=say, calibrate="full")  # calibrate before timing anything
     lm = completer.backend.lm
     assistant = None
     systems = ENGINE_SYSTEMS
@@ -192,7 +192,7 @@ def main(args) -> dict:
         say("edit-replay skipped: no --repo and not inside a git repository")
     all_cases += [c for c in cases(quick) if c.kind == "novel"][: 1 if quick else 3]
     rows = measure(completer, all_cases, systems, max_new, max(1, getattr(args, "repeats", 1)), assistant, desc="bench")
-    report = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
+    report = {"model": lm.name, "device": str(lm.device), "dtype": lm.precision,
               "draft_model": getattr(args, "draft_model", None), "repo": repo, "max_new_tokens": max_new,
               "repeats": max(1, getattr(args, "repeats", 1)), "threads": threads(), "rows": rows,
               "summary": summarise(rows), "latency": latency_table(rows), "acceptance_by_k": acceptance_by_k(rows),

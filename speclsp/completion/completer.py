@@ -114,6 +114,31 @@ class Completer:
                 self._tree.tree_acceptance.update(learned())
         return self._tree
 
+    def calibrate_step(self) -> bool:
+        """One slice of the backend's cost calibration (the server runs these while the
+        model is idle); when it completes, the controllers take the new table. False once
+        there is nothing more to measure (or the backend measures nothing)."""
+        step = getattr(self.backend, "calibrate_step", None)
+        if step is None:
+            return False
+        more = step()
+        if not more:
+            self.recalibrate()
+        return more
+
+    def calibrate(self, budget_s: float | None = None, max_pass_s: float | None = None) -> None:
+        """Complete the calibration now (one-shot commands and benchmarks)."""
+        run = getattr(self.backend, "calibrate", None)
+        if run is not None:
+            run(budget_s, max_pass_s)
+            self.recalibrate()
+
+    def recalibrate(self) -> None:
+        table = self.backend.step_costs()
+        for policy in (self._auto, self._tree):
+            if policy is not None:
+                policy.costs.recalibrate(table)
+
     def save_learned(self, min_interval_s: float = 10.0) -> None:
         """Keep what the tree controller learnt for the next process (at most every
         `min_interval_s`; the server calls this after completions)."""

@@ -54,9 +54,11 @@ class Choice:
 
 
 def load_completer(choice: ModelChoice, progress: Callable[[str], None] | None = None,
-                   calibrate: bool = False) -> Completer:
-    """Load `choice`'s model (and draft model) in this process; with `calibrate`, also
-    measure (or read from the cache) the step costs the auto controller needs.
+                   calibrate: str = "") -> Completer:
+    """Load `choice`'s model (and draft model) in this process. `calibrate` "probe": also
+    build the controllers on the step costs known so far (cached, or a two-size probe;
+    `Completer.calibrate_step` completes the calibration later, the server while idle);
+    "full": complete the calibration now (benchmarks: the whole grid, however long).
 
     An "openai" backend is built without contacting a model: its tokenizer loads from files,
     then the server is asked which models it serves (`OpenAIBackend.probe`): a server that
@@ -70,8 +72,10 @@ def load_completer(choice: ModelChoice, progress: Callable[[str], None] | None =
     completer = Completer(backend)
     if calibrate:
         if progress is not None:
-            progress("measuring step costs")
-        completer.auto_policy()  # calibrated once per model and device (cached on disk)
+            progress("probing step costs" if calibrate == "probe" else "measuring step costs")
+        if calibrate == "full":
+            completer.calibrate(budget_s=60.0, max_pass_s=10.0)
+        completer.auto_policy()
     return completer
 
 

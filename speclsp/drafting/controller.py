@@ -141,6 +141,15 @@ class CostModel:
             mono[k] = min(mono[k], mono[k + 1])
         self._mono = mono
 
+    def recalibrate(self, table: Mapping[int, float]) -> None:
+        """A new calibration (measured while idle): its shape replaces what is known, and
+        the load level starts again from it."""
+        if table:
+            self.table = {int(k): float(v) for k, v in table.items()}
+            self._keys = sorted(self.table)
+            self.scale = 1.0
+            self._rebuild()
+
     def shape(self, k: int) -> float:
         if 0 <= k <= MAX_DRAFT:
             return self._mono[k]

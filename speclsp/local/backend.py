@@ -28,7 +28,8 @@ class LocalBackend:
         self.lm = lm
         self.name = lm.name
         self.device = str(lm.device)
-        self.dtype = str(lm.dtype).removeprefix("torch.")
+        self.dtype = lm.precision
+        self.dtype_reason = lm.reason
         self.tokenizer = lm.tokenizer
         self.special_ids = dict(lm.fim)
         self.engine = Engine(lm)
@@ -47,6 +48,18 @@ class LocalBackend:
     def step_costs(self) -> dict[int, float]:
         return self.lm.step_costs()
 
+    def calibrate_step(self) -> bool:
+        """Time one more verify pass of the calibration; False once it is complete."""
+        return self.lm.calibration.step()
+
+    def calibrate(self, budget_s: float | None = None, max_pass_s: float | None = None) -> dict[int, float]:
+        """Complete the calibration now (benchmarks and one-shot commands: they cannot wait
+        for idle time); `budget_s`/`max_pass_s` None keep the server's limits."""
+        cal = self.lm.calibration
+        if max_pass_s is not None:
+            cal.max_pass_s = max_pass_s
+        return cal.run(budget_s)
+
     def learned(self) -> dict:
         """The tree controller's acceptance estimates from earlier runs (model.load_learned)."""
         return load_learned(self.lm)
@@ -57,9 +70,16 @@ class LocalBackend:
     def describe(self) -> str:
         return f"{self.device} ({self.dtype})"
 
+    def precision(self) -> dict[str, str]:
+        """The precision of the weights and why (measured fastest on this CPU, asked for, ...)."""
+        return {"dtype": self.dtype, "dtype_reason": self.dtype_reason}
+
     def stats(self) -> dict:
         """What the draft model did, if there is one (for `speclsp complete --json`)."""
-        return {"draft_model": self.model_drafter.stats.to_dict()} if self.model_drafter is not None else {}
+        out: dict = dict(self.precision())
+        if self.model_drafter is not None:
+            out["draft_model"] = self.model_drafter.stats.to_dict()
+        return out
 
     def speculation_drafter(self, ngram: Drafter | None, kind: str, policy: LookaheadPolicy | None,
                  step_budget_s: float | None) -> Drafter | None:

@@ -105,7 +105,7 @@ class Engine:
         lm = self.lm
         stats = GenerationStats(
             prompt_tokens=len(prompt_ids), lookahead=policy.name, model=lm.name,
-            device=str(lm.device), dtype=str(lm.dtype).removeprefix("torch."),
+            device=str(lm.device), dtype=lm.precision,
         )
         steps: list[Step] = []
         with self._lock:

@@ -1,10 +1,15 @@
 """The model: the only module that imports torch and transformers.
 
 Loads a causal LM (registered name, local directory, GGUF file, or Hugging Face id),
-picks device (CUDA, then Apple MPS, then CPU) and a dtype that is fast there, warms it up,
-and exposes the three operations the engine needs on a KV cache: `forward` over a few new
-tokens, `crop` back to a prefix, and `greedy` next-token ids. `profile_costs` times a
-verify pass per draft length so the lookahead controller knows what a step costs here.
+picks device (CUDA, then Apple MPS, then CPU) and a precision that is fast there, warms it
+up, and exposes the three operations the engine needs on a KV cache: `forward` over a few
+new tokens, `crop` back to a prefix, and `greedy` next-token ids. `step_costs` says what a
+verify pass per draft length costs here (`calibration.py` measures it).
+
+On CUDA and MPS the precision follows a rule (bf16 where supported, else fp16). On a CPU
+it is measured (`choose_cpu_precision`): bf16 is 1.3-2x faster than float32 where the CPU
+has bf16 hardware (AMX, AVX512-BF16) and many times slower where it has none (AVX2: every
+drafted token ~50 ms), and int8 weights (`quant.py`) read a quarter of float32's bytes.
 """
 
 from __future__ import annotations
@@ -21,21 +26,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ..drafting.tokens import common_prefix_len
+from . import calibration, quant
 from . import registry as models
+from .calibration import CALIBRATED_KS
 from .treeattn import gather_path, tree_inputs
 
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per prefill forward; cancellation is checked between chunks
-
-# The draft lengths k whose verify pass (1 + k tokens) calibration times. Matrix kernels
-# work on tiles of rows, so a pass costs about the same up to the end of a tile and jumps
-# after it (this project's 2-core CPU, default model, bf16, as `speclsp bench replay`
-# prints it: 9 tokens 132 ms, 16 tokens 145 ms, 17 tokens 165 ms, 33 tokens 206 ms). A point
-# on each side of every 16-token edge lets the controller's linear interpolation follow
-# that staircase; an earlier calibration at powers of two (9 tokens 111 ms, 17 tokens
-# 146 ms) priced drafted tokens 9-15 at over 4 ms each where they cost about 2 ms.
-CALIBRATED_KS = (0, 1, 3, 7, 8, 15, 16, 31, 32, 47, 48, 63, 64)
 
 # Tokens that end a completion for the model families we know (completion/fim.py names
 # each family's). Looked up by text, so a tokenizer without them simply contributes none.
@@ -95,22 +93,34 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-          "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
+          "int8": torch.float32}  # int8: int8 weights, float32 everything else (quant.py)
+ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+
+
+def parse_precision(requested: str | None) -> str | None:
+    """A precision's canonical name; None for "auto" (or nothing). Raises ModelError."""
+    if not requested or requested.strip().lower() == "auto":
+        return None
+    name = ALIASES.get(requested.strip().lower(), requested.strip().lower())
+    if name not in DTYPES:
+        raise models.ModelError(f"unknown dtype {requested!r}: use auto, {', '.join(DTYPES)}")
+    return name
 
 
 def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
-    """bf16 on CUDA (if supported) and CPU (measured 1.3-2x faster than fp32 here), fp16 on MPS."""
-    if requested and requested != "auto":
-        try:
-            return DTYPES[requested.lower()]
-        except KeyError:
-            raise models.ModelError(f"unknown dtype {requested!r}: use one of {', '.join(DTYPES)}") from None
+    """The activation dtype of a precision; auto: the rule for `device` (CPUs measure
+    instead, see `choose_cpu_precision`; this rule's bf16 is their fallback)."""
+    return DTYPES[parse_precision(requested) or rule_precision(device)]
+
+
+def rule_precision(device: torch.device) -> str:
+    """bf16 on CUDA where supported (else fp16), fp16 on MPS, bf16 on CPU."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if device.type == "mps":
-        return torch.float16
-    return torch.bfloat16
+        return "float16"
+    return "bfloat16"
 
 
 @dataclass
@@ -127,12 +137,18 @@ class KVState:
 class LoadedModel:
     """A causal LM on a device, with its tokenizer and what ends a completion."""
 
-    def __init__(self, model, tokenizer, device: torch.device, dtype: torch.dtype, name: str):
+    def __init__(self, model, tokenizer, device: torch.device, dtype: torch.dtype, name: str,
+                 precision: str | None = None, reason: str = ""):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
-        self.dtype = dtype
+        self.dtype = dtype  # of activations and attention
         self.name = name
+        # What the weights are: the dtype's name, or "int8" (quant.py); and why it was chosen.
+        self.precision = precision or str(dtype).removeprefix("torch.")
+        self.reason = reason
+        self.probe_costs: dict[int, float] = {}  # k -> seconds, from choose_cpu_precision
+        self._calibration: calibration.Calibration | None = None
         vocab = tokenizer.get_vocab()
         self.end_ids: frozenset[int] = frozenset(
             {vocab[t] for t in END_TOKENS if t in vocab}
@@ -271,9 +287,18 @@ class LoadedModel:
         self.sync()
         return time.perf_counter() - t0
 
+    @property
+    def calibration(self) -> calibration.Calibration:
+        """The verify-pass costs here, measured in slices (calibration.py), cached by CPU."""
+        if self._calibration is None:
+            self._calibration = calibration.Calibration(self, models.cache_dir(), torch.get_num_threads(),
+                                                        known=self.probe_costs)
+        return self._calibration
+
     def step_costs(self) -> dict[int, float]:
-        """`profile_costs`, measured once per model/device/dtype/threads and cached on disk."""
-        return _cached_step_costs(self)
+        """What is known now of the verify-pass costs: the whole grid once calibrated (and
+        cached), else at least a probe of k = 0 and k = 15 (two passes)."""
+        return self.calibration.table()
 
     def profile_costs(self, ks: Sequence[int] = CALIBRATED_KS, context: int = 256, repeats: int = 3) -> dict[int, float]:
         """Seconds for one verify pass over 1 + k tokens after a `context`-token prefix."""
@@ -294,58 +319,23 @@ class LoadedModel:
         return costs
 
 
-def _calibration_path(lm: "LoadedModel") -> Path:
-    import hashlib
-
-    key = f"{lm.name}|{lm.device}|{lm.dtype}|{torch.get_num_threads()}|{torch.__version__}"
-    return models.cache_dir() / "calibration" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
-
-
 def load_learned(lm: "LoadedModel") -> dict:
-    """What the tree controller learnt about acceptance with this model in earlier runs."""
-    import json
-
-    try:
-        return dict(json.loads(_calibration_path(lm).with_suffix(".acceptance.json").read_text()))
-    except (OSError, ValueError, TypeError):
+    """What the tree controller learnt about acceptance with this model in earlier runs
+    (any unreadable content: nothing learnt, one warning)."""
+    saved = calibration.read_json(lm.calibration.learned_path)
+    if not isinstance(saved, dict):
         return {}
+    out = {}
+    for key, p in saved.items():  # "source|bucket" -> a probability; anything else is dropped
+        if isinstance(key, str) and "|" in key and isinstance(p, (int, float)) and 0 <= p <= 1:
+            out[key] = float(p)
+    if len(out) < len(saved):
+        log.warning("ignoring %d malformed entries of %s", len(saved) - len(out), lm.calibration.learned_path)
+    return out
 
 
 def save_learned(lm: "LoadedModel", learned: dict) -> None:
-    _write_json(_calibration_path(lm).with_suffix(".acceptance.json"), learned, "what the controller learnt")
-
-
-def _write_json(path: Path, data: Any, what: str) -> None:
-    """Write atomically (a reader never sees half a file); a failure is a warning only."""
-    import json
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except OSError as e:
-        log.warning("could not save %s: %s", what, e)
-
-
-def _cached_step_costs(lm: "LoadedModel") -> dict[int, float]:
-    """`profile_costs` for this model, device, dtype and thread count, measured once and
-    cached on disk (a few seconds on CPU); the controller refines it online."""
-    import json
-
-    path = _calibration_path(lm)
-    try:
-        costs = {int(k): float(v) for k, v in json.loads(path.read_text()).items()}
-        if set(costs) == set(CALIBRATED_KS):  # an older grid is measured again
-            return costs
-    except (OSError, ValueError, AttributeError):
-        pass
-    t0 = time.perf_counter()
-    costs = lm.profile_costs()
-    log.info("calibrated verify cost per draft length in %.1fs: %s", time.perf_counter() - t0,
-             {k: round(v * 1e3, 1) for k, v in costs.items()})
-    _write_json(path, costs, "the calibration")
-    return costs
+    calibration.write_json(lm.calibration.learned_path, learned, "what the controller learnt")
 
 
 def load(
@@ -355,12 +345,18 @@ def load(
     warm_up: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> LoadedModel:
-    """Load a model by registered name (pulled on first use), directory, .gguf or hub id."""
+    """Load a model by registered name (pulled on first use), directory, .gguf or hub id.
+
+    `dtype` "auto" (or None) on a CPU measures which precision is fastest here
+    (`choose_cpu_precision`, once per CPU and model, cached); elsewhere it follows the rule.
+    An explicit dtype (bfloat16, float16, float32, int8) always wins."""
     name_or_path = name_or_path or models.DEFAULT_MODEL
     say = progress or (lambda msg: log.info("%s", msg))
     kind, path = models.resolve(name_or_path)
     dev = pick_device(device)
-    dt = pick_dtype(dev, dtype)
+    precision = parse_precision(dtype)
+    if precision == "int8" and dev.type != "cpu":
+        raise models.ModelError(f"dtype int8 runs on CPU only (device {dev}); use bfloat16 or float16 there")
     kwargs: dict[str, Any] = {}
     if kind == "registry":
         if not models.is_ready(path):
@@ -373,19 +369,108 @@ def load(
         src = str(path)
     else:
         src = name_or_path  # a hub id: works only where the hub is reachable
-    say(f"loading {name_or_path} on {dev} as {str(dt).removeprefix('torch.')}")
-    t0 = time.perf_counter()
-    try:
-        tok = AutoTokenizer.from_pretrained(src, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dt, **kwargs)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise models.ModelError(f"could not load model {name_or_path}: {str(e).splitlines()[0]}") from e
-    model.to(dev).eval()
     if dev.type == "cpu" and "SPECLSP_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["SPECLSP_THREADS"]))
-    lm = LoadedModel(model, tok, dev, dt, name_or_path)
-    log.info("loaded %s in %.1fs", name_or_path, time.perf_counter() - t0)
+
+    def build(p: str, reason: str) -> LoadedModel:
+        say(f"loading {name_or_path} on {dev} as {p}")
+        t0 = time.perf_counter()
+        try:
+            tok = AutoTokenizer.from_pretrained(src, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPES[p], **kwargs)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise models.ModelError(f"could not load model {name_or_path}: {str(e).splitlines()[0]}") from e
+        model.to(dev).eval()
+        lm = LoadedModel(model, tok, dev, DTYPES[p], name_or_path, p, reason)
+        if p == "int8":
+            to_int8(lm, src, kwargs.get("gguf_file"))
+        log.info("loaded %s as %s in %.1fs", name_or_path, p, time.perf_counter() - t0)
+        return lm
+
+    if precision is not None:
+        lm = build(precision, "asked for")
+    elif dev.type != "cpu":
+        lm = build(rule_precision(dev), f"the rule for {dev.type}")
+    else:
+        lm = choose_cpu_precision(build, lambda lm: to_int8(lm, src, kwargs.get("gguf_file")), name_or_path, say)
     if warm_up:
         say("warming up")
         log.info("warm-up took %.2fs", lm.warm_up())
     return lm
+
+
+def to_int8(lm: LoadedModel, src: str, gguf_file: str | None = None) -> None:
+    """Quantize a float32 model's linear layers to int8 in place (quant.py), with the
+    quantized weights cached per source."""
+    source = str(Path(src) / gguf_file) if gguf_file else src
+    n = quant.quantize(lm.model, quant.cache_file(models.cache_dir(), source))
+    lm.precision, lm.dtype = "int8", torch.float32
+    log.info("int8 weights in %d linear layers", n)
+
+
+def expected_rate(costs: dict[int, float]) -> float:
+    """Tokens per second the chain controller expects from these verify costs, for a
+    typical workspace draft (15 tokens after an 8-token match, its prior acceptance)."""
+    from ..drafting.controller import CostAwareLookahead
+    from ..drafting.drafter import Draft
+
+    draft = Draft(tokens=tuple(range(15)), source="workspace", match_len=8)
+    return CostAwareLookahead.calibrated(costs).plan(draft)[1]
+
+
+def choose_cpu_precision(build: Callable[[str, str], LoadedModel], quantize: Callable[[LoadedModel], None],
+                         name: str, say: Callable[[str], None]) -> LoadedModel:
+    """The precision with the best expected speculative throughput on this CPU, by
+    measurement: a one-token step and a 16-token pass (`calibration.probe`) in float32,
+    int8 weights and bfloat16, priced by the controller's own cost model (`expected_rate`).
+    Cached per model and CPU (`calibration.fingerprint`), with the probes, which then
+    seed the calibration. bfloat16 is measured last and given up early when its prefill
+    alone shows it far slower (no bf16 hardware: seconds per pass)."""
+    threads = torch.get_num_threads()
+    fp = calibration.fingerprint(_Named(name), threads)
+    fp.pop("precision")
+    path = models.cache_dir() / "dtype" / (calibration.key_of(fp) + ".json")
+    saved = calibration.read_json(path)
+    if isinstance(saved, dict) and saved.get("precision") in ("float32", "bfloat16", "int8"):
+        p = saved["precision"]
+        lm = build(p, str(saved.get("reason", "measured"))[:300] + " (cached)")
+        probes_saved = saved.get("probes")
+        lm.probe_costs = calibration.parse_costs(probes_saved.get(p) if isinstance(probes_saved, dict) else None)
+        return lm
+    say("measuring which precision is fastest on this CPU (once)")
+    probes: dict[str, dict[int, float] | None] = {}
+    lm = build("float32", "")
+    probes["float32"] = calibration.probe(lm)
+    quantize(lm)
+    probes["int8"] = calibration.probe(lm)
+    best_c15 = min(c[15] for c in probes.values() if c)
+    other = build("bfloat16", "")
+    probes["bfloat16"] = calibration.probe(other, give_up_s=8 * best_c15)
+    rates = {p: expected_rate(c) if c else 0.0 for p, c in probes.items()}
+    best = max(rates, key=lambda p: rates[p])
+    cap = torch.backends.cpu.get_cpu_capability()
+    reason = f"fastest measured here ({cap}, {threads} threads): expected tok/s " + ", ".join(
+        f"{p} {r:.1f}" if probes[p] else f"{p} gave up (prefill too slow)" for p, r in
+        sorted(rates.items(), key=lambda pr: -pr[1]))
+    log.info("precision on this CPU: %s; %s", best, reason)
+    if best == "bfloat16":
+        lm = other
+    elif best == "float32":
+        del lm
+        lm = build("float32", "")
+    del other
+    lm.reason = reason
+    lm.probe_costs = dict(probes[best] or {})
+    calibration.write_json(path, {"precision": best, "reason": reason, "fingerprint": fp,
+                                  "probes": {p: {str(k): v for k, v in c.items()} if c else None
+                                             for p, c in probes.items()}}, "the precision chosen")
+    return lm
+
+
+@dataclass
+class _Named:
+    """What `calibration.fingerprint` reads of a model before one is loaded."""
+
+    name: str
+    device: str = "cpu"
+    precision: str = ""

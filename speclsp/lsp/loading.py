@@ -5,6 +5,11 @@ document's job can cancel it; the result comes back to the event loop, where a l
 newer configuration replaced is dropped. The load itself is `completion.loader.load_completer`
 (injectable for tests); its progress messages go to the editor as `$/progress` reports.
 
+Ready means the weights are loaded (and, on a CPU's first start, the fastest precision
+measured): the rest of the cost calibration runs afterwards, a pass at a time, while the
+model worker is idle (`ModelWorker.set_idle`), so it never delays a completion by more
+than one pass.
+
 After a load, the objects that exist then (torch's and transformers' modules, the model:
 ~400k of them) are moved out of the garbage collector's sight (`gc.freeze`): a full
 collection over them took ~200 ms here, holding the GIL, so every message waited that
@@ -60,6 +65,7 @@ class ModelSlot:
         self._loading_key = key
         self.state, self.message = "loading", f"loading {config.model}"
         self.completer = None
+        self.worker.set_idle(None)  # the old model's calibration
         self.client.status("loading", self.message)
         self.client.progress("begin", self.message)
 
@@ -72,7 +78,7 @@ class ModelSlot:
             if load is None:
                 from ..completion.loader import load_completer as load
             gc.unfreeze()
-            completer = load(config, progress=say, calibrate=True)
+            completer = load(config, progress=say, calibrate="probe")
             gc.collect()
             gc.freeze()  # see the module docstring
             return completer
@@ -101,6 +107,9 @@ class ModelSlot:
         self.completer = completer
         self.device = completer.backend.device
         on_ready(completer)
+        # The cost calibration goes on a pass at a time while the model is idle; the
+        # controllers draft from the probe of two sizes until it is complete.
+        self.worker.set_idle(completer.calibrate_step)
         self.state = "ready"
         self.message = f"{key[0]} ready on {completer.backend.describe()}"
         log.info("model ready in %.1fs: %s", time.monotonic() - t0, self.message)

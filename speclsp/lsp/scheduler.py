@@ -7,6 +7,10 @@ submitting a job cancels the previous job with the same key, dropping it if it h
 started and setting its CancelToken if it is running (the backend checks the token
 between decode steps). Jobs with different keys run first come, first served.
 
+Idle work (`set_idle`: the cost calibration, a pass at a time) runs only when no job has
+been waiting or running for `quiet_s`; a job that arrives meanwhile waits for at most the
+one slice in progress.
+
 Results come back as `concurrent.futures.Future`s; the caller adds a done callback that
 hands the result to its event loop with `call_soon_threadsafe`. The debounce lives in the
 caller (see session.py), because it depends on when the *next* request arrives, which only
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
@@ -53,6 +58,9 @@ class ModelWorker:
         self._stopped = False
         self.superseded = 0  # jobs dropped or cancelled because a newer one came for their key
         self.peak_pending = 0  # most jobs ever waiting at once (at most one per key)
+        self._idle: Callable[[], bool] | None = None
+        self._quiet_s = 1.0
+        self._last_job_end = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -87,6 +95,13 @@ class ModelWorker:
         self.superseded += found
         return found
 
+    def set_idle(self, step: Callable[[], bool] | None, quiet_s: float = 1.0) -> None:
+        """Run `step()` whenever the worker has had no job for `quiet_s`, until it returns
+        False (or raises: logged once, then dropped). None clears it."""
+        with self._cv:
+            self._idle, self._quiet_s = step, quiet_s
+            self._cv.notify()
+
     def busy(self) -> bool:
         with self._cv:
             return self._running is not None or bool(self._pending)
@@ -103,13 +118,40 @@ class ModelWorker:
                 self._running.cancel.cancel()
             self._cv.notify()
 
+    def _idle_due_locked(self) -> float | None:
+        """Seconds until idle work may run (<= 0: now); None: there is none."""
+        if self._idle is None:
+            return None
+        return self._last_job_end + self._quiet_s - time.monotonic()
+
+    def _run_idle(self, step: Callable[[], bool]) -> None:
+        try:
+            more = step()
+        except Exception:
+            log.exception("idle work failed; dropped")
+            more = False
+        with self._cv:
+            if not more and self._idle is step:
+                self._idle = None
+
     def _loop(self) -> None:
         while True:
+            idle = None
             with self._cv:
                 while not self._pending and not self._stopped:
-                    self._cv.wait()
+                    due = self._idle_due_locked()
+                    if due is not None and due <= 0:
+                        idle = self._idle
+                        break
+                    self._cv.wait(due)
                 if self._stopped:
                     return
+            if idle is not None:
+                self._run_idle(idle)
+                continue
+            with self._cv:
+                if not self._pending:
+                    continue
                 key = next(iter(self._pending))
                 job = self._pending.pop(key)
                 if not job.future.set_running_or_notify_cancel():
@@ -125,3 +167,4 @@ class ModelWorker:
             finally:
                 with self._cv:
                     self._running = None
+                    self._last_job_end = time.monotonic()
