@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -44,7 +45,9 @@ log = logging.getLogger(__name__)
 CALIBRATED_KS = (0, 1, 3, 7, 8, 15, 16, 31, 32, 47, 48, 63, 64)
 ORDER = (0, 15, 16, 31, 32, 63, 64, 7, 8, 47, 48, 1, 3)
 PROBE_KS = (0, 15)
-CONTEXT = 64  # tokens of cached prefix before each timed pass
+FIRST_CHUNK = 16  # the prefix is fed as 16 tokens (a bail-out point for a hopeless dtype),
+PREFILL_ROWS = 96  # then 96 more: a prefill-sized pass (quant.DENSE_ROWS < 96), timed
+CONTEXT = FIRST_CHUNK + PREFILL_ROWS  # tokens of cached prefix before each timed pass
 MAX_FILE_BYTES = 1 << 20  # a cache file larger than this is not ours
 
 
@@ -144,24 +147,51 @@ def probe_ids(lm: Any) -> list[int]:
     return ((lm.encode("import os\n" * 40) or [0]) * 8)[: CONTEXT + max(CALIBRATED_KS) + 1]
 
 
-def probe(lm: Any, repeats: int = 2, give_up_s: float | None = None) -> dict[int, float] | None:
-    """Costs of k = 0 and k = 15, fastest of `repeats`. None if the prefix's prefill alone
-    took longer than `give_up_s` (a precision that slow is out of the running)."""
+@dataclass
+class Probe:
+    """A quick measurement of one precision: verify costs of k = 0 and 15, and a prefill."""
+
+    costs: dict[int, float]
+    prefill_s: float  # seconds to prefill PREFILL_ROWS tokens in one chunk
+
+    def to_json(self) -> dict[str, float]:
+        return {**{str(k): v for k, v in self.costs.items()}, "prefill": self.prefill_s}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "Probe | None":
+        costs = parse_costs(raw)
+        try:
+            prefill = float(raw["prefill"])
+        except (TypeError, KeyError, ValueError):
+            return None
+        return cls(costs, prefill) if set(PROBE_KS) <= set(costs) and math.isfinite(prefill) and prefill > 0 else None
+
+
+def probe(lm: Any, repeats: int = 2, give_up_s: float | None = None) -> Probe | None:
+    """Costs of k = 0 and k = 15, fastest of `repeats`, and a prefill's. None if the first
+    16 tokens took longer than `give_up_s` (a precision that slow is out of the running)."""
     from .model import KVState
 
     ids = probe_ids(lm)
     kv = KVState()
     lm.sync()
     t0 = time.perf_counter()
-    lm.forward(kv, ids[:CONTEXT], logits=False)
+    lm.forward(kv, ids[:FIRST_CHUNK], logits=False)
     lm.sync()
     if give_up_s is not None and time.perf_counter() - t0 > give_up_s:
         return None
+    prefill_s = math.inf
+    for _ in range(repeats):  # the first of a shape pays for allocations
+        lm.crop(kv, FIRST_CHUNK)
+        t0 = time.perf_counter()
+        lm.forward(kv, ids[FIRST_CHUNK:CONTEXT], logits=False)
+        lm.sync()
+        prefill_s = min(prefill_s, time.perf_counter() - t0)
     costs = {k: math.inf for k in PROBE_KS}
     for _ in range(repeats):
         for k in PROBE_KS:
             costs[k] = min(costs[k], timed_pass(lm, kv, ids, CONTEXT, k))
-    return costs
+    return Probe(costs, prefill_s)
 
 
 class Calibration:
@@ -175,7 +205,7 @@ class Calibration:
     """
 
     def __init__(self, lm: Any, cache_root: Path, threads: int, known: Mapping[int, float] | None = None,
-                 budget_s: float = 4.0, max_pass_s: float = 0.5, repeats: int = 3):
+                 budget_s: float = 5.0, max_pass_s: float = 1.0, repeats: int = 3):
         self.lm = lm
         self.fingerprint = fingerprint(lm, threads)
         self.path = cache_root / "calibration" / (key_of(self.fingerprint) + ".json")
@@ -200,7 +230,8 @@ class Calibration:
     def table(self) -> dict[int, float]:
         """{k: seconds} measured so far (probing first if nothing is)."""
         if not self.samples:
-            self.samples = {k: [v] for k, v in (probe(self.lm) or {}).items()}
+            first = probe(self.lm)
+            self.samples = {k: [v] for k, v in (first.costs if first else {}).items()}
         return {k: min(v) for k, v in sorted(self.samples.items())}
 
     def _predicted(self, k: int) -> float:
@@ -209,9 +240,9 @@ class Calibration:
         lo = max((x for x in ks if x <= k), default=ks[0])
         hi = min((x for x in ks if x >= k), default=ks[-1])
         if lo == hi:
-            if k > ks[-1] and len(ks) >= 2:  # beyond the last point: its slope
-                a, b = ks[-2], ks[-1]
-                return t[b] + (t[b] - t[a]) * (k - b) / (b - a)
+            if k > ks[-1] and len(ks) >= 2:  # beyond the last point: the mean slope so far
+                a, b = ks[0], ks[-1]  # (one tile edge's jump would overstate it)
+                return t[b] + max(t[b] - t[a], 0.0) * (k - b) / (b - a)
             return t[lo]
         return t[lo] + (t[hi] - t[lo]) * (k - lo) / (hi - lo)
 
@@ -241,7 +272,8 @@ class Calibration:
             self._ids = probe_ids(self.lm)
             self._kv = KVState()
             t0 = time.perf_counter()
-            self.lm.forward(self._kv, self._ids[:CONTEXT], logits=False)
+            self.lm.forward(self._kv, self._ids[:FIRST_CHUNK], logits=False)
+            self.lm.forward(self._kv, self._ids[FIRST_CHUNK:CONTEXT], logits=False)
             self.spent_s += time.perf_counter() - t0
             return True
         seconds = timed_pass(self.lm, self._kv, self._ids, CONTEXT, k)

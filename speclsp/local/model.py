@@ -95,6 +95,9 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
           "int8": torch.float32}  # int8: int8 weights, float32 everything else (quant.py)
+# int8 is quantized from bf16 weights (half the bytes to load; the registry's models are
+# bf16 on disk anyway, and bf16 rounding is far below an int8 step).
+LOAD_DTYPES = {"int8": torch.bfloat16}
 ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 
 
@@ -377,7 +380,7 @@ def load(
         t0 = time.perf_counter()
         try:
             tok = AutoTokenizer.from_pretrained(src, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPES[p], **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=LOAD_DTYPES.get(p, DTYPES[p]), **kwargs)
         except (OSError, ValueError, RuntimeError) as e:
             raise models.ModelError(f"could not load model {name_or_path}: {str(e).splitlines()[0]}") from e
         model.to(dev).eval()
@@ -408,21 +411,31 @@ def to_int8(lm: LoadedModel, src: str, gguf_file: str | None = None) -> None:
     log.info("int8 weights in %d linear layers", n)
 
 
-def expected_rate(costs: dict[int, float]) -> float:
-    """Tokens per second the chain controller expects from these verify costs, for a
+# A typical request priced for the choice of precision: this many new prompt tokens to
+# prefill (typing extends the cached prompt by a few; opening a file prefills thousands)
+# and this many tokens to generate.
+TYPICAL_PREFILL, TYPICAL_TOKENS = 128, 48
+
+
+def expected_rate(p: calibration.Probe) -> float:
+    """Tokens per second of a typical request (TYPICAL_PREFILL new prompt tokens, then
+    TYPICAL_TOKENS generated) under the chain controller's own cost model, drafting a
     typical workspace draft (15 tokens after an 8-token match, its prior acceptance)."""
     from ..drafting.controller import CostAwareLookahead
     from ..drafting.drafter import Draft
 
     draft = Draft(tokens=tuple(range(15)), source="workspace", match_len=8)
-    return CostAwareLookahead.calibrated(costs).plan(draft)[1]
+    decode_rate = CostAwareLookahead.calibrated(p.costs).plan(draft)[1]
+    prefill = p.prefill_s * TYPICAL_PREFILL / calibration.PREFILL_ROWS
+    return TYPICAL_TOKENS / (prefill + TYPICAL_TOKENS / decode_rate)
 
 
 def choose_cpu_precision(build: Callable[[str, str], LoadedModel], quantize: Callable[[LoadedModel], None],
                          name: str, say: Callable[[str], None]) -> LoadedModel:
     """The precision with the best expected speculative throughput on this CPU, by
-    measurement: a one-token step and a 16-token pass (`calibration.probe`) in float32,
-    int8 weights and bfloat16, priced by the controller's own cost model (`expected_rate`).
+    measurement: a one-token step, a 16-token pass and a prefill (`calibration.probe`) in
+    float32, int8 weights and bfloat16, priced by the controller's own cost model for a
+    typical request (`expected_rate`).
     Cached per model and CPU (`calibration.fingerprint`), with the probes, which then
     seed the calibration. bfloat16 is measured last and given up early when its prefill
     alone shows it far slower (no bf16 hardware: seconds per pass)."""
@@ -435,21 +448,27 @@ def choose_cpu_precision(build: Callable[[str, str], LoadedModel], quantize: Cal
         p = saved["precision"]
         lm = build(p, str(saved.get("reason", "measured"))[:300] + " (cached)")
         probes_saved = saved.get("probes")
-        lm.probe_costs = calibration.parse_costs(probes_saved.get(p) if isinstance(probes_saved, dict) else None)
+        got = calibration.Probe.from_json(probes_saved.get(p) if isinstance(probes_saved, dict) else None)
+        lm.probe_costs = got.costs if got else {}
         return lm
     say("measuring which precision is fastest on this CPU (once)")
-    probes: dict[str, dict[int, float] | None] = {}
-    lm = build("float32", "")
+    # Timings do not depend on the values: one bf16 load serves float32 (upcast) and int8
+    # (quantized from it, as `build("int8")` does); bfloat16 is loaded again, measured last
+    # and given up early where its prefill alone shows it far slower.
+    probes: dict[str, calibration.Probe | None] = {}
+    lm = build("bfloat16", "")
+    lm.model.float()
+    lm.dtype, lm.precision = torch.float32, "float32"
     probes["float32"] = calibration.probe(lm)
     quantize(lm)
     probes["int8"] = calibration.probe(lm)
-    best_c15 = min(c[15] for c in probes.values() if c)
+    best_c15 = min(c.costs[15] for c in probes.values() if c)
     other = build("bfloat16", "")
-    probes["bfloat16"] = calibration.probe(other, give_up_s=8 * best_c15)
+    probes["bfloat16"] = calibration.probe(other, give_up_s=3 * best_c15)
     rates = {p: expected_rate(c) if c else 0.0 for p, c in probes.items()}
     best = max(rates, key=lambda p: rates[p])
     cap = torch.backends.cpu.get_cpu_capability()
-    reason = f"fastest measured here ({cap}, {threads} threads): expected tok/s " + ", ".join(
+    reason = f"fastest measured here ({cap}, {threads} threads); tok/s of a typical request: " + ", ".join(
         f"{p} {r:.1f}" if probes[p] else f"{p} gave up (prefill too slow)" for p, r in
         sorted(rates.items(), key=lambda pr: -pr[1]))
     log.info("precision on this CPU: %s; %s", best, reason)
@@ -460,10 +479,10 @@ def choose_cpu_precision(build: Callable[[str, str], LoadedModel], quantize: Cal
         lm = build("float32", "")
     del other
     lm.reason = reason
-    lm.probe_costs = dict(probes[best] or {})
+    lm.probe_costs = dict(probes[best].costs) if probes[best] else {}
     calibration.write_json(path, {"precision": best, "reason": reason, "fingerprint": fp,
-                                  "probes": {p: {str(k): v for k, v in c.items()} if c else None
-                                             for p, c in probes.items()}}, "the precision chosen")
+                                  "probes": {p: c.to_json() if c else None for p, c in probes.items()}},
+                          "the precision chosen")
     return lm
 
 
