@@ -198,9 +198,32 @@ class Editor:
                     await asyncio.wait_for(self.changed.wait(), 0.05)
         await asyncio.wait_for(poll(), timeout)
 
-    async def wait_ready(self, timeout: float = 60) -> None:
-        await self.wait_for(lambda: any(s["state"] in ("ready", "error") for s in self.statuses), timeout)
+    async def wait_ready(self, stall_s: float = 120) -> None:
+        """Until the server says ready (or error), however long loading takes on this CPU,
+        as long as it keeps reporting progress: it fails only when the server's log (where
+        every progress report and status goes) has not grown for `stall_s` seconds."""
+        await wait_progressing(lambda: any(s["state"] in ("ready", "error") for s in self.statuses),
+                               self.log, stall_s, self.changed)
         assert self.statuses[-1]["state"] == "ready", self.statuses
+
+
+async def wait_progressing(predicate, log: Path | None, stall_s: float, changed: asyncio.Event | None = None) -> None:
+    """Wait for `predicate()` while the server makes progress: the deadline moves on each
+    time its log grows, so a slow CPU gets the time its own progress says it needs."""
+    size, last = -1, asyncio.get_running_loop().time()
+    while not predicate():
+        now = asyncio.get_running_loop().time()
+        grown = log.stat().st_size if log is not None and log.exists() else 0
+        if grown != size:
+            size, last = grown, now
+        if now - last > stall_s:
+            raise AssertionError(f"no progress from the server for {stall_s:.0f}s (log: {log})")
+        if changed is not None:
+            changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), 0.1)
+        else:
+            await asyncio.sleep(0.1)
 
 
 def as_dict(obj) -> Any:

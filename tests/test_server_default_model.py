@@ -20,7 +20,7 @@ async def test_default_model_completes_real_code(tmp_path):
         pytest.skip("default model not cached; run `speclsp models pull qwen2.5-coder-0.5b` (CI does)")
     async with running_server("qwen2.5-coder-0.5b", tmp_path, "vscode", {"maxTokens": 16, "deadlineMs": 0},
                               args=()) as ed:
-        await ed.wait_ready(timeout=600)
+        await ed.wait_ready()
         uri = (tmp_path / "shapes.py").as_uri()
         ed.open(uri, SOURCE)
         result = await ed.inline(uri, invoked=True, timeout=120)

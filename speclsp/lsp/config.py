@@ -18,7 +18,7 @@ from ..drafting.index import DEFAULT_MAX_TOKENS
 from ..local.registry import DEFAULT_MODEL
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
+DTYPES = ("auto", "bfloat16", "float16", "float32", "int8")
 BACKENDS = ("local", "openai")
 
 

@@ -44,6 +44,8 @@ class ModelSlot:
         self.state = "loading"
         self.message = "not started"
         self.device = ""
+        self.dtype = ""  # the weights' precision ("int8", "bfloat16", ...; "" remote)
+        self.dtype_reason = ""  # why: measured fastest on this CPU, asked for, the rule for cuda
         self._loading_key: tuple[str, ...] | None = None
 
     @property
@@ -106,6 +108,8 @@ class ModelSlot:
         completer = fut.result()
         self.completer = completer
         self.device = completer.backend.device
+        self.dtype = getattr(completer.backend, "dtype", "")
+        self.dtype_reason = getattr(completer.backend, "dtype_reason", "")
         on_ready(completer)
         # The cost calibration goes on a pass at a time while the model is idle; the
         # controllers draft from the probe of two sizes until it is complete.

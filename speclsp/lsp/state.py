@@ -229,6 +229,7 @@ class ServerState:
         remote = self.config.backend == "openai"
         d.update(model=(self.config.remote_model or "(server's first)") if remote else self.config.model,
                  backend=self.config.backend, device=self.model.device, state=self.model.state, version=__version__,
+                 dtype=self.model.dtype, dtypeReason=self.model.dtype_reason,
                  draftModel=self.config.draft_model if with_model else "",
                  drafter=self.config.drafter_kind if with_model else "ngram",
                  workerSuperseded=self.worker.superseded, workerPeakPending=self.worker.peak_pending,

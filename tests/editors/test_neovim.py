@@ -441,6 +441,7 @@ def test_checkhealth_reports_server_and_model(editor: Editor):
     assert "speclsp: server" in text and "version:" in text, text
     assert "inline completion: yes" in text, text
     assert "ready" in text, text
+    assert "weights: float32 — asked for" in text, text  # the precision and why
     if editor.version == "0.12":
         assert "backend: native" in text
     else:

@@ -44,8 +44,8 @@ export const DEFAULT_OPTIONS: Readonly<ServerOptions> = Object.freeze({
 });
 
 const DEVICE = /^(auto|cpu|cuda(:\d+)?|mps)$/;
-const DTYPES = new Set(["auto", "bfloat16", "float16", "float32"]);
-const LOOKAHEAD = /^(auto|heuristic|fixed:\d+)$/;
+const DTYPES = new Set(["auto", "bfloat16", "float16", "float32", "int8"]);
+const LOOKAHEAD = /^(tree|auto|heuristic|fixed:\d+)$/;
 
 export interface MappedOptions {
   options: ServerOptions;
@@ -101,9 +101,9 @@ export function toServerOptions(get: SettingGetter, home?: string): MappedOption
   const problems: string[] = [];
   const options: ServerOptions = {
     device: matching(get, "device", (s) => DEVICE.test(s), "auto, cpu, cuda, cuda:N or mps", problems),
-    dtype: matching(get, "dtype", (s) => DTYPES.has(s), "auto, bfloat16, float16 or float32", problems),
+    dtype: matching(get, "dtype", (s) => DTYPES.has(s), "auto, bfloat16, float16, float32 or int8", problems),
     maxTokens: positiveInt(get, "maxTokens", problems),
-    lookahead: matching(get, "lookahead", (s) => LOOKAHEAD.test(s), "auto, heuristic or fixed:K", problems),
+    lookahead: matching(get, "lookahead", (s) => LOOKAHEAD.test(s), "tree, auto, heuristic or fixed:K", problems),
     streaming: bool(get, "streaming", problems),
     contextBudget: positiveInt(get, "contextBudget", problems),
     languages: languages(get, problems),

@@ -105,12 +105,20 @@ export function statusBarText(v: StatusView): StatusBarText {
         ` ${formatRate(last.tokensPerSecond)} · ${formatPercent(last.acceptance)}`;
       return {
         text: `$(sparkle) speclsp${tail}`,
-        tooltip: `speclsp: ${on || "ready"}` +
+        tooltip: `speclsp: ${on || "ready"}` + precision(v.stats) +
           (tail ? `\nlast completion: ${formatRate(last.tokensPerSecond)}, draft acceptance ${formatPercent(last.acceptance)}` : "") +
           "\nclick for statistics and options",
       };
     }
   }
+}
+
+/** "\nweights: int8 (why)" from `speclsp/stats`, or "" (a remote backend, an older server). */
+export function precision(stats: ServerStats | undefined): string {
+  const dtype = str(stats?.dtype);
+  if (!dtype) return "";
+  const why = str(stats?.dtypeReason);
+  return `\nweights: ${dtype}${why ? ` — ${why}` : ""}`;
 }
 
 export function escapeHtml(s: string): string {
@@ -127,6 +135,7 @@ function cell(v: unknown): string {
 const SUMMARY: Array<[string, string, (s: ServerStats) => unknown]> = [
   ["Model", "model", (s) => s.model],
   ["Device", "device", (s) => s.device],
+  ["Precision", "dtype", (s) => (str(s.dtype) ? `${s.dtype}${str(s.dtypeReason) ? ` (${s.dtypeReason})` : ""}` : undefined)],
   ["State", "state", (s) => s.state],
   ["Completions", "completions", (s) => s.completions],
   ["Served from cache", "cacheHits", (s) => s.cacheHits],

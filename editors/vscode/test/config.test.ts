@@ -1,4 +1,6 @@
 import { strict as assert } from "node:assert";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 
 import {
@@ -18,6 +20,17 @@ describe("toServerOptions", () => {
     assert.deepEqual(options, { ...DEFAULT_OPTIONS });
     assert.equal("model" in options, false);
     assert.deepEqual(problems, []);
+  });
+
+  it("accepts every default VS Code itself reads from package.json, with no warning", () => {
+    // VS Code hands the contributed defaults to `get` for unset keys (an empty getter does not).
+    const pkg = JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8"));
+    const props = pkg.contributes.configuration.properties as Record<string, { default?: unknown }>;
+    const defaults = Object.fromEntries(Object.entries(props).map(([k, v]) => [k.replace(/^speclsp\./, ""), v.default]));
+    const { options, problems } = toServerOptions(getter(defaults));
+    assert.deepEqual(problems, []);
+    assert.equal(options.lookahead, "tree");
+    assert.deepEqual(toServerOptions(getter({ dtype: "int8" })).problems, []);
   });
 
   it("maps every setting to the option of the same name", () => {

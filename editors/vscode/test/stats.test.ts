@@ -71,3 +71,16 @@ describe("statistics page", () => {
     assert.match(renderStatsHtml(undefined, { enabled: true }), /No statistics yet/);
   });
 });
+
+describe("the precision the server chose", () => {
+  it("is in the tooltip and the statistics view, with the reason", () => {
+    const stats = { ...STATS, dtype: "int8", dtypeReason: "fastest measured here (AVX2, 2 threads)" };
+    const bar = statusBarText({ phase: "ready", stats });
+    assert.match(bar.tooltip, /weights: int8 — fastest measured here \(AVX2, 2 threads\)/);
+    assert.match(renderStatsHtml(stats, { enabled: true }), /int8 \(fastest measured here \(AVX2, 2 threads\)\)/);
+  });
+
+  it("is left out where the server says nothing of it (a remote backend)", () => {
+    assert.doesNotMatch(statusBarText({ phase: "ready", stats: { ...STATS, dtype: "" } }).tooltip, /weights/);
+  });
+});

@@ -104,6 +104,10 @@ local function running()
     else
       h.info(line .. (status and status.message and (" — " .. status.message) or ""))
     end
+    if stats and type(stats.dtype) == "string" and stats.dtype ~= "" then
+      local why = type(stats.dtypeReason) == "string" and stats.dtypeReason ~= "" and (" — " .. stats.dtypeReason) or ""
+      h.info("weights: " .. stats.dtype .. why)
+    end
   end
 end
 
