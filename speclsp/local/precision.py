@@ -1,0 +1,130 @@
+"""Which precision a model runs in on this CPU: measured once, cached per CPU.
+
+On a CPU with bf16 hardware (AMX, AVX512-BF16) bf16 is 1.3-2x faster than float32; on an
+AVX2-only CPU it has no hardware path and every drafted token costs ~50 ms more, while
+int8 weights (quant.py) read a quarter of float32's bytes per decode step. No rule gets
+all of these right, so the first load of a model on a CPU measures each candidate
+(`calibration.probe`: a one-token step, a 16-token verify pass and a prefill), prices a
+typical request with the chain controller's own cost model (`expected_rate`) and keeps
+the fastest. The choice, its reason and the probes are cached under the cache's `dtype/`
+folder, keyed by the model and the CPU (`calibration.fingerprint`); an explicit dtype
+always wins (model.load).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from . import calibration
+from . import registry as models
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = ("float32", "int8", "bfloat16")
+
+# A typical request priced for the choice of precision: this many new prompt tokens to
+# prefill (typing extends the cached prompt by a few; opening a file prefills thousands)
+# and this many tokens to generate.
+TYPICAL_PREFILL, TYPICAL_TOKENS = 128, 48
+
+
+def expected_rate(p: calibration.Probe) -> float:
+    """Tokens per second of a typical request (TYPICAL_PREFILL new prompt tokens, then
+    TYPICAL_TOKENS generated) under the chain controller's own cost model, drafting a
+    typical workspace draft (15 tokens after an 8-token match, its prior acceptance)."""
+    from ..drafting.controller import CostAwareLookahead
+    from ..drafting.drafter import Draft
+
+    draft = Draft(tokens=tuple(range(15)), source="workspace", match_len=8)
+    decode_rate = CostAwareLookahead.calibrated(p.costs).plan(draft)[1]
+    prefill = p.prefill_s * TYPICAL_PREFILL / calibration.PREFILL_ROWS
+    return TYPICAL_TOKENS / (prefill + TYPICAL_TOKENS / decode_rate)
+
+
+def choose_cpu_precision(build: Callable[[str, str], "LoadedModel"], quantize: Callable[["LoadedModel"], None],
+                         name: str, say: Callable[[str], None]) -> "LoadedModel":
+    """The precision with the best expected speculative throughput on this CPU, by
+    measurement: a one-token step, a 16-token pass and a prefill (`calibration.probe`) in
+    float32, int8 weights and bfloat16, priced by the controller's own cost model for a
+    typical request (`expected_rate`).
+    Cached per model and CPU (`calibration.fingerprint`), with the probes, which then
+    seed the calibration. bfloat16 is measured last and given up early when its prefill
+    alone shows it far slower (no bf16 hardware: seconds per pass)."""
+    threads = torch.get_num_threads()
+    path, fp = _choice_path(name)
+    saved = calibration.read_json(path)
+    if isinstance(saved, dict) and saved.get("precision") in CANDIDATES:
+        p = saved["precision"]
+        lm = build(p, str(saved.get("reason", "measured"))[:300] + " (cached)")
+        probes_saved = saved.get("probes")
+        got = calibration.Probe.from_json(probes_saved.get(p) if isinstance(probes_saved, dict) else None)
+        lm.probe_costs = got.costs if got else {}
+        return lm
+    say("measuring which precision is fastest on this CPU (once)")
+    # Timings do not depend on the values: one bf16 load serves float32 (upcast) and int8
+    # (quantized from it, as `build("int8")` does); bfloat16 is loaded again, measured last
+    # and given up early where its prefill alone shows it far slower.
+    probes: dict[str, calibration.Probe | None] = {}
+    lm = build("bfloat16", "")
+    lm.model.float()
+    lm.dtype, lm.precision = torch.float32, "float32"
+    probes["float32"] = calibration.probe(lm)
+    quantize(lm)
+    probes["int8"] = calibration.probe(lm)
+    best_c15 = min(c.costs[15] for c in probes.values() if c)
+    other = build("bfloat16", "")
+    probes["bfloat16"] = calibration.probe(other, give_up_s=3 * best_c15)
+    rates = {p: expected_rate(c) if c else 0.0 for p, c in probes.items()}
+    best = max(rates, key=lambda p: rates[p])
+    cap = torch.backends.cpu.get_cpu_capability()
+    reason = f"fastest measured here ({cap}, {threads} threads); tok/s of a typical request: " + ", ".join(
+        f"{p} {r:.1f}" if probes[p] else f"{p} gave up (prefill too slow)" for p, r in
+        sorted(rates.items(), key=lambda pr: -pr[1]))
+    log.info("precision on this CPU: %s; %s", best, reason)
+    if best == "bfloat16":
+        lm = other
+    elif best == "float32":
+        del lm
+        lm = build("float32", "")
+    del other
+    lm.reason = reason
+    lm.probe_costs = dict(probes[best].costs) if probes[best] else {}
+    calibration.write_json(path, {"precision": best, "reason": reason, "fingerprint": fp,
+                                  "probes": {p: c.to_json() if c else None for p, c in probes.items()}},
+                          "the precision chosen")
+    return lm
+
+
+def _choice_path(name: str) -> tuple[Path, dict[str, str]]:
+    """Where the precision chosen for model `name` on this CPU is cached, and its key."""
+    fp = calibration.fingerprint(_Named(name), torch.get_num_threads())
+    fp.pop("precision")
+    return models.cache_dir() / "dtype" / (calibration.key_of(fp) + ".json"), fp
+
+
+def cached_cpu_choice(name: str) -> tuple[str, str] | None:
+    """(precision, why) chosen for `name` on this CPU by an earlier load, if any."""
+    if "SPECLSP_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["SPECLSP_THREADS"]))
+    saved = calibration.read_json(_choice_path(name)[0])
+    if isinstance(saved, dict) and saved.get("precision") in CANDIDATES:
+        return str(saved["precision"]), str(saved.get("reason", ""))[:300]
+    return None
+
+
+@dataclass
+class _Named:
+    """What `calibration.fingerprint` reads of a model before one is loaded."""
+
+    name: str
+    device: str = "cpu"
+    precision: str = ""
