@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Peers to measure speclsp against, built from source here (not part of scripts/test.sh).
 #
-#   bash scripts/peers.sh llama [native|avx2]
+#   bash scripts/peers.sh llama [native|avx512|avx2]
 #       build llama.cpp's `llama-server` (CPU, Release) from the llama.cpp sources vendored
 #       in the llama-cpp-python sdist on PyPI, once; prints the binary's path. "native"
-#       (the default) compiles for this CPU (AVX-512 and AMX where it has them), "avx2" for
-#       an ordinary AVX2 CPU (what `speclsp bench --cpu-profile avx2` emulates for torch).
+#       (the default) compiles for this CPU (-march=native: AVX-512 and AMX where it has
+#       them; on this project's Sapphire Rapids machines that build crashes at its first
+#       forward, in the AMX path), "avx512" for AVX-512 with VNNI and BF16 but no AMX, "avx2"
+#       for an ordinary AVX2 CPU (what `scripts/cpu-profile.sh avx2` emulates for torch).
 #       About 30 minutes on 2 cores the first time; with ccache installed the second
 #       profile recompiles only ggml's CPU kernels.
 #   bash scripts/peers.sh gguf [MODEL]
@@ -23,10 +25,13 @@ llama() {
   local profile=${1:-native} flags
   case "$profile" in
     native) flags=(-DGGML_NATIVE=ON) ;;
+    avx512) flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+                   -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+                   -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF) ;;
     avx2) flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
                  -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF
                  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_AVX_VNNI=OFF) ;;
-    *) echo "peers: unknown profile $profile (native or avx2)" >&2; exit 2 ;;
+    *) echo "peers: unknown profile $profile (native, avx512 or avx2)" >&2; exit 2 ;;
   esac
   local out="$PEERS/llama-$profile/llama-server"
   if [ -x "$out" ]; then echo "$out"; return 0; fi
@@ -58,5 +63,5 @@ gguf() {
 case "${1:-}" in
   llama) shift; llama "$@" ;;
   gguf) shift; gguf "$@" ;;
-  *) echo "usage: $0 llama [native|avx2] | gguf [MODEL]" >&2; exit 2 ;;
+  *) echo "usage: $0 llama [native|avx512|avx2] | gguf [MODEL]" >&2; exit 2 ;;
 esac

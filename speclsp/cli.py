@@ -3,7 +3,7 @@
     speclsp --stdio | --tcp HOST:PORT     run the language server
     speclsp complete PATH --line L --character C [...]
     speclsp models [list | pull NAME | gguf NAME | tiny DIR [--trained]]
-    speclsp bench [suite|engine|index|typing|draft|project|replay|peers] [...]
+    speclsp bench [suite|engine|index|typing|draft|project|replay|peers|precision] [...]
     speclsp demo                          complete a real file with the default model
 
 stdout carries the protocol in server mode, so every log line goes to stderr or to
@@ -24,10 +24,23 @@ log = logging.getLogger("speclsp")
 REMOTE_FLAGS = ("backend", "endpoint", "remote_model", "api_key_env")  # `--backend openai` and its settings
 
 
+class BoundedFormatter(logging.Formatter):
+    """Log lines of at most LIMIT characters (tracebacks included): a message that quotes
+    what a client sent (a 5 MB URI, a document) must not grow the log by its size."""
+
+    LIMIT = 8192
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if len(line) <= self.LIMIT:
+            return line
+        return f"{line[: self.LIMIT]}... ({len(line) - self.LIMIT} more characters not logged)"
+
+
 def setup_logging(verbose: int, log_file: str | None) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(BoundedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -213,6 +226,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from .bench import project
 
             project.main(args)
+        elif args.workload == "precision":
+            from .bench import precision
+
+            precision.main(args)
         elif args.workload == "peers":
             from .bench import peers
 
@@ -274,6 +291,11 @@ def is_loopback(host: str) -> bool:
 
 def run_server(args: argparse.Namespace) -> int:
     from .lsp import server
+
+    try:
+        server.config_from_flags(_server_options(args))  # checked before anything starts
+    except ValueError as e:
+        return _die(str(e))
 
     if args.tcp:
         try:
@@ -348,11 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: a model trained to reproduce its built-in corpus instead of random weights")
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
-    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft", "project", "replay", "peers"],
+    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft", "project", "replay", "peers", "precision"],
                    help="suite (default): every workload and the report; or one part; project: predict "
                         "another device's tokens/s from an engine report and --costs; replay: drafting "
                         "policies replayed against greedy output, with bounds; peers: against llama.cpp's "
-                        "llama-server on the same prompts")
+                        "llama-server on the same prompts; precision: float32, int8 and bfloat16 here, speed and quality")
     b.add_argument("--max-tokens", type=int, default=96)
     b.add_argument("--quick", action="store_true", help="fewer prompts")
     b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt, taken in turn across the systems; the fastest counts")
@@ -376,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gguf", default=None, help="peers: the GGUF llama-server serves (default: the model's own, from its wheels)")
     b.add_argument("--threads", default="1,2", help="peers: thread counts, each for both sides (default 1,2)")
     b.add_argument("--llama-modes", default="greedy,ngram-simple,ngram-mod", help="peers: llama-server modes to run")
+    b.add_argument("--dtypes", default="float32,int8,bfloat16", help="precision: the precisions, the first is the reference")
     b.add_argument("--baseline-dtype", default=None, help="peers: also run greedy in this precision (e.g. bfloat16)")
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")

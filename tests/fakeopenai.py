@@ -10,6 +10,11 @@ what `POST /v1/completions` does next:
     slow        one good chunk, then keep-alive comments until the client goes away
     dies        one good chunk, then the connection is closed without an end
     error_event one good chunk, then a `{"error": ...}` event (how vLLM reports failures)
+    busy        HTTP 429 with `Retry-After: 60`
+    huge_error  HTTP 500 with a body of `huge` bytes
+    huge_line   one good chunk, then one SSE line of `huge` bytes
+    hostile     stream `text` as it is (set it to hold special tokens, escapes, NUL)
+    nested      (GET /v1/models) a model list nested 100,000 arrays deep
 
 `GET /v1/models` lists `models`. It records every request's body and Authorization header
 (`requests`), and whether a streaming client went away before the end (`disconnects`).
@@ -35,6 +40,7 @@ class FakeServer:
         self.disconnects = 0
         self.httpd: ThreadingHTTPServer | None = None
         self.port = 0
+        self.huge = 10 << 20
 
     @property
     def endpoint(self) -> str:
@@ -52,6 +58,8 @@ class FakeServer:
             def do_GET(self) -> None:
                 if self.path.rstrip("/") != "/v1/models":
                     return self._json(404, {"error": {"message": "not found"}})
+                if fake.mode == "nested":
+                    return self._raw(200, b"[" * 100_000 + b"]" * 100_000)
                 self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.models]})
 
             def do_POST(self) -> None:
@@ -61,6 +69,10 @@ class FakeServer:
                     return self._json(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
                 if fake.mode == "http500":
                     return self._json(500, {"error": {"message": "engine crashed", "type": "InternalServerError"}})
+                if fake.mode == "busy":
+                    return self._json(429, {"error": {"message": "too many requests"}}, {"Retry-After": "60"})
+                if fake.mode == "huge_error":
+                    return self._raw(500, b"x" * fake.huge)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
@@ -86,7 +98,13 @@ class FakeServer:
                 text = text[: max(0, body.get("max_tokens", 64)) * 4]
                 pieces = [text[i : i + fake.chunk] for i in range(0, len(text), fake.chunk)]
                 self.wfile.write(b": keep-alive\n\n")
-                if mode != "ok":
+                if mode == "huge_line":
+                    self._chunk(pieces[0])
+                    self.wfile.write(b"data: " + b"y" * fake.huge + b"\n\n")
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if mode not in ("ok", "hostile"):
                     self._chunk(pieces[0])
                     if mode == "malformed":
                         self.wfile.write(b'data: {"choices": [{"text": "x\n\n')
@@ -107,9 +125,13 @@ class FakeServer:
                 self._event(json.dumps({"choices": [], "usage": {"completion_tokens": len(pieces)}}))
                 self._event("[DONE]")
 
-            def _json(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
+            def _json(self, status: int, payload: dict, headers: dict | None = None) -> None:
+                self._raw(status, json.dumps(payload).encode(), headers)
+
+            def _raw(self, status: int, data: bytes, headers: dict | None = None) -> None:
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -113,3 +113,24 @@ def test_bench_replay_prints_policies_and_bounds(tiny_model_dir, history_repo, t
     # A bound that knows the future needs no more forwards than greedy, one per token.
     assert summary["copy"]["forwards"] <= summary["greedy"]["forwards"]
     assert summary["tree:oracle"]["forwards"] <= summary["greedy"]["forwards"]
+
+
+def test_bench_precision_compares_speed_and_quality_across_precisions(tiny_model_dir, history_repo, tmp_path):
+    out = tmp_path / "precision"
+    r = subprocess.run([sys.executable, "-m", "speclsp", "bench", "precision", "--quick", "--model", str(tiny_model_dir),
+                        "--dtypes", "float32,int8", "--repo", str(history_repo), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "precision.json").read_text())
+    f32, i8 = report["precisions"]["float32"], report["precisions"]["int8"]
+    assert f32["vs_reference"]["identical"] == f32["vs_reference"]["cases"] > 0  # the reference is itself
+    assert 0 <= i8["vs_reference"]["agreement"] <= 1
+    for p in (f32, i8):  # speculation is lossless within each precision
+        assert all(s["ws:tree"]["identical"] == s["ws:tree"]["cases"] for s in p["summary"].values())
+    assert "| int8 | edit-replay |" in r.stdout and "identical to float32" in r.stdout
+
+
+def test_bench_peers_says_what_it_needs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "speclsp", "bench", "peers", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--llama-server PATH" in r.stderr and "scripts/peers.sh llama" in r.stderr

@@ -198,3 +198,12 @@ def test_a_spoilt_calibration_is_corrected_by_real_steps():
         ctl.record(draft, k, k, true_cost[k])  # every drafted token is right
     assert chosen[0] == 0
     assert all(k >= 8 for k in chosen[-50:])
+
+
+def test_a_table_whose_last_point_measured_cheaper_never_prices_longer_drafts_lower():
+    """A probe where the 16-token pass timed below the one-token step (noise) made the
+    extrapolation fall: k = 64 priced at a third of a step, and every draft looked free."""
+    from speclsp.drafting.controller import CostModel
+
+    costs = CostModel({0: 0.0995, 15: 0.0852})
+    assert costs.cost(64) >= costs.cost(15) > 0.08

@@ -140,3 +140,27 @@ def test_models_lists_the_registry(tmp_path):
     for name in models.REGISTRY:
         assert name in r.stdout
     assert "not cached" in r.stdout and str(tmp_path) in r.stdout
+
+
+def test_a_bad_server_flag_is_refused_before_the_server_starts():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "speclsp", "--stdio", "--dtype", "int4"], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "dtype" in r.stderr and "int4" in r.stderr, r.stderr
+    assert r.stdout == ""  # nothing on the protocol's channel
+
+
+def test_the_protocol_doc_states_the_defaults_the_server_uses():
+    import re
+    from dataclasses import fields
+    from pathlib import Path
+
+    from speclsp.lsp.config import Config, camel
+
+    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| int \| (\d+) \|", doc, re.M))
+    defaults = {camel(f.name): getattr(Config(), f.name) for f in fields(Config)}
+    assert len(rows) >= 5
+    assert {k: int(v) for k, v in rows.items()} == {k: defaults[k] for k in rows}

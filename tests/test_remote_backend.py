@@ -191,3 +191,44 @@ def test_endpoint_host_names_no_credentials():
     assert endpoint_host("https://gpu.example.com:8443/v1") == "gpu.example.com:8443"
     with pytest.raises(ValueError, match="apiKeyEnv"):
         backend_for("http://user:pw@h/v1", None)
+
+
+def test_special_tokens_escapes_and_control_characters_are_never_shown(fake, tokenizer):
+    fake.mode = "hostile"
+    fake.text = "return 1\x1b[31m red\x00\x07 ok<|fim_middle|>def leaked():<|endoftext|>"
+    backend = backend_for(fake.endpoint, tokenizer)
+    seen: list[str] = []
+    result = generate(backend, on_text=seen.append)
+    assert result.text == "return 1 red ok" and result.stats.stop_reason == "eos"
+    for text in seen:  # not even the start of a special token while it streams in
+        assert "\x1b" not in text and "\x00" not in text and "<|" not in text, text
+
+
+def test_retry_after_is_honoured(fake, tokenizer):
+    fake.mode = "busy"
+    backend = backend_for(fake.endpoint, tokenizer)
+    with pytest.raises(BackendError, match="HTTP 429.*asked to wait 60 s"):
+        generate(backend)
+    for _ in range(5):  # the keystrokes that follow: no request before the minute is up
+        with pytest.raises(BackendError, match="next try in"):
+            generate(backend)
+    assert len(fake.completions()) == 1
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("huge_line", "a stream line over 1048576 bytes"),
+    ("huge_error", "answered HTTP 500"),
+])
+def test_an_oversized_answer_is_refused_unread(fake, tokenizer, mode, message):
+    fake.mode = mode
+    backend = backend_for(fake.endpoint, tokenizer)
+    with pytest.raises(BackendError, match=message) as err:
+        generate(backend)
+    assert len(str(err.value)) < 400
+
+
+def test_a_model_list_nested_too_deep_is_a_clear_error(fake, tokenizer):
+    fake.mode = "nested"
+    backend = backend_for(fake.endpoint, tokenizer)
+    with pytest.raises(BackendError, match="did not answer a model list"):
+        backend.probe()

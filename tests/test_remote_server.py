@@ -201,3 +201,26 @@ def test_bench_remote_puts_the_local_engine_and_the_server_side_by_side(fake, ti
     assert "| system | TTFT p50 ms | decode tok/s p50 |" in r.stdout and remote_name in r.stdout
     # The remote typing replay really went to the server.
     assert len(fake.completions()) > len(report["cases"])
+
+
+def _threads(pid: int) -> int:
+    from pathlib import Path
+
+    return int(next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if ln.startswith("Threads:")).split()[1])
+
+
+async def test_a_reload_closes_the_remote_backend_it_replaces(fake, trained_model_dir, tmp_path):
+    """Each reload left the old backend's thread, event loop and HTTP client behind."""
+    async with running_server(str(trained_model_dir), tmp_path, "vscode", remote(fake.endpoint)) as editor:
+        editor.open(URI, AREA[0])
+        assert await inline_text(editor) == EXPECTED
+        pid = editor.client._server.pid
+        before = _threads(pid)
+        for n in range(6):  # another configuration each time: a reload
+            ready = len([s for s in editor.statuses if s["state"] == "ready"])
+            editor.configure(remote(fake.endpoint, maxTokens=40 + n, remoteModel="fake", apiKeyEnv=f"KEY_{n}"))
+            await editor.wait_for(lambda: len([s for s in editor.statuses if s["state"] == "ready"]) > ready, 60)
+        text = await inline_text(editor)
+        assert text and EXPECTED.startswith(text)  # the last backend serves
+        assert _threads(pid) <= before + 1, (before, _threads(pid))

@@ -170,7 +170,7 @@ def run_system(completer: Completer, system: str, req: CompletionRequest, prompt
 
 
 def measure(completer: Completer, all_cases: list[Case], systems: tuple[str, ...], max_new: int, repeats: int = 1,
-            assistant=None, desc: str = "bench") -> list[dict]:
+            assistant=None, desc: str = "bench", keep_ids: bool = False) -> list[dict]:
     """Every system on every case; one row per (case, system).
 
     `systems` starts with "greedy": its output, cut where the suggestion ends, fixes how many
@@ -220,6 +220,7 @@ def measure(completer: Completer, all_cases: list[Case], systems: tuple[str, ...
                     "agreement": agreement(r.ids, base.ids),
                     "quality": quality,
                     "steps": r.steps,
+                    **({"ids": r.ids} if keep_ids else {}),  # to compare runs (bench precision)
                 })
     return rows
 

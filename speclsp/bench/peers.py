@@ -56,7 +56,7 @@ def llama_server(binary: str, gguf: str, threads: int, extra: list[str], log: Pa
     """A llama-server on loopback for the duration; yields its /v1 endpoint."""
     port = free_port()
     cmd = [binary, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-tb", str(threads),
-           "-c", "8192", "-np", "1", *extra]
+           "-c", "8192", "-np", "1", "--poll", "0", *extra]  # --poll 0: no busy-waiting while another system runs
     say(f"starting {' '.join(cmd[1:])}")
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

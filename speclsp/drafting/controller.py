@@ -127,7 +127,10 @@ class CostModel:
         if i == 0:
             return t[ks[0]]
         if i == len(ks):
-            i = len(ks) - 1  # extrapolate with the last segment's slope
+            # Extrapolate with the last segment's slope, never a falling one: a table whose
+            # last point measured cheaper (noise) must not price longer drafts lower still.
+            k0, k1 = ks[-2], ks[-1]
+            return t[k1] + max(0.0, t[k1] - t[k0]) * (k - k1) / (k1 - k0)
         k0, k1 = ks[i - 1], ks[i]
         c = t[k0] + (t[k1] - t[k0]) * (k - k0) / (k1 - k0)
         return max(c, 1e-6)

@@ -167,7 +167,7 @@ class Probe:
         return cls(costs, prefill) if set(PROBE_KS) <= set(costs) and math.isfinite(prefill) and prefill > 0 else None
 
 
-def probe(lm: Any, repeats: int = 2, give_up_s: float | None = None) -> Probe | None:
+def probe(lm: Any, repeats: int = 3, give_up_s: float | None = None) -> Probe | None:
     """Costs of k = 0 and k = 15, fastest of `repeats`, and a prefill's. None if the first
     16 tokens took longer than `give_up_s` (a precision that slow is out of the running)."""
     from .model import KVState
@@ -191,6 +191,9 @@ def probe(lm: Any, repeats: int = 2, give_up_s: float | None = None) -> Probe | 
     for _ in range(repeats):
         for k in PROBE_KS:
             costs[k] = min(costs[k], timed_pass(lm, kv, ids, CONTEXT, k))
+    # A 16-token pass never costs less than a one-token step: a lower figure is noise, and
+    # a falling cost curve would make every longer draft look cheaper still.
+    costs[15] = max(costs[15], costs[0])
     return Probe(costs, prefill_s)
 
 

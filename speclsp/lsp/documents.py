@@ -10,6 +10,7 @@ shared with the n-gram indexes. It knows nothing of lsprotocol or of the model.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -25,6 +26,27 @@ Range = tuple[int, int, int, int]  # start line, start units, end line, end unit
 # as one whole-text edit (indexed once): each change applied to the whole text costs a copy
 # of it and a new line table, so 20,000 one-character changes took minutes.
 MANY_CHANGES = 16
+
+
+# A lone UTF-16 surrogate (valid in JSON as "\ud800", impossible in UTF-8): the tokenizer
+# cannot encode it, so one such character made every prompt that took a snippet of its
+# document fail, in other documents too. Stored as U+FFFD, which has the same length in
+# every position encoding (one UTF-16 unit, three UTF-8 bytes as the surrogate would be).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def brief(uri: str, limit: int = 200) -> str:
+    """A URI as logged: whole up to `limit` characters, else its start and its length (a
+    5 MB URI in every warning wrote 50 MB of log for ten messages)."""
+    return uri if len(uri) <= limit else f"{uri[:limit]}... ({len(uri)} chars)"
+
+
+def clean(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD (the same length in any encoding)."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    log.info("replaced %d lone UTF-16 surrogates by U+FFFD", len(_SURROGATE.findall(text)))
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _split(text: str) -> list[str]:
@@ -125,11 +147,12 @@ class DocumentStore:
         return iter(list(self._docs.values()))
 
     def open(self, uri: str, path: str, language_id: str, version: int, text: str) -> Document:
+        text = clean(text)
         doc = Document(uri, path, language_id, version, text, self.folders.folder_for(uri))
         doc.too_large = len(text) > self.max_chars
         if doc.too_large:
             log.info("%s has %d characters, over maxDocumentChars %d: kept in sync, not indexed or completed",
-                     uri, len(text), self.max_chars)
+                     brief(uri), len(text), self.max_chars)
         self._docs[uri] = doc
         return doc
 
@@ -141,6 +164,7 @@ class DocumentStore:
         in order; returns them as code-point edits. More than MANY_CHANGES are applied on
         lines (linear overall) and returned as one edit of the whole text."""
         edits = []
+        changes = [(rng, clean(new_text)) for rng, new_text in changes]
         if len(changes) > self.many_changes:
             old = doc.text
             doc.text = _apply_on_lines(old, changes, self.encoding)
@@ -171,9 +195,9 @@ class DocumentStore:
         doc.too_large = too_large
         if too_large:
             log.info("%s grew to %d characters, over maxDocumentChars %d: no longer indexed or completed",
-                     doc.uri, len(doc.text), self.max_chars)
+                     brief(doc.uri), len(doc.text), self.max_chars)
         else:
-            log.info("%s is down to %d characters: indexed and completed again", doc.uri, len(doc.text))
+            log.info("%s is down to %d characters: indexed and completed again", brief(doc.uri), len(doc.text))
         return too_large
 
     def folders_changed(self) -> None:

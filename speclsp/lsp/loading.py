@@ -33,6 +33,18 @@ from .scheduler import MODEL_KEY, ModelWorker
 log = logging.getLogger(__name__)
 
 
+def close_backend(backend: Any) -> None:
+    """Release what a replaced backend holds (a remote one: its thread, event loop and HTTP
+    client); a failure to close is logged, never raised."""
+    close = getattr(backend, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception as e:  # noqa: BLE001 - closing must not stop the reload
+        log.warning("closing the previous backend failed: %s", e)
+
+
 class ModelSlot:
     """Which model is configured, whether it is ready, and its `Completer` once it is."""
 
@@ -66,7 +78,7 @@ class ModelSlot:
         key = config.model_key
         self._loading_key = key
         self.state, self.message = "loading", f"loading {config.model}"
-        self.completer = None
+        old, self.completer = self.completer, None
         self.worker.set_idle(None)  # the old model's calibration
         self.client.status("loading", self.message)
         self.client.progress("begin", self.message)
@@ -76,6 +88,8 @@ class ModelSlot:
             loop.call_soon_threadsafe(self.client.progress, "report", msg)
 
         def run(cancel: CancelToken) -> Any:
+            if old is not None:  # after any job that still used it (this runs on the model worker)
+                close_backend(old.backend)
             load = self._load
             if load is None:
                 from ..completion.loader import load_completer as load

@@ -31,7 +31,7 @@ from pygls.lsp.server import LanguageServer
 
 from .. import __version__
 from .adapters import completion_items, folders_of, inline_items, path_of, streaming_capability
-from .config import Config, settings_section
+from .config import Config, camel, parse_options, settings_section
 from .channel import ClientWriter, EditorChannel
 from .loopwatch import LoopWatch
 from .positions import ENCODINGS, UTF16
@@ -85,18 +85,30 @@ class SpeclspServer(LanguageServer):
             self.shutdown()
 
     def start_tcp(self, host: str, port: int, announce: Callable[[str, int], None] | None = None) -> None:
-        """Serve the first client that connects to host:port until it disconnects; no other
-        connection is accepted. `announce(host, port)` is called with the bound address."""
+        """Serve the first client that speaks on host:port until it disconnects; no other
+        connection is served. `announce(host, port)` is called with the bound address.
+
+        A connection becomes the client only once it sends its first bytes: one that sends
+        nothing for FIRST_BYTES_S is dropped (a port scanner, a stuck process), and until a
+        client speaks, any connection may. Raises `ListenError` if it cannot listen (the
+        port in use, a host that does not resolve)."""
         self._stop_event = stop = threading.Event()
 
         served: list[Any] = []  # the one client this server serves
+        failed: list[BaseException] = []
 
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             peer = writer.get_extra_info("peername")
-            if served:
-                # Two clients can connect in the same loop turn, before listening stops: the
-                # second must never share the first one's protocol (its answers, its exit).
-                log.warning("client %s refused: this server already serves %s", peer, served[0])
+            try:
+                first = await asyncio.wait_for(reader.read(MAX_HEADER_LINE), FIRST_BYTES_S)
+            except (asyncio.TimeoutError, OSError):
+                first = b""
+            if not first or served:
+                # Silent for too long, gone, or a client already speaks here: a second one
+                # must never share the first one's protocol (its answers, its exit).
+                log.warning("connection from %s dropped: %s", peer,
+                            f"this server already serves {served[0]}" if served else
+                            f"nothing sent within {FIRST_BYTES_S:.0f} s")
                 writer.close()
                 return
             served.append(peer)
@@ -105,14 +117,19 @@ class SpeclspServer(LanguageServer):
             log.info("client connected from %s", peer)
             self.protocol.set_writer(writer)
             try:
-                await read_messages(SocketReader(reader), self.protocol, stop)
+                await read_messages(SocketReader(reader), self.protocol, stop, first)
             finally:
                 log.info("client %s disconnected", peer)
                 self.shutdown()
                 asyncio.get_running_loop().stop()
 
         async def listen() -> None:
-            self._server = await asyncio.start_server(connection, host, port, limit=MAX_HEADER_LINE * 2)
+            try:
+                self._server = await asyncio.start_server(connection, host, port, limit=MAX_HEADER_LINE * 2)
+            except OSError as e:  # in use, not an address of this machine, does not resolve
+                failed.append(e)
+                asyncio.get_running_loop().stop()
+                return
             bound = self._server.sockets[0].getsockname()
             if announce is not None:
                 announce(bound[0], bound[1])
@@ -124,6 +141,8 @@ class SpeclspServer(LanguageServer):
             loop.run_forever()
         except (KeyboardInterrupt, SystemExit):
             pass
+        if failed:
+            raise ListenError(f"cannot listen on {host}:{port}: {failed[0].strerror or failed[0]}")
 
     def _client_lost(self) -> None:
         """The editor closed its end: say so once, stop reading, answer nothing more."""
@@ -313,15 +332,29 @@ def _quiet_pygls() -> None:
         logging.getLogger("pygls").setLevel(logging.WARNING)
 
 
+class ListenError(OSError):
+    """`--tcp` cannot listen where it was asked to."""
+
+
+# A TCP connection must send its first bytes within this long to become the client: an
+# idle socket (a scanner, a stuck process) held the single client slot for as long as it
+# stayed open, and the editor that connected next was refused.
+FIRST_BYTES_S = 5.0
+
+
 def _exit(code: int) -> None:
     """Leave now: the stdin reader thread may be blocked in read() and would hold us up."""
     logging.shutdown()
     os._exit(code)
 
 
-def _config(options: dict[str, str | None]) -> Config:
-    """The default options with those given on the command line (None: not given)."""
-    return replace(Config(), **{k: v for k, v in options.items() if v})
+def config_from_flags(options: dict[str, str | None]) -> Config:
+    """The default options with those given on the command line (None: not given), checked
+    like the editor's options; raises ValueError naming the first bad flag."""
+    config, warnings = parse_options({camel(k): v for k, v in options.items() if v}, Config())
+    if warnings:
+        raise ValueError(warnings[0].removeprefix("speclsp: ").replace("; using", "; the default would be"))
+    return config
 
 
 def serve_stdio(**options: str | None) -> None:
@@ -329,7 +362,7 @@ def serve_stdio(**options: str | None) -> None:
     `options`: Config fields from the command line (model, device, dtype, backend, ...)."""
     global server
     _quiet_pygls()
-    server = build_server(_config(options))
+    server = build_server(config_from_flags(options))
     log.info("speclsp %s serving on stdio (pid %d)", __version__, os.getpid())
     server.start_io()
     _exit(0 if server.protocol._shutdown else 1)
@@ -342,12 +375,17 @@ def serve_tcp(host: str, port: int, announce: Callable[[str, int], None] | None 
     """
     global server
     _quiet_pygls()
-    server = build_server(_config(options))
+    server = build_server(config_from_flags(options))
 
     def bound(h: str, p: int) -> None:
         log.info("speclsp %s serving on %s:%d (pid %d)", __version__, h, p, os.getpid())
         if announce is not None:
             announce(h, p)
 
-    server.start_tcp(host, port, announce=bound)
+    try:
+        server.start_tcp(host, port, announce=bound)
+    except ListenError as e:
+        log.info("%s", e)  # and one line for the user (the log may be stderr too: only at -v)
+        print(f"speclsp: error: {e}", file=sys.stderr, flush=True)
+        _exit(1)
     _exit(0 if server.protocol._shutdown else 1)

@@ -26,7 +26,7 @@ from typing import Any
 from ..backend import BackendError, CancelToken
 from ..completion.completer import build_request
 from ..completion.context import OpenDocument, PromptBudget
-from .documents import Document
+from .documents import Document, brief
 from .generations import Generation, Subscriber
 from .positions import from_codepoints
 from .scheduler import document_key
@@ -127,12 +127,12 @@ class Session:
         if not st.config.enabled_for(doc.language_id):
             return replace(EMPTY, reason="disabled"), None
         if doc.too_large:
-            log.info("req %s: %s is over maxDocumentChars (%d > %d): no completion", request_id, uri,
+            log.info("req %s: %s is over maxDocumentChars (%d > %d): no completion", request_id, brief(uri),
                      len(doc.text), st.config.max_document_chars)
             return replace(EMPTY, reason="too_large"), None
         lines = doc.lines
         if line >= len(lines):
-            log.warning("req %s: line %d is past the end of %s (%d lines)", request_id, line, uri, len(lines))
+            log.warning("req %s: line %d is past the end of %s (%d lines)", request_id, line, brief(uri), len(lines))
             return replace(EMPTY, reason="bad_position"), None
         enc = st.encoding
         offset = lines.offset_from_client(line, character, enc)
@@ -255,7 +255,7 @@ class Session:
         cfg = st.config
         completer = st.model.completer
         gen = Generation(doc.uri, doc.version, doc.text, offset)
-        log.info("gen %d: started for %s at offset %d", gen.id, doc.uri, offset)
+        log.info("gen %d: started for %s at offset %d", gen.id, brief(doc.uri), offset)
         self._watch(gen)
         st.generations.add(gen)
         # Another document's generation that only fills the cache must not hold up this one.

@@ -22,7 +22,7 @@ from ..drafting.clock import KeystrokeClock
 from ..drafting.controller import LookaheadPolicy
 from ..drafting.folders import Folders, WorkspaceIndexes, worth_remembering
 from .config import Config, parse_options
-from .documents import Document, DocumentStore, Edit, Range
+from .documents import Document, DocumentStore, Edit, Range, brief
 from .generations import Generations
 from .indexing import IndexWorker
 from .loading import ModelSlot
@@ -155,7 +155,8 @@ class ServerState:
         if uri in self.documents:
             self.close(uri)  # opened again without a close: start over from this text
         doc = self.documents.open(uri, path, language_id, version, text)
-        log.info("opened %s (%d chars)", uri, len(text))
+        text = doc.text  # as stored (lone surrogates replaced)
+        log.info("opened %s (%d chars)", brief(uri), len(text))
         if not doc.too_large:
             self.indexer.submit(lambda: self.indexes.open(uri, text))
 
@@ -163,13 +164,13 @@ class ServerState:
         """Apply didChange content changes: (range in client units or None for all, text)."""
         doc = self.documents.get(uri)
         if doc is None:
-            log.warning("didChange for a document that is not open: %s", uri)
+            log.warning("didChange for a document that is not open: %s", brief(uri))
             return
         if version <= doc.version:
             # Out of order: the changes still apply in the order they came (the stream is
             # ordered; the number is only a label), but no cached suggestion can be trusted.
             log.warning("didChange for %s goes from version %d back to %d: applied, suggestions dropped",
-                        uri, doc.version, version)
+                        brief(uri), doc.version, version)
             self.worker.cancel(document_key(uri))
             self.generations.drop(uri)
         was_indexed = not doc.too_large
@@ -203,7 +204,7 @@ class ServerState:
 
     def close(self, uri: str) -> None:
         if self.documents.close(uri) is not None:
-            log.info("closed %s", uri)
+            log.info("closed %s", brief(uri))
             self.indexer.submit(lambda: self.indexes.close(uri))
         self.worker.cancel(document_key(uri))
         self.generations.drop(uri)
@@ -218,7 +219,7 @@ class ServerState:
     def accepted(self, uri: str, text: str, kind: str) -> None:
         self.remember(uri, text)
         kind = kind if kind in ("full", "word", "line") else "other"
-        log.info("accepted %s completion (%d chars) in %s", kind, len(text), uri)
+        log.info("accepted %s completion (%d chars) in %s", kind, len(text), brief(uri))
 
     # --- observability --------------------------------------------------------------------
 

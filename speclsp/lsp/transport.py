@@ -322,7 +322,7 @@ class _Input:
         return got
 
 
-async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event) -> None:
+async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event, first: bytes = b"") -> None:
     """The message loop: `Content-Length` framing, then `protocol.receive` per body.
 
     Header lines other than Content-Length (and Content-Type) are logged and skipped, which
@@ -332,11 +332,21 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
     miscounted Content-Length); that message is dropped with one ParseError (id null) and
     the header starts the next one. A body over MAX_MESSAGE_BYTES is skipped in chunks
     (searched the same way, never held whole) with one InvalidRequest (id null). Ends at
-    the end of the stream.
+    the end of the stream. `first`: bytes already read from the stream (they come first).
     """
     inp = _Input(reader)
+    inp.unread(first)
     while not stop.is_set():
         length: int | None = None
+        lost = False  # a message without a usable Content-Length was dropped (answered once)
+
+        def dropped(why: str) -> None:
+            nonlocal lost
+            if not lost:
+                lost = True
+                protocol.received += 1
+                protocol.reply_error(None, PARSE_ERROR, f"Parse error: {why}; the message was dropped")
+
         while True:  # headers, up to the empty line
             line = await inp.readline(MAX_HEADER_LINE)
             if not line:
@@ -349,10 +359,18 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
             # `search`, not `match`: after a lying Content-Length the rest of a swallowed
             # body runs into the next header on the same line; its end still counts.
             if m := _CONTENT_LENGTH.search(stripped):
+                if stripped[: m.start()].strip()[:1] in (b"{", b"["):  # a body that had no header
+                    log.warning("a message body without a Content-Length header (%d bytes) dropped", m.start())
+                    dropped("a message came without a Content-Length header")
                 digits = m.group(1)
                 length = int(digits) if len(digits) <= 18 else 10**18
+            elif stripped.lower().startswith(b"content-length"):
+                log.warning("invalid Content-Length header (%d bytes): skipping to the next header", len(line))
+                dropped("its Content-Length header is not a byte count")
             elif not stripped.lower().startswith(b"content-type"):
                 log.warning("skipping a header line that is not Content-Length (%d bytes)", len(line))
+                if stripped[:1] in (b"{", b"["):
+                    dropped("a message came without a Content-Length header")
         too_big = length > MAX_MESSAGE_BYTES
         if too_big:
             log.warning("message of %d bytes is over the %d-byte limit: skipped unread", length, MAX_MESSAGE_BYTES)

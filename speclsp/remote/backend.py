@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -118,6 +119,9 @@ class OpenAIBackend:
         # The family's end and FIM tokens: a model that writes one has left the middle
         # (vLLM's `stop_token_ids`; servers without it stop at their EOS).
         self.stop_ids = sorted({i for t in end_tokens if (i := tokenizer.token_to_id(t)) is not None})
+        # What ends a completion when it shows up in the streamed text: the family's special
+        # tokens that this tokenizer has (a server may stream them as text).
+        self.markers = tuple(t for t in dict.fromkeys([*special_tokens, *end_tokens]) if tokenizer.token_to_id(t) is not None)
         self.problem = ""  # why the server cannot be used now ("" = none known)
         self._backoff = 0.0
         self._down_until = 0.0
@@ -145,6 +149,9 @@ class OpenAIBackend:
     def close(self) -> None:
         if self._client is not None:
             asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(5)
+        # A stream cut short leaves its line reader (an async generator) to be finalized
+        # on this loop: finish that before stopping it.
+        asyncio.run_coroutine_threadsafe(self._loop.shutdown_asyncgens(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     def _headers(self) -> dict[str, str]:
@@ -170,8 +177,10 @@ class OpenAIBackend:
         if r.status_code != 200:
             raise BackendError(self._http_message(r.status_code, r.content))
         try:
+            if len(r.content) > MAX_ERROR_BYTES * 16:
+                raise ValueError("too large")
             served = [m["id"] for m in r.json()["data"]]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise BackendError(f"{self.endpoint}/models did not answer a model list") from None
         if not self.name:
             if not served:
@@ -181,11 +190,12 @@ class OpenAIBackend:
             raise BackendError(f"{self.host} does not serve model {self.name!r} (it serves: {', '.join(served)[:200]})")
         self._mark_up()
 
-    def _mark_down(self, why: str) -> None:
+    def _mark_down(self, why: str, retry_after_s: float | None = None) -> None:
         self._backoff = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, 2 * self._backoff))
-        self._down_until = time.monotonic() + self._backoff
+        wait = self._backoff if retry_after_s is None else max(self._backoff, min(retry_after_s, RETRY_AFTER_MAX_S))
+        self._down_until = time.monotonic() + wait
         if why != self.problem:
-            log.warning("remote: %s (next try in %.1f s)", why, self._backoff)
+            log.warning("remote: %s (next try in %.1f s)", why, wait)
         self.problem = why
 
     def _mark_up(self) -> None:
@@ -213,11 +223,17 @@ class OpenAIBackend:
             async with self._client.stream("POST", f"{self.endpoint}/completions", json=body,
                                            headers=self._headers()) as resp:
                 if resp.status_code != 200:
-                    out.put(("error", self._http_message(resp.status_code, await resp.aread())))
+                    message = self._http_message(resp.status_code, await _read_capped(resp, MAX_ERROR_BYTES))
+                    wait = retry_after(resp.headers.get("retry-after")) if resp.status_code in (429, 503) else None
+                    out.put(("busy", (message, wait)) if wait is not None else ("error", message))
                     return
                 out.put(("up", None))
                 reader, finished = EventReader(), False
-                async for line in resp.aiter_lines():
+                async for line in _capped_lines(resp):
+                    if line is None:
+                        out.put(("error", f"{self.host} sent a stream line over {MAX_LINE_BYTES} bytes, "
+                                          f"or over {MAX_STREAM_BYTES} bytes in all: not read"))
+                        return
                     data = reader.feed(line)
                     if data is None:
                         continue
@@ -271,7 +287,7 @@ class OpenAIBackend:
             body["stop"] = list(stop)
         out: queue.Queue = queue.Queue()
         task = asyncio.run_coroutine_threadsafe(self._stream(body, out), self._loop)
-        text, ids, usage, finish = "", [], None, ""
+        raw, text, ids, usage, finish = "", "", [], None, ""
         try:
             while not stats.stop_reason:
                 if why := stop_requested(cancel, deadline):
@@ -288,6 +304,10 @@ class OpenAIBackend:
                     raise BackendError(value)
                 elif kind == "error":
                     raise BackendError(value)
+                elif kind == "busy":  # 429/503 with Retry-After: no request before then
+                    message, wait = value
+                    self._mark_down(message, wait)
+                    raise BackendError(f"{message}; asked to wait {wait:.0f} s")
                 elif kind == "usage":
                     usage = value
                 elif kind == "done":
@@ -296,11 +316,16 @@ class OpenAIBackend:
                     piece, piece_ids, reason, stopped_by = value
                     ids.extend(piece_ids or ())
                     if piece:
-                        if not text:
+                        if not raw:
                             stats.ttft_ms = (time.monotonic() - t0) * 1e3
-                        text += piece
-                        if on_text is not None:
-                            on_text(text)
+                        raw += piece
+                        shown, ended = untrusted_text(raw, self.markers)
+                        if shown != text:
+                            text = shown
+                            if on_text is not None:
+                                on_text(text)
+                        if ended:
+                            stats.stop_reason = "eos"  # the model wrote an end or FIM token
                         if stop_text is not None and (cut := stop_text(text)) is not None:
                             text, stats.stop_reason = text[:cut], "stop_text"
                     if reason is not None:  # the usage event and [DONE] follow
@@ -317,6 +342,82 @@ class OpenAIBackend:
         log.debug("remote: %d prompt tokens -> %d tokens, first %.0f ms, total %.0f ms, %s", len(prompt_ids),
                   stats.new_tokens, stats.ttft_ms, stats.total_ms, stats.stop_reason)
         return GenerationResult(ids or self.encode(text), text, stats, [])
+
+
+MAX_LINE_BYTES = 1 << 20  # one SSE line (a token's event is ~300 bytes)
+MAX_STREAM_BYTES = 16 << 20  # a whole completion's stream
+MAX_ERROR_BYTES = 64 << 10  # what is read of an error response (its message is cut to 200 characters)
+RETRY_AFTER_MAX_S = 300.0  # a Retry-After longer than this is capped
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for (delay-seconds or an HTTP date), else None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    import datetime
+
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
+
+async def _read_capped(resp: Any, cap: int) -> bytes:
+    """At most `cap` bytes of a response body (an error page of 100 MB is not read whole)."""
+    out = bytearray()
+    async for chunk in resp.aiter_bytes():
+        out += chunk[: cap - len(out)]
+        if len(out) >= cap:
+            break
+    return bytes(out)
+
+
+async def _capped_lines(resp: Any):
+    """The response's lines (without their ends); None once a line passes MAX_LINE_BYTES
+    or the stream MAX_STREAM_BYTES (the caller stops there: nothing that size is parsed)."""
+    buf, total = bytearray(), 0
+    async for chunk in resp.aiter_bytes():
+        total += len(chunk)
+        if total > MAX_STREAM_BYTES:
+            yield None
+            return
+        buf += chunk
+        while (nl := buf.find(b"\n")) >= 0:
+            line = bytes(buf[:nl]).rstrip(b"\r")
+            del buf[: nl + 1]
+            yield line.decode("utf-8", "replace")
+        if len(buf) > MAX_LINE_BYTES:
+            yield None
+            return
+    if buf:
+        yield bytes(buf).rstrip(b"\r").decode("utf-8", "replace")
+
+
+# Never shown from a remote stream: terminal escape sequences (CSI and two-byte ESC) and
+# control characters other than tab, newline and carriage return (NUL, BEL, C1, DEL).
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def untrusted_text(raw: str, markers: Sequence[str]) -> tuple[str, bool]:
+    """What a remote stream's text may show: cut at the first special token written as text
+    (True: the completion ended there), without control characters or escape sequences,
+    and without a tail that may be the start of a special token still arriving."""
+    cut = min((i for m in markers if (i := raw.find(m)) >= 0), default=-1)
+    text = raw[:cut] if cut >= 0 else raw
+    if cut < 0:  # hold back the start of a marker still arriving ("<|fim_" of "<|fim_middle|>")
+        held = max((n for m in markers for n in range(min(len(m) - 1, len(text)), 0, -1) if text.endswith(m[:n])),
+                   default=0)
+        text = text[: len(text) - held]
+    return _CONTROL.sub("", text), cut >= 0
 
 
 def _parse_event(data: str) -> tuple[str, Any]:

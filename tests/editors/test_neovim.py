@@ -597,3 +597,33 @@ def test_extmark_ghost_text_is_multi_line_follows_typing_and_cycles(editor: Edit
     editor.type("<Esc>")
     editor.lua("require('speclsp.ghost').detach(...)", buf)
     nvim.command("bwipeout!")
+
+
+@pytest.mark.parametrize("version", ["0.12", "0.11"])
+def test_a_model_that_fails_to_load_is_one_message_not_two(version, tmp_path):
+    """The server says why in `speclsp/status` and in `window/showMessage`; the plugin
+    showed its own message on the status as well, so every fault popped up twice."""
+    nvim = pynvim.attach("child", argv=[nvim_binary(version), "--embed", "--headless", "--clean", "-n"])
+    try:
+        nvim.command(f"set rtp^={PLUGIN}")
+        nvim.command("runtime! plugin/speclsp.lua")
+        nvim.exec_lua(
+            """
+            _G.notes = {}
+            vim.notify = function(msg, level) table.insert(_G.notes, {msg = msg, level = level}) end
+            local cmd, model = ...
+            require('speclsp').setup({ cmd = cmd, server = { model = model, device = 'cpu' } })
+            """,
+            [sys.executable, "-m", "speclsp", "--stdio"], str(tmp_path / "no-such-model"),
+        )
+        (tmp_path / "a.py").write_text("x = 1\n")
+        nvim.command(f"edit {tmp_path / 'a.py'}")
+        wait_for(lambda: nvim.exec_lua("local c = require('speclsp.util').client(0); "
+                                       "local s = c and require('speclsp').server_status[c.id]; return s and s.state")
+                 == "error", timeout=WAIT, what="the error status")
+        time.sleep(1.0)  # any second message would be on its way by now
+        notes = nvim.exec_lua("return _G.notes")
+        about = [n for n in notes if "no-such-model" in str(n["msg"])]
+        assert len(about) == 1, notes
+    finally:
+        nvim.close()

@@ -544,12 +544,8 @@ class Speclsp implements vscode.Disposable {
       device: typeof p.device === "string" ? p.device : this.status.device,
     };
     this.output.info(`status: ${state}${message ? ` — ${message}` : ""}`);
-    if (state === "error" && message && message !== this.lastError) {
-      this.lastError = message;
-      void vscode.window.showErrorMessage(`speclsp: ${message}`, "Show Log").then((pick) => {
-        if (pick) this.serverOutput.show(true);
-      });
-    }
+    // An error is shown by the server's own window/showMessage (one popup per fault); here
+    // it turns the status bar red, and its click offers the log and the settings.
     if (state === "ready") this.refreshStatsSoon(0);
     this.renderStatus();
   }

@@ -70,9 +70,9 @@ local function on_status(_, params, ctx)
     return
   end
   M.server_status[ctx.client_id] = params
-  if params.state == "error" then
-    vim.notify("speclsp: " .. tostring(params.message or "model error"), vim.log.levels.ERROR)
-  elseif params.state == "ready" and M.enabled and util.in_insert_mode() then
+  -- An error is not announced here: the server sends it as window/showMessage too, which
+  -- Neovim shows (one message per fault); the status keeps it for :checkhealth and statusline.
+  if params.state == "ready" and M.enabled and util.in_insert_mode() then
     -- Typing started while the model loaded (those requests got nothing): ask now.
     local bufnr = api.nvim_get_current_buf()
     local client = util.client(bufnr)

@@ -1,0 +1,166 @@
+"""Regression tests from the third independent attack, each built from its reproduction,
+against the real server (stdio or TCP) with the tiny model: a document that poisoned the
+others, framing without a usable Content-Length, a log that grew with what clients sent,
+`--tcp` that could not listen yet kept running, an idle connection that locked the editor
+out, and cache files on disk that stopped the server from becoming ready.
+
+Nothing here asserts a duration: waits are bounded only so that a hang fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import SERVER_ENV
+from rawlsp import RawServer, frame, read_message, start_tcp
+
+
+def completion_items(s: RawServer, uri: str, line: int, character: int) -> list:
+    answer = s.inline(uri, line, character, timeout=60)
+    assert "result" in answer, answer
+    return answer["result"]["items"] if isinstance(answer["result"], dict) else answer["result"]
+
+
+def test_a_lone_surrogate_in_one_document_never_empties_another_ones_completions(tiny_model_dir, tmp_path):
+    """Repro: `"\\ud800"` (valid JSON) in one didOpen; the other document's prompt took a
+    snippet of it, the tokenizer failed, and its completions came back empty."""
+    s = RawServer(str(tiny_model_dir), tmp_path / "server.log", "-v")
+    try:
+        s.initialize(tmp_path, {"maxTokens": 8, "deadlineMs": 0})
+        poisoned, clean = (tmp_path / "poisoned.py").as_uri(), (tmp_path / "clean.py").as_uri()
+        body = "def area(self):\n    return self.width * self.height\n"
+        # json.dumps writes the lone surrogate as the escape "\ud800", as a client would.
+        s.write(frame({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
+            "uri": poisoned, "languageId": "python", "version": 1, "text": "x = '\ud800'\n" + body * 3}}}))
+        s.open(clean, body * 2 + "def ")
+        assert completion_items(s, clean, 4, 4), "the clean document's completion came back empty"
+        assert completion_items(s, poisoned, 7, 0) is not None
+        # Half an emoji typed into the clean document: it still completes.
+        s.notify("textDocument/didChange", {"textDocument": {"uri": clean, "version": 2}, "contentChanges": [
+            {"range": {"start": {"line": 4, "character": 4}, "end": {"line": 4, "character": 4}}, "text": "\ud83d"}]})
+        assert completion_items(s, clean, 4, 5) is not None
+        stats = s.request("speclsp/stats", None)["result"]
+        assert stats["errors"] == 0, stats
+    finally:
+        assert s.close() == 0
+
+
+@pytest.mark.parametrize("garbage", [
+    b"Content-Length: -5\r\n\r\n" + json.dumps({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}).encode(),
+    json.dumps({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}).encode(),  # no header at all
+], ids=["negative length", "no header"])
+def test_a_message_without_a_usable_content_length_gets_a_parse_error(tiny_model_dir, tmp_path, garbage):
+    s = RawServer(str(tiny_model_dir), tmp_path / "server.log")
+    try:
+        s.initialize(tmp_path, wait_ready=False)
+        s.write(garbage)
+        error = s.wait(lambda m: "error" in m and m.get("id") is None, 30)
+        assert error["error"]["code"] == -32700 and "Content-Length" in error["error"]["message"]
+        assert "result" in s.request("speclsp/stats", None)  # the next message is served
+        assert sum(1 for m in s.messages if "error" in m and m.get("id") is None) == 1  # one answer, not two
+    finally:
+        assert s.close() == 0
+
+
+def test_the_log_does_not_grow_with_what_a_client_sends(tiny_model_dir, tmp_path):
+    """Repro: 10 didChange for a never-opened 5 MB URI wrote 50 MB of log."""
+    log = tmp_path / "server.log"
+    s = RawServer(str(tiny_model_dir), log)
+    try:
+        s.initialize(tmp_path, wait_ready=False)
+        uri = "file:///" + "a" * 1_000_000 + ".py"
+        for v in range(10):
+            s.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": v}, "contentChanges": [
+                {"text": "x" * 1000}]})
+        s.request("speclsp/stats", None)
+        assert log.stat().st_size < 100_000, log.stat().st_size
+        assert "didChange for a document that is not open" in log.read_text()
+    finally:
+        assert s.close() == 0
+
+
+def test_tcp_that_cannot_listen_exits_1_with_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        for address in (f"127.0.0.1:{port}", "999.1.1.1:80"):
+            r = subprocess.run([sys.executable, "-m", "speclsp", "--tcp", address, "--model", str(tmp_path / "none")],
+                               capture_output=True, text=True, timeout=60, env=SERVER_ENV)
+            assert r.returncode == 1, (address, r.stderr)
+            lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+            assert len(lines) == 1 and lines[0].startswith("speclsp: error: cannot listen on"), r.stderr
+
+
+def test_an_idle_tcp_connection_never_locks_the_editor_out(tmp_path):
+    """Repro: a process that connects and sends nothing held the single client slot; the
+    editor connecting next was refused for as long as the idle socket stayed open."""
+    proc, line = start_tcp("127.0.0.1:0", str(tmp_path / "none"))
+    idle = None
+    try:
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)  # says nothing, stays open
+        editor = socket.create_connection(("127.0.0.1", port), timeout=30)
+        editor.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                              "params": {"processId": None, "rootUri": None, "capabilities": {}}}))
+        reader = editor.makefile("rb")
+        assert "capabilities" in read_message(reader)["result"]
+        idle.settimeout(30)
+        assert idle.recv(1) == b""  # the idle connection is dropped, never served
+        editor.sendall(frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}))
+        while read_message(reader).get("id") != 2:
+            pass
+        editor.sendall(frame({"jsonrpc": "2.0", "method": "exit"}))
+        assert proc.wait(30) == 0
+    finally:
+        if idle is not None:
+            idle.close()
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _cache_files(model: str) -> tuple[Path, Path]:
+    """The calibration and acceptance files the server will read for `model` (float32, one
+    thread, as conftest's servers run)."""
+    from speclsp.local import calibration
+    from speclsp.local import registry as models
+
+    fp = calibration.fingerprint(SimpleNamespace(name=model, device="cpu", precision="float32"), 1)
+    path = models.cache_dir() / "calibration" / (calibration.key_of(fp) + ".json")
+    return path, path.with_suffix(".acceptance.json")
+
+
+@pytest.mark.parametrize("content", ["null-values", "nested", "fifo"])
+def test_corrupt_cache_files_never_stop_the_server_from_serving(tmp_path, content):
+    """Repro: calibration values null, an acceptance file nested 100k deep or a FIFO in
+    their place: the model failed to load or the server never became ready."""
+    from speclsp.local import tiny
+
+    model = str(tiny.build(tmp_path / f"model-{content}"))
+    for path in _cache_files(model):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content == "fifo":
+            import os
+
+            os.mkfifo(path)
+        elif content == "nested":
+            path.write_text("[" * 100_000 + "]" * 100_000)
+        else:
+            path.write_text(json.dumps({"grid": [0, 15], "costs": {"0": None, "15": None}, "python|2": None}))
+    s = RawServer(model, tmp_path / "server.log", "-v")
+    try:
+        s.initialize(tmp_path, {"maxTokens": 4, "deadlineMs": 0})  # waits for "ready"
+        uri = (tmp_path / "a.py").as_uri()
+        s.open(uri, "def f(x):\n    return x\n" * 4)
+        assert completion_items(s, uri, 8, 0) is not None
+        assert "Traceback" not in (tmp_path / "server.log").read_text()
+    finally:
+        assert s.close() == 0
