@@ -206,3 +206,11 @@ def test_a_job_waits_for_at_most_the_idle_slice_in_progress():
         assert sum(1 for s in slices if s[0] < started[0] < s[1]) == 0
     finally:
         worker.stop()
+
+
+def test_int8_is_chosen_only_when_clearly_faster_than_the_best_float_precision():
+    from speclsp.local.precision import pick
+
+    assert pick({"float32": 17.0, "int8": 18.6, "bfloat16": 7.6}) == "int8"  # +9%: worth its quality cost
+    assert pick({"float32": 16.1, "int8": 27.7, "bfloat16": 27.4}) == "bfloat16"  # +1%: a tie
+    assert pick({"float32": 20.0, "int8": 10.0, "bfloat16": 0.0}) == "float32"

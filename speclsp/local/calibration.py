@@ -167,9 +167,11 @@ class Probe:
         return cls(costs, prefill) if set(PROBE_KS) <= set(costs) and math.isfinite(prefill) and prefill > 0 else None
 
 
-def probe(lm: Any, repeats: int = 3, give_up_s: float | None = None) -> Probe | None:
+def probe(lm: Any, repeats: int = 3, give_up_s: float | None = None,
+          give_up_prefill_s: float | None = None) -> Probe | None:
     """Costs of k = 0 and k = 15, fastest of `repeats`, and a prefill's. None if the first
-    16 tokens took longer than `give_up_s` (a precision that slow is out of the running)."""
+    16 tokens took longer than `give_up_s`, or the first prefill longer than
+    `give_up_prefill_s` (a precision that slow is out of the running: stop measuring it)."""
     from .model import KVState
 
     ids = probe_ids(lm)
@@ -187,6 +189,8 @@ def probe(lm: Any, repeats: int = 3, give_up_s: float | None = None) -> Probe | 
         lm.forward(kv, ids[FIRST_CHUNK:CONTEXT], logits=False)
         lm.sync()
         prefill_s = min(prefill_s, time.perf_counter() - t0)
+        if give_up_prefill_s is not None and prefill_s > give_up_prefill_s:
+            return None
     costs = {k: math.inf for k in PROBE_KS}
     for _ in range(repeats):
         for k in PROBE_KS:

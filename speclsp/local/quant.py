@@ -38,7 +38,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 DENSE_ROWS = 80  # more rows than a verify pass (1 + 64): a prefill chunk
-FORMAT = 2  # bumped when the saved layout changes: an older file is quantized again
+FORMAT = 3  # bumped when the saved layout changes: an older file is quantized again
 
 
 def supported(linear: nn.Linear) -> bool:
@@ -61,14 +61,16 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def quantize(cls, linear: nn.Linear) -> "Int8Linear":
-        w = linear.weight.detach().float()  # [N, K]
+        w = linear.weight.detach()  # [N, K]
         n = w.shape[0]
         if n % 16:  # zero rows the output drops again
             w = torch.cat([w, w.new_zeros(16 - n % 16, w.shape[1])])
-        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # [N']
-        q = torch.clamp(torch.round(w / scale[:, None]), -127, 127).to(torch.int8)
+        amax = w.abs().amax(dim=1).float().clamp(min=1e-12)  # [N']
+        # In place on one float copy: 0.7 s for the default model where a chain of
+        # temporaries took 4 s.
+        q = w.to(torch.float32, copy=True).mul_((127.0 / amax)[:, None]).round_().clamp_(-127, 127).to(torch.int8)
         bias = None if linear.bias is None else linear.bias.detach()
-        return cls(q, scale.to(torch.bfloat16), bias, n)
+        return cls(q, (amax / 127.0).to(torch.bfloat16), bias, n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape  # [..., K]
