@@ -302,10 +302,11 @@ def run_server(args: argparse.Namespace) -> int:
             host, port = parse_tcp_address(args.tcp)
         except ValueError as e:
             return _die(str(e))
-        if not is_loopback(host):
-            log.warning("listening on %s: reachable from other machines, and the protocol has no authentication", host)
 
         def announce(bound_host: str, bound_port: int) -> None:
+            if not is_loopback(host):  # once bound: an address that cannot be bound gets one error line only
+                log.warning("listening on %s: reachable from other machines, and the protocol has no authentication",
+                            host)
             reach = "loopback only" if is_loopback(host) else "REACHABLE FROM OTHER MACHINES, no authentication"
             print(f"speclsp: listening on {bound_host}:{bound_port} ({reach}; one client)", file=sys.stderr, flush=True)
 
@@ -370,36 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: a model trained to reproduce its built-in corpus instead of random weights")
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
-    b.add_argument("workload", nargs="?", default="suite", choices=["suite", "engine", "index", "typing", "draft", "project", "replay", "peers", "precision"],
-                   help="suite (default): every workload and the report; or one part; project: predict "
-                        "another device's tokens/s from an engine report and --costs; replay: drafting "
-                        "policies replayed against greedy output, with bounds; peers: against llama.cpp's "
-                        "llama-server on the same prompts; precision: float32, int8 and bfloat16 here, speed and quality")
-    b.add_argument("--max-tokens", type=int, default=96)
-    b.add_argument("--quick", action="store_true", help="fewer prompts")
-    b.add_argument("--repeats", type=int, default=1, help="runs per system and prompt, taken in turn across the systems; the fastest counts")
-    b.add_argument("--repo", default=None, help="git repository whose commits give edit-replay cases")
-    b.add_argument("--commits", type=int, default=20, help="newest non-merge commits to replay")
-    b.add_argument("--max-cases", type=int, default=24, help="edit-replay cases at most")
-    b.add_argument("--draft-model", default=None, help="also compare transformers assisted generation with this draft model")
-    b.add_argument("--out", default="bench-out", help="directory for the JSON report")
-    b.add_argument("--file", default=None, help="typing: the file to type (default: textwrap.py from the standard library)")
-    b.add_argument("--cps", type=float, default=8.0, help="typing: characters per second")
-    b.add_argument("--line-pause", type=float, default=1.0, help="typing: seconds of pause after each newline")
-    b.add_argument("--chars", type=int, default=None, help="typing: keystrokes to replay (default 240)")
-    b.add_argument("--start", type=int, default=None, help="typing: character offset where typing starts")
-    b.add_argument("--no-stream", action="store_true", help="typing: a client without streaming updates")
-    b.add_argument("--server-log", default=None, help="typing: the server's log file (-v)")
-    b.add_argument("--lookahead", default=None, help="typing: the server's lookahead option (default: the server's default)")
-    b.add_argument("--costs", default=None, help="project: verify costs from scripts/gpu-profile.sh")
-    b.add_argument("--report", default=None, help="project: the engine report to replay (default: OUT/engine.json)")
-    b.add_argument("--no-typing", action="store_true", help="--backend openai: skip the typing replays")
-    b.add_argument("--llama-server", default=None, metavar="PATH", help="peers: llama.cpp's llama-server (scripts/peers.sh llama)")
-    b.add_argument("--gguf", default=None, help="peers: the GGUF llama-server serves (default: the model's own, from its wheels)")
-    b.add_argument("--threads", default="1,2", help="peers: thread counts, each for both sides (default 1,2)")
-    b.add_argument("--llama-modes", default="greedy,ngram-simple,ngram-mod", help="peers: llama-server modes to run")
-    b.add_argument("--dtypes", default="float32,int8,bfloat16", help="precision: the precisions, the first is the reference")
-    b.add_argument("--baseline-dtype", default=None, help="peers: also run greedy in this precision (e.g. bfloat16)")
+    from .bench import add_arguments
+
+    add_arguments(b)
 
     d = sub.add_parser("demo", parents=[common], help="complete a real file with the default model")
     d.add_argument("--max-tokens", type=int, default=96)

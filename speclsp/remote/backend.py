@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import queue
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +41,16 @@ from ..backend import BackendError, CancelToken, GenerationResult, GenerationSta
 from ..drafting.controller import LookaheadPolicy
 from ..drafting.drafter import Drafter
 from .sse import EventReader
+from .untrusted import (
+    MAX_ERROR_BYTES,
+    MAX_LINE_BYTES,
+    MAX_STREAM_BYTES,
+    RETRY_AFTER_MAX_S,
+    capped_lines,
+    read_capped,
+    retry_after,
+    untrusted_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +232,13 @@ class OpenAIBackend:
             async with self._client.stream("POST", f"{self.endpoint}/completions", json=body,
                                            headers=self._headers()) as resp:
                 if resp.status_code != 200:
-                    message = self._http_message(resp.status_code, await _read_capped(resp, MAX_ERROR_BYTES))
+                    message = self._http_message(resp.status_code, await read_capped(resp, MAX_ERROR_BYTES))
                     wait = retry_after(resp.headers.get("retry-after")) if resp.status_code in (429, 503) else None
                     out.put(("busy", (message, wait)) if wait is not None else ("error", message))
                     return
                 out.put(("up", None))
                 reader, finished = EventReader(), False
-                async for line in _capped_lines(resp):
+                async for line in capped_lines(resp):
                     if line is None:
                         out.put(("error", f"{self.host} sent a stream line over {MAX_LINE_BYTES} bytes, "
                                           f"or over {MAX_STREAM_BYTES} bytes in all: not read"))
@@ -342,82 +351,6 @@ class OpenAIBackend:
         log.debug("remote: %d prompt tokens -> %d tokens, first %.0f ms, total %.0f ms, %s", len(prompt_ids),
                   stats.new_tokens, stats.ttft_ms, stats.total_ms, stats.stop_reason)
         return GenerationResult(ids or self.encode(text), text, stats, [])
-
-
-MAX_LINE_BYTES = 1 << 20  # one SSE line (a token's event is ~300 bytes)
-MAX_STREAM_BYTES = 16 << 20  # a whole completion's stream
-MAX_ERROR_BYTES = 64 << 10  # what is read of an error response (its message is cut to 200 characters)
-RETRY_AFTER_MAX_S = 300.0  # a Retry-After longer than this is capped
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds a Retry-After header asks for (delay-seconds or an HTTP date), else None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    import datetime
-
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-
-
-async def _read_capped(resp: Any, cap: int) -> bytes:
-    """At most `cap` bytes of a response body (an error page of 100 MB is not read whole)."""
-    out = bytearray()
-    async for chunk in resp.aiter_bytes():
-        out += chunk[: cap - len(out)]
-        if len(out) >= cap:
-            break
-    return bytes(out)
-
-
-async def _capped_lines(resp: Any):
-    """The response's lines (without their ends); None once a line passes MAX_LINE_BYTES
-    or the stream MAX_STREAM_BYTES (the caller stops there: nothing that size is parsed)."""
-    buf, total = bytearray(), 0
-    async for chunk in resp.aiter_bytes():
-        total += len(chunk)
-        if total > MAX_STREAM_BYTES:
-            yield None
-            return
-        buf += chunk
-        while (nl := buf.find(b"\n")) >= 0:
-            line = bytes(buf[:nl]).rstrip(b"\r")
-            del buf[: nl + 1]
-            yield line.decode("utf-8", "replace")
-        if len(buf) > MAX_LINE_BYTES:
-            yield None
-            return
-    if buf:
-        yield bytes(buf).rstrip(b"\r").decode("utf-8", "replace")
-
-
-# Never shown from a remote stream: terminal escape sequences (CSI and two-byte ESC) and
-# control characters other than tab, newline and carriage return (NUL, BEL, C1, DEL).
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def untrusted_text(raw: str, markers: Sequence[str]) -> tuple[str, bool]:
-    """What a remote stream's text may show: cut at the first special token written as text
-    (True: the completion ended there), without control characters or escape sequences,
-    and without a tail that may be the start of a special token still arriving."""
-    cut = min((i for m in markers if (i := raw.find(m)) >= 0), default=-1)
-    text = raw[:cut] if cut >= 0 else raw
-    if cut < 0:  # hold back the start of a marker still arriving ("<|fim_" of "<|fim_middle|>")
-        held = max((n for m in markers for n in range(min(len(m) - 1, len(text)), 0, -1) if text.endswith(m[:n])),
-                   default=0)
-        text = text[: len(text) - held]
-    return _CONTROL.sub("", text), cut >= 0
 
 
 def _parse_event(data: str) -> tuple[str, Any]:
