@@ -104,6 +104,7 @@ def test_complete_prints_json_with_text_and_stats(tiny_model_dir, sample_file, t
                 "ttft_ms", "total_ms", "tokens_per_s", "device", "dtype", "model", "draft_sources"):
         assert key in out["stats"], key
     assert out["stats"]["dtype"] == "float32" and out["stats"]["device"] == "cpu"
+    assert out["dtype"] == "float32" and out["dtype_reason"] == "asked for"  # the precision and why
     assert isinstance(out["text"], str)
 
 
