@@ -112,7 +112,6 @@ class Speclsp implements vscode.Disposable {
   private shownProblems = new Set<string>();
   private status: StatusView = { phase: "starting" };
   private stats: ServerStats | undefined;
-  private lastError: string | undefined;
 
   constructor() {
     this.options = this.readOptions();
@@ -160,7 +159,6 @@ class Speclsp implements vscode.Disposable {
   }
 
   async start(): Promise<void> {
-    this.lastError = undefined;
     const folders = (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === "file").map((f) => f.uri.fsPath);
     const resolved = resolveServerCommand({
       configured: this.launch.command,
@@ -247,7 +245,6 @@ class Speclsp implements vscode.Disposable {
   }
 
   private fail(message: string): void {
-    this.lastError = message;
     this.output.error(message);
     this.status = { phase: "error", message };
     this.renderStatus();
