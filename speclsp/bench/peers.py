@@ -8,8 +8,9 @@ starts it (once greedy, once with each n-gram speculation mode given by `--llama
 loopback, at each thread count, beside this process's model at the same thread count, and
 sends every system the same prompts: the FIM prompt speclsp builds at each case's cursor,
 as token ids, so both tokenize nothing of their own. Every system generates up to the same
-number of tokens, with no stop rule, from a cold cache (llama-server is asked not to reuse
-its prompt cache). Reported per system and thread count: median decode tokens/s after the
+number of tokens, with no stop rule; speclsp from a cold cache, llama-server with its own
+prompt cache as it runs by default (which can only shorten its time to first token on cases
+that share a file's start; decode speed is unaffected). Reported per system and thread count: median decode tokens/s after the
 first token (the speed of ghost text growing), median time to first token, and the ratio
 to llama.cpp's best n-gram mode. The systems go round in turn case by case, so a burst of
 load from another process slows one run of several systems, not every run of one.
@@ -215,7 +216,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def render(report: dict[str, Any]) -> str:
     lines = [f"speclsp vs llama.cpp llama-server: {report['model']} ({report['gguf']} for llama.cpp; speclsp in "
              f"{report['dtype']}), CPU {report['cpu_profile']}, up to {report['max_new_tokens']} tokens per case, "
-             f"{len(report['cases'])} cases, no stop rule, cold caches", "",
+             f"{len(report['cases'])} cases, no stop rule, speclsp from a cold cache", "",
              "| threads | system | decode tok/s (median) | vs best llama.cpp n-gram | TTFT ms (median) | tokens |",
              "|---:|---|---:|---:|---:|---:|"]
     for s in report["summary"].values():
