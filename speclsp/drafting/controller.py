@@ -268,7 +268,7 @@ class CostAwareLookahead:
 
     @classmethod
     def calibrated(cls, table: Mapping[int, float], **kw) -> "CostAwareLookahead":
-        """From `LoadedModel.profile_costs()` ({k: seconds per verify pass})."""
+        """From a calibration (`LoadedModel.step_costs()`: {k: seconds per verify pass})."""
         return cls(costs=CostModel(dict(table)), **kw)
 
     def plan(self, draft: Draft, step_budget_s: float | None = None) -> tuple[int, float]:

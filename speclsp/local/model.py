@@ -29,7 +29,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from ..drafting.tokens import common_prefix_len
 from . import calibration, precision, quant
 from . import registry as models
-from .calibration import CALIBRATED_KS
 from .treeattn import gather_path, tree_inputs
 
 log = logging.getLogger(__name__)
@@ -110,12 +109,6 @@ def parse_precision(requested: str | None) -> str | None:
     if name not in DTYPES:
         raise models.ModelError(f"unknown dtype {requested!r}: use auto, {', '.join(DTYPES)}")
     return name
-
-
-def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
-    """The activation dtype of a precision; auto: the rule for `device` (CPUs measure
-    instead, see `choose_cpu_precision`; this rule's bf16 is their fallback)."""
-    return DTYPES[parse_precision(requested) or rule_precision(device)]
 
 
 def rule_precision(device: torch.device) -> str:
@@ -303,24 +296,6 @@ class LoadedModel:
         """What is known now of the verify-pass costs: the whole grid once calibrated (and
         cached), else at least a probe of k = 0 and k = 15 (two passes)."""
         return self.calibration.table()
-
-    def profile_costs(self, ks: Sequence[int] = CALIBRATED_KS, context: int = 256, repeats: int = 3) -> dict[int, float]:
-        """Seconds for one verify pass over 1 + k tokens after a `context`-token prefix."""
-        base = (self.encode("import os\n" * 200) or [0]) * 8
-        kv = KVState()
-        self.forward(kv, base[:context])
-        costs = {k: float("inf") for k in ks}
-        # Interleaved rounds, fastest of each: a burst of load from another process then
-        # spoils one measurement of several k, not every measurement of one k.
-        for _ in range(repeats):
-            for k in ks:
-                self.crop(kv, context)
-                self.sync()
-                t0 = time.perf_counter()
-                self.forward(kv, base[context : context + 1 + k])
-                self.sync()
-                costs[k] = min(costs[k], time.perf_counter() - t0)
-        return costs
 
 
 def load_learned(lm: "LoadedModel") -> dict:

@@ -43,7 +43,7 @@ COMMON = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6, 
               use_sliding_window=False, attn_implementation="sdpa")
 # Drafted nodes per pass (the pending token makes one more): powers of two and the size
 # just below each 16/32/64/128-token edge, since kernels work in tiles of rows and a pass
-# can cost the same up to a tile's end and jump after it (as on the CPU; see model.CALIBRATED_KS).
+# can cost the same up to a tile's end and jump after it (as on the CPU; see calibration.CALIBRATED_KS).
 SIZES = (1, 2, 4, 8, 15, 16, 31, 32, 63, 64, 127, 128)
 CONTEXTS = (512, 1024, 2048, 4096)
 
