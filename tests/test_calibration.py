@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from speclsp.local import calibration, model, quant
+from speclsp.local import calibration, model, precision, quant
 from speclsp.local import registry as models
 from speclsp.lsp.scheduler import ModelWorker
 
@@ -135,6 +135,18 @@ def test_the_cpu_measures_its_precision_once_and_an_explicit_dtype_wins(cache, t
     assert again.probe_costs == lm.probe_costs
     forced = model.load(str(tiny_model_dir), device="cpu", dtype="bf16", warm_up=False)
     assert forced.precision == "bfloat16" and forced.reason == "asked for"
+
+
+def test_bf16_is_not_even_loaded_where_its_matmuls_are_far_slower(cache, tiny_model_dir, monkeypatch):
+    slowdown = precision.bf16_matmul_slowdown(fresh(tiny_model_dir, "bf16").model)
+    assert 0 < slowdown < float("inf")
+    # A threshold below any measurable slowdown stands for a CPU without bf16 hardware.
+    monkeypatch.setattr(precision, "GIVE_UP", slowdown / 1000)
+    said: list[str] = []
+    lm = model.load(str(tiny_model_dir), device="cpu", dtype="auto", warm_up=False, progress=said.append)
+    assert lm.precision in ("float32", "int8")
+    assert "bfloat16 given up (its prefill-sized matmul" in lm.reason
+    assert sum("as bfloat16" in m for m in said) == 1  # the one load float32 and int8 come from
 
 
 def test_int8_weights_are_quantized_once_and_read_back(cache, tiny_model_dir):

@@ -5,7 +5,9 @@ AVX2-only CPU it has no hardware path and every drafted token costs ~50 ms more,
 int8 weights (quant.py) read a quarter of float32's bytes per decode step. No rule gets
 all of these right, so the first load of a model on a CPU measures each candidate
 (`calibration.probe`: a one-token step, a 16-token verify pass and a prefill; bf16 last,
-given up as soon as its first 16 tokens or its first prefill take 3x the best), prices a
+not even loaded where a prefill-sized bf16 matmul of the model's own shape takes 3x
+float32's, and given up as soon as its first 16 tokens or its first prefill take 3x the
+best), prices a
 typical request with the chain controller's own cost model (`expected_rate`) and keeps
 the fastest. The choice, its reason and the probes are cached under the cache's `dtype/`
 folder, keyed by the model and the CPU (`calibration.fingerprint`); an explicit dtype
@@ -15,6 +17,7 @@ always wins (model.load).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,40 @@ def pick(rates: dict[str, float]) -> str:
         return "int8"
     return best_float
 
+# A precision whose first 16 tokens, prefill or prefill-sized matmul take this many times
+# the best measured is out of the running (bf16 without bf16 hardware: seconds per pass).
+GIVE_UP = 3.0
+
+
+def bf16_matmul_slowdown(model: torch.nn.Module, rows: int = calibration.PREFILL_ROWS) -> float:
+    """How many times longer the model's largest hidden-layer matmul takes over `rows` rows
+    in bfloat16 than in float32, on this CPU (fastest of three; a few ms). Over GIVE_UP,
+    bf16 is not loaded and probed at all: where the CPU has no bf16 hardware that saves a
+    second load and seconds of bf16 passes (a 96-token bf16 prefill takes ~3 s on AVX2)."""
+    import time
+
+    from torch.nn import functional as F
+
+    vocab = model.get_output_embeddings()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not vocab]
+    if not linears:
+        return 1.0
+    w = max(linears, key=lambda m: m.weight.numel()).weight.detach()
+    x = torch.randn(rows, w.shape[1], dtype=torch.float32)
+
+    def best(xx: torch.Tensor, ww: torch.Tensor) -> float:
+        out = math.inf
+        with torch.inference_mode():
+            for _ in range(3):
+                t0 = time.perf_counter()
+                F.linear(xx, ww)
+                out = min(out, time.perf_counter() - t0)
+        return out
+
+    w32, w16 = w.float(), w.bfloat16()
+    return best(x.bfloat16(), w16) / max(best(x, w32), 1e-9)
+
+
 # A typical request priced for the choice of precision: this many new prompt tokens to
 # prefill (typing extends the cached prompt by a few; opening a file prefills thousands)
 # and this many tokens to generate.
@@ -71,8 +108,9 @@ def choose_cpu_precision(build: Callable[[str, str], "LoadedModel"], quantize: C
     float32, int8 weights and bfloat16, priced by the controller's own cost model for a
     typical request (`expected_rate`).
     Cached per model and CPU (`calibration.fingerprint`), with the probes, which then
-    seed the calibration. bfloat16 is measured last and given up early when its prefill
-    alone shows it far slower (no bf16 hardware: seconds per pass)."""
+    seed the calibration. bfloat16 is measured last, skipped when one matmul shows it far
+    slower (`bf16_matmul_slowdown`), and given up early when its prefill alone does (no
+    bf16 hardware: seconds per pass)."""
     threads = torch.get_num_threads()
     path, fp = _choice_path(name)
     saved = calibration.read_json(path)
@@ -85,10 +123,11 @@ def choose_cpu_precision(build: Callable[[str, str], "LoadedModel"], quantize: C
         return lm
     say("measuring which precision is fastest on this CPU (once)")
     # Timings do not depend on the values: one bf16 load serves float32 (upcast) and int8
-    # (quantized from it, as `build("int8")` does); bfloat16 is loaded again, measured last
-    # and given up early where its prefill alone shows it far slower.
+    # (quantized from it, as `build("int8")` does); bfloat16 is loaded again and measured
+    # last, unless its matmuls already showed it out of the running.
     probes: dict[str, calibration.Probe | None] = {}
     lm = build("bfloat16", "")
+    slow_bf16 = bf16_matmul_slowdown(lm.model)
     lm.model.float()
     lm.dtype, lm.precision = torch.float32, "float32"
     probes["float32"] = calibration.probe(lm, repeats=2)
@@ -96,19 +135,27 @@ def choose_cpu_precision(build: Callable[[str, str], "LoadedModel"], quantize: C
     probes["int8"] = calibration.probe(lm, repeats=2)
     best_c15 = min(c.costs[15] for c in probes.values() if c)
     best_prefill = min(c.prefill_s for c in probes.values() if c)
-    other = build("bfloat16", "")
-    probes["bfloat16"] = calibration.probe(other, repeats=2, give_up_s=3 * best_c15,
-                                           give_up_prefill_s=3 * best_prefill)
+    other = None
+    log.info("a prefill-sized bfloat16 matmul takes %.2fx float32's here", slow_bf16)
+    if slow_bf16 <= GIVE_UP:
+        other = build("bfloat16", "")
+        probes["bfloat16"] = calibration.probe(other, repeats=2, give_up_s=GIVE_UP * best_c15,
+                                               give_up_prefill_s=GIVE_UP * best_prefill)
+    else:
+        probes["bfloat16"] = None
+        log.info("bfloat16 not loaded: over %.0fx", GIVE_UP)
     rates = {p: expected_rate(c) if c else 0.0 for p, c in probes.items()}
     best = pick(rates)
     cap = torch.backends.cpu.get_cpu_capability()
     why = "fastest measured here" if rates[best] == max(rates.values()) else \
         f"int8 not {INT8_MARGIN:.0%} faster than the best float precision measured here"
     reason = f"{why} ({cap}, {threads} threads); tok/s of a typical request: " + ", ".join(
-        f"{p} {r:.1f}" if probes[p] else f"{p} gave up (prefill too slow)" for p, r in
+        f"{p} {r:.1f}" if probes[p] else
+        f"{p} given up (its prefill-sized matmul {slow_bf16:.1f}x float32's)" if slow_bf16 > GIVE_UP else
+        f"{p} given up (prefill too slow)" for p, r in
         sorted(rates.items(), key=lambda pr: -pr[1]))
     log.info("precision on this CPU: %s; %s", best, reason)
-    if best == "bfloat16":
+    if best == "bfloat16" and other is not None:
         lm = other
     elif best == "float32":
         del lm
