@@ -139,6 +139,32 @@ async def test_server_multi_line_suggestion_is_the_corpus_lines(vscode):
     assert first_line.insert_text == SCALE[1].split("\n")[0]
 
 
+def with_line_endings(text: str, how: str) -> str:
+    if how == "mixed":  # CRLF and LF on alternate lines; the cursor's line follows a CRLF
+        lines = text.split("\n")
+        n = len(lines) - 1
+        return "".join(line + ("\r\n" if (n - i) % 2 else "\n") for i, line in enumerate(lines[:-1])) + lines[-1]
+    return text.replace("\n", how)
+
+
+@pytestmark_server
+@pytest.mark.parametrize("how", ["\r\n", "\r", "mixed"], ids=["crlf", "cr", "mixed"])
+async def test_a_crlf_document_gets_its_lf_twins_suggestion_in_its_own_line_ending(vscode, how):
+    """Repro (round 3): a CRLF copy of a corpus document got `'r return self.height)...'`,
+    a CR copy other text, a mixed copy nothing; the LF original gets the corpus lines."""
+    import re
+
+    from lsprotocol import types
+
+    uri = new_uri(vscode, f"scale-{len(how)}-{how == 'mixed'}.py")
+    text = with_line_endings(SCALE[0], how)
+    vscode.open(uri, text)
+    lines = re.split(r"\r\n|\r|\n", text)  # the cursor at the end, counted as LSP counts lines
+    whole = (await vscode.inline(uri, invoked=True, position=types.Position(len(lines) - 1, len(lines[-1])))).items[0]
+    eol = "\r\n" if how == "mixed" else how
+    assert whole.insert_text == SCALE[1].replace("\n", eol)
+
+
 @pytestmark_server
 async def test_server_typing_the_suggestion_is_served_from_the_cache(vscode):
     uri = new_uri(vscode, "typed.py")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from ..backend import Backend, CancelToken, GenerationStats, Step
@@ -26,8 +26,8 @@ from ..drafting.drafter import Drafter, parse_drafter
 from ..drafting.index import NgramIndex
 from ..drafting.tokens import make_tokenize
 from ..drafting.workspace import WorkspaceDrafter
-from .context import (FimTokens, OpenDocument, Prompt, PromptBudget, build_prompt, choose_other_documents,
-                      prompt_window, split_at)
+from .context import (FimTokens, OpenDocument, Prompt, PromptBudget, build_prompt, choose_other_documents, lf,
+                      line_ending, prompt_window, split_at)
 from .fim import detect_fim
 from .postprocess import ShowRules
 
@@ -173,8 +173,11 @@ class Completer:
         return drafter
 
     def prompt_for(self, req: CompletionRequest) -> tuple[Prompt, ShowRules]:
-        prefix, suffix = split_at(req.text, req.line, req.character)
-        prompt = build_prompt(self.backend.encode, self.fim, req.path, prefix, suffix, req.other_documents, req.budget)
+        """The prompt and the show rules, every line ending as "\n" (`complete` gives the
+        suggestion the document's own line ending back)."""
+        prefix, suffix = (lf(t) for t in split_at(req.text, req.line, req.character))
+        others = tuple(replace(d, text=lf(d.text)) if "\r" in d.text else d for d in req.other_documents)
+        prompt = build_prompt(self.backend.encode, self.fim, req.path, prefix, suffix, others, req.budget)
         return prompt, ShowRules.at(prefix, suffix, req.max_lines)
 
     def complete(
@@ -198,9 +201,14 @@ class Completer:
             drafter, policy = None, None
         deadline = time.monotonic() + req.time_budget_s if req.time_budget_s else None
         shown = [""]
+        eol = line_ending(*split_at(req.text, req.line, req.character)) if "\r" in req.text else "\n"
+
+        def show(raw: str) -> str:
+            text = rules.finalize(raw)
+            return text.replace("\n", eol) if eol != "\n" else text
 
         def stream(raw: str) -> None:
-            text = rules.finalize(raw)
+            text = show(raw)
             if on_text is not None and text != shown[0] and text.startswith(shown[0]):
                 shown[0] = text
                 on_text(text)
@@ -218,7 +226,7 @@ class Completer:
             step_budget_s=req.step_budget_s,
             stop=rules.stop_strings,
         )
-        text = rules.finalize(result.text)
+        text = show(result.text)
         self.save_learned()
         if on_text is not None and text != shown[0]:
             on_text(text)

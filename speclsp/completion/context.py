@@ -92,6 +92,28 @@ def split_at(text: str, line: int, character: int) -> tuple[str, str]:
     return text[:offset], text[offset:]
 
 
+def line_ending(prefix: str, suffix: str) -> str:
+    """The line ending a document uses at the cursor: the last one before it, else the
+    first after it, else "\n" (a mixed document follows the line the user is on)."""
+    i = max(prefix.rfind("\n"), prefix.rfind("\r"))
+    if i >= 0:
+        if prefix[i] == "\n":
+            return "\r\n" if i > 0 and prefix[i - 1] == "\r" else "\n"
+        return "\r\n" if suffix.startswith("\n") else "\r"
+    for j, ch in enumerate(suffix):
+        if ch == "\n":
+            return "\n"
+        if ch == "\r":
+            return "\r\n" if suffix[j + 1:j + 2] == "\n" else "\r"
+    return "\n"
+
+
+def lf(text: str) -> str:
+    """`text` with every line ending as "\n": the model sees CRLF and CR documents as it
+    saw code in training (a CRLF twin of a document got a different, broken suggestion)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def _fit_prefix(prefix: str, room: int, encode: Callable[[str], list[int]]) -> tuple[str, list[int]]:
     """The longest tail of `prefix` that fits `room` tokens, starting on a line whose
     number is a multiple of PREFIX_LINE_STEP. The start line then stays put while the user
