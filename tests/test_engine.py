@@ -9,6 +9,7 @@ and after a cancelled request.
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -122,6 +123,20 @@ def test_cancel_before_start_returns_nothing(engine, tiny_lm):
     engine.reset()
     got = engine.generate(tiny_lm.encode("x = 1\n" * 200), max_new_tokens=8, cancel=cancel)
     assert got.token_ids == [] and got.stats.stop_reason == "cancelled"
+
+
+def test_a_long_prefill_stops_at_the_deadline_and_keeps_what_it_fed(engine, tiny_lm):
+    """Repro (round 3, item 4): a 16k-token context took a 29.5 s prefill past a 10 s
+    budget; the deadline is now checked between prefill chunks, as cancellation was."""
+    head = tiny_lm.encode("class ValueStore:\n    def get(self):\n        return self.value\n" * 20)
+    prompt = head + tiny_lm.encode("x = 1\n" * 300)  # a few prefill chunks more
+    engine.reset()
+    engine.generate(head, max_new_tokens=1)
+    got = engine.generate(prompt, max_new_tokens=8, deadline=time.monotonic() - 1)
+    assert got.token_ids == [] and got.stats.stop_reason == "deadline"
+    after = engine.generate(prompt, max_new_tokens=8)  # what was in the cache is still there
+    assert after.stats.reused_tokens >= len(head) - 1
+    assert after.token_ids == greedy(engine, prompt, 8)
 
 
 def test_max_tokens_and_stop_text_are_honoured(engine, tiny_lm):

@@ -55,20 +55,22 @@ class Engine:
 
     # --- ladder -------------------------------------------------------------------------
 
-    def prefill(self, prompt_ids: Sequence[int], cancel: CancelToken | None) -> tuple[int, int, int]:
+    def prefill(self, prompt_ids: Sequence[int], cancel: CancelToken | None,
+                deadline: float | None = None) -> tuple[int, int, int]:
         """Bring the cache to `prompt_ids` and return (first token, reused, forwards).
 
         The cache keeps its longest common prefix with the prompt, short of the last token:
         the last chunk fed (up to `PREFILL_CHUNK` tokens, the last token among them) gives
         the logits that pick the first token, in the same forward. While the user types,
         that chunk is all a request feeds: one forward where feeding the last token by
-        itself took two. Returns -1 as first token if cancelled.
+        itself took two. Returns -1 as first token if cancelled or past the `deadline`
+        before the last chunk (a long prompt is bounded by the request's time budget too).
         """
         lm, kv = self.lm, self.kv
         keep = min(common_prefix_len(kv.ids, prompt_ids), len(prompt_ids) - 1)
         last = max(keep, len(prompt_ids) - PREFILL_CHUNK)  # where the last chunk starts
-        fed = lm.prefill(kv, prompt_ids[:last], cancel)
-        if fed is None or (cancel is not None and cancel.cancelled):
+        fed = lm.prefill(kv, prompt_ids[:last], cancel, deadline)
+        if fed is None or stop_requested(cancel, deadline):
             return -1, 0, 0
         reused, forwards = fed
         logits = lm.forward(kv, prompt_ids[last:], last_only=True)
@@ -121,13 +123,13 @@ class Engine:
                   on_text, stop_text, step_budget_s, stats: GenerationStats, steps: list[Step], t_start: float):
         lm = self.lm
         prompt_ids = list(prompt_ids)
-        first, stats.reused_tokens, stats.prefill_forwards = self.prefill(prompt_ids, cancel)
+        first, stats.reused_tokens, stats.prefill_forwards = self.prefill(prompt_ids, cancel, deadline)
         lm.sync()
         stats.prefill_ms = (time.perf_counter() - t_start) * 1e3
         generated: list[int] = []
         text = ""
         if first < 0:
-            stats.stop_reason = "cancelled"
+            stats.stop_reason = stop_requested(cancel, deadline) or "cancelled"
         elif first in lm.end_ids:
             stats.stop_reason = "eos"
         elif max_new_tokens <= 0:

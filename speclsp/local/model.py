@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from ..backend import stop_requested
 from ..drafting.tokens import common_prefix_len
 from . import calibration, precision, quant
 from . import registry as models
@@ -221,15 +222,18 @@ class LoadedModel:
                 kv.ids[base + j] = kv.ids[r]
         self.crop(kv, base + len(rows))
 
-    def prefill(self, kv: KVState, ids: Sequence[int], cancel: Any = None) -> tuple[int, int] | None:
+    def prefill(self, kv: KVState, ids: Sequence[int], cancel: Any = None,
+                deadline: float | None = None) -> tuple[int, int] | None:
         """Bring `kv` to hold exactly `ids`: keep its longest common prefix with them and feed
         the rest in chunks of PREFILL_CHUNK (logits unused). Returns (reused tokens,
-        forwards), or None if `cancel` (a CancelToken) was set between chunks."""
+        forwards), or None if `cancel` (a CancelToken) was set or the `deadline`
+        (time.monotonic()) passed between chunks: what was fed stays in `kv`, so the next
+        request with this prompt goes on from there."""
         keep = common_prefix_len(kv.ids, ids)
         self.crop(kv, keep)
         forwards, pos = 0, keep
         while pos < len(ids):
-            if cancel is not None and cancel.cancelled:
+            if stop_requested(cancel, deadline):
                 return None
             end = min(pos + PREFILL_CHUNK, len(ids))
             self.forward(kv, ids[pos:end], logits=False)
