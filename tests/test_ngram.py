@@ -301,6 +301,54 @@ def test_least_recently_used_documents_are_evicted_over_the_token_cap(tiny_token
     assert ix.edit("b", 0, 0, "x") is False  # the caller re-opens it with its full text
 
 
+def test_a_document_over_half_the_cap_is_not_indexed_and_its_edits_cost_nothing(tiny_tokenize):
+    """Repro (round 3, item 2): a document over the cap evicted every other one, was evicted
+    in turn by the next accepted completion, and was tokenized again at every keystroke."""
+    calls = []
+
+    def counting(text):
+        calls.append(len(text))
+        return tiny_tokenize(text)
+
+    ix = NgramIndex(counting, max_tokens=200)
+    ix.open("small", "def f(x):\n    return x\n")
+    big = "1,2,3,4\n" * 100
+    assert len(tiny_tokenize(big)[0]) > ix.max_doc_tokens
+    ix.open("big", big)
+    assert "big" not in ix and "small" in ix and ix.refused() == ["big"]
+    calls.clear()
+    for i in range(5):  # keystrokes in it: handled, nothing tokenized
+        assert ix.edit("big", i, i, "9") is True
+    ix.add_history([1, 2, 3])
+    assert calls == [] and "small" in ix
+    # Cut down to a twentieth, it may fit again: the caller re-opens it, and it is indexed.
+    cut = len(big) * 19 // 20 + 5  # the five characters typed in are gone too
+    assert ix.edit("big", 0, cut, "") is False
+    ix.open("big", big[cut - 5:])
+    assert "big" in ix and ix.refused() == []
+    ix.close("big")
+    assert ix.refused() == [] and "big" not in ix
+
+
+def test_a_text_far_too_long_is_refused_without_tokenizing_it(tiny_tokenize):
+    calls = []
+    ix = NgramIndex(lambda text: calls.append(len(text)) or tiny_tokenize(text), max_tokens=200)
+    ix.open("huge", "x" * (9 * ix.max_doc_tokens))
+    assert calls == [] and ix.refused() == ["huge"]
+
+
+def test_an_accepted_completion_never_evicts_the_document_being_edited(tiny_tokenize):
+    ix = NgramIndex(tiny_tokenize, max_tokens=120)
+    ix.open("old", "def g(y):\n    return y + 1\n" * 2)
+    body = "def get_value(self, items):\n    return self.value\n"
+    ix.open("editing", body * 2)
+    assert ix.edit("editing", 0, 0, "# a keystroke\n")
+    for _ in range(8):  # history entries push the index over its cap
+        ix.add_history(list(range(20)))
+    assert "editing" in ix and "old" not in ix
+    assert ix.ntokens <= 120
+
+
 def test_memory_is_reported_per_token(tiny_tokenize):
     ix = NgramIndex(tiny_tokenize)
     ix.open("a", "def get_value(self, items):\n    return self.value\n" * 50)

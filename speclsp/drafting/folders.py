@@ -169,6 +169,10 @@ class WorkspaceIndexes:
         if self.default is not None:
             self.index_for(uri).close(uri)
 
+    def refused(self) -> list[str]:
+        """Documents too large for their folder's index (`NgramIndex.refused`)."""
+        return [u for ix in self.indexes() for u in ix.refused()]
+
     def add_history(self, uri: str, text: str | Sequence[int]) -> None:
         """An accepted or generated completion in document `uri`, remembered by its index."""
         if self.default is None:

@@ -44,6 +44,24 @@ LEVELS = (2, 4, 8, 16, 32)  # context lengths that are indexed; lookup tries the
 BIG_BUCKET = 32
 MAX_MATCH = 64  # exact match length is measured up to this many tokens
 DEFAULT_MAX_TOKENS = 500_000  # ~250 MB at the measured ~500 bytes per token
+# One document may fill at most this share of the index. A larger one is not indexed
+# (drafting cannot copy from it; completions in it still work): indexed, it evicted every
+# other document, and each later open or accepted completion evicted it in turn, so every
+# keystroke tokenized and posted it again (a 990,000-character CSV: 6-20 s a keystroke).
+MAX_DOC_SHARE = 0.5
+# A text longer than this many characters per allowed token is refused without tokenizing it
+# (no tokenizer of code averages more; tokenizing 10 MB took tens of seconds, and every
+# completion waits for the index updates before it).
+MAX_CHARS_PER_TOKEN = 8
+
+
+@dataclass
+class Refused:
+    """A document too large to index: its length now, and its characters per token when
+    it was refused (to tell, edit by edit, when it may fit again without tokenizing it)."""
+
+    chars: int
+    chars_per_token: float
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,7 @@ class NgramIndex:
         self._post: list[dict[int, int | list[int] | dict[int, None]]] = [{} for _ in LEVELS]
         self._where: dict[int, Chunk] = {}  # text-token uid -> its chunk
         self._docs: dict[str, TextDoc | IdsDoc] = {}
+        self._refused: dict[str, Refused] = {}
         self._slots: dict[int, IdsDoc] = {}
         self._next_uid = 1
         self._next_slot = 1
@@ -99,7 +118,19 @@ class NgramIndex:
             raise ValueError("this index has no tokenizer: use open_ids")
         with self.lock:
             self._remove_doc(uri)
-            ids, lens = self.tokenize(text)
+            self._refused.pop(uri, None)
+            if len(text) > MAX_CHARS_PER_TOKEN * self.max_doc_tokens:
+                ids, lens = [], None
+                n = len(text) // MAX_CHARS_PER_TOKEN  # at least
+            else:
+                ids, lens = self.tokenize(text)
+                n = len(ids)
+            if n > self.max_doc_tokens:
+                self._refused[uri] = Refused(len(text), len(text) / n)
+                log.warning("not indexing %.200s: %s%d tokens, over the %d one document may hold (half of "
+                            "indexMaxTokens); completions in it work, drafting does not copy from it",
+                            uri, "" if ids else "at least ", n, self.max_doc_tokens)
+                return
             doc = TextDoc(uri, text, source, self._stamp(stamp))
             doc.has_lens = lens is not None
             self._docs[uri] = doc
@@ -127,6 +158,18 @@ class NgramIndex:
     def close(self, uri: str) -> None:
         with self.lock:
             self._remove_doc(uri)
+            self._refused.pop(uri, None)
+
+    @property
+    def max_doc_tokens(self) -> int:
+        """The most tokens one document may hold here (MAX_DOC_SHARE of the cap)."""
+        return int(self.max_tokens * MAX_DOC_SHARE)
+
+    def refused(self) -> list[str]:
+        """The documents too large to index (their edits cost nothing here). Without the
+        lock: the stats ask on the event loop, while this thread may hold it for seconds
+        (tokenizing a large document); copying a dict's keys is atomic under the GIL."""
+        return list(self._refused)
 
     def touch(self, uri: str) -> None:
         """Mark a document as just used (recency for ranking and eviction)."""
@@ -139,9 +182,14 @@ class NgramIndex:
         """Replace text[start:end] (character offsets) by `new_text`.
 
         Returns False if `uri` is not indexed (never opened, closed, or evicted): the
-        caller should `open` it with its full text.
+        caller should `open` it with its full text. A document refused as too large stays
+        so (True, nothing done) until its length suggests it fits again: then False.
         """
         with self.lock:
+            big = self._refused.get(uri)
+            if big is not None:
+                big.chars += len(new_text) - (end - start)
+                return big.chars / big.chars_per_token > 0.8 * self.max_doc_tokens
             doc = self._docs.get(uri)
             if not isinstance(doc, TextDoc):
                 return False
@@ -307,9 +355,19 @@ class NgramIndex:
         return self._rank_cache.get(doc.uri, 0)
 
     def _evict(self, keep: str) -> None:
-        while self._ntokens > self.max_tokens and len(self._docs) > 1:
-            victim = min((d for u, d in self._docs.items() if u != keep), key=lambda d: d.stamp)
-            log.info("n-gram index over %d tokens: evicting %s (%d tokens)", self.max_tokens, victim.uri, victim.ntokens)
+        """Least recently used documents out until the tokens fit, never `keep` nor the
+        most recently used other text document (the one being edited: evicted by an
+        accepted completion's history, it would be tokenized again at the next keystroke).
+        Since no document holds over half the cap, those two always fit."""
+        while self._ntokens > self.max_tokens:
+            texts = [d for u, d in self._docs.items() if u != keep and isinstance(d, TextDoc)]
+            active = max(texts, key=lambda d: d.stamp).uri if texts else None
+            others = [d for u, d in self._docs.items() if u != keep and u != active]
+            if not others:
+                break
+            victim = min(others, key=lambda d: d.stamp)
+            log.info("n-gram index over %d tokens: evicting %.200s (%d tokens)", self.max_tokens, victim.uri,
+                     victim.ntokens)
             self._remove_doc(victim.uri)
 
     def _remove_doc(self, uri: str) -> None:

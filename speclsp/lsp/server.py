@@ -246,10 +246,7 @@ def did_close(ls: SpeclspServer, params: types.DidCloseTextDocumentParams) -> No
 
 
 def did_change_folders(ls: SpeclspServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
-    for f in params.event.removed:
-        ls.state.remove_folder(f.uri)
-    for f in params.event.added:
-        ls.state.add_folder(f.uri)
+    ls.state.change_folders(added=[f.uri for f in params.event.added], removed=[f.uri for f in params.event.removed])
 
 
 async def did_change_configuration(ls: SpeclspServer, params: types.DidChangeConfigurationParams) -> None:
