@@ -57,7 +57,7 @@ def test_a_slow_machine_measures_fewer_sizes_within_its_budget(cache, tiny_model
     cal = calibration.Calibration(lm, cache / "other", 2, known=probe, max_pass_s=min(probe.values()) / 10)
     assert cal.run() == probe and cal.done
     # A budget of the prefix's prefill and about four passes: the probe's sizes first, then
-    # the next ones in order, and then it stops. (The prefill is timed by the first step; on
+    # the next ones in order (the small ones), and then it stops. (The prefill is timed by the first step; on
     # a slow CPU it is longer than four passes of the tiny model.)
     cal = calibration.Calibration(lm, cache / "third", 2, known=probe)
     assert cal.step() and cal.spent_s > 0
