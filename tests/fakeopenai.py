@@ -60,6 +60,20 @@ class FakeServer:
                     return self._json(404, {"error": {"message": "not found"}})
                 if fake.mode == "nested":
                     return self._raw(200, b"[" * 100_000 + b"]" * 100_000)
+                if fake.mode in ("models_silent", "models_drip"):  # never a whole answer (for 30 s)
+                    if fake.mode == "models_drip":
+                        self.send_response(200)
+                        self.send_header("Content-Length", "1000")
+                        self.end_headers()
+                    try:
+                        for _ in range(300):
+                            time.sleep(0.1)
+                            if fake.mode == "models_drip":
+                                self.wfile.write(b" ")
+                                self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):
+                        fake.disconnects += 1
+                    return
                 self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.models]})
 
             def do_POST(self) -> None:

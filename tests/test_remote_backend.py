@@ -223,3 +223,15 @@ def test_a_model_list_nested_too_deep_is_a_clear_error(fake, tokenizer):
     backend = backend_for(fake.endpoint, tokenizer)
     with pytest.raises(BackendError, match="did not answer a model list"):
         backend.probe()
+
+
+@pytest.mark.parametrize("mode", ["models_silent", "models_drip"])
+def test_a_model_list_that_never_comes_whole_is_given_up_within_the_probe_bound(fake, tokenizer, mode):
+    """Repro: a server that never sent a first byte, or dripped one at a time (each byte
+    restarting the read timeout), held the load."""
+    fake.mode = mode
+    backend = backend_for(fake.endpoint, tokenizer, probe_timeout_s=1.0)
+    done = threading.Event()
+    threading.Thread(target=lambda: (backend.probe(), done.set()), daemon=True).start()
+    assert done.wait(20), "the probe was held"
+    assert "models did not answer within 1 s" in backend.problem, backend.problem

@@ -54,6 +54,7 @@ from .untrusted import (
 
 log = logging.getLogger(__name__)
 
+MAX_MODELS_BYTES = 1 << 20  # a model list is a few kB; more is not one
 POLL_S = 0.05  # how often generate() looks at the cancel token and the deadline while it waits
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
@@ -68,6 +69,9 @@ class RemoteSettings:
     # No byte from the server for this long (not even a keep-alive): it is stuck. vLLM sends
     # the first event when the prompt is prefilled, so this also bounds a cold prefill.
     stall_timeout_s: float = 30.0
+    # The model list must come whole within this: a server that never answers, or drips
+    # bytes (each one would restart a per-read timeout), must not hold the load.
+    probe_timeout_s: float = 10.0
 
 
 def endpoint_host(url: str) -> str:
@@ -178,17 +182,20 @@ class OpenAIBackend:
         if s.api_key_env and not os.environ.get(s.api_key_env):
             log.warning("apiKeyEnv names %s, which is not set: sending no key", s.api_key_env)
         try:
-            r = httpx.get(f"{self.endpoint}/models", headers=self._headers(),
-                          timeout=httpx.Timeout(s.stall_timeout_s, connect=s.connect_timeout_s))
+            status, content = asyncio.run_coroutine_threadsafe(
+                asyncio.wait_for(self._get_models(), s.probe_timeout_s), self._loop).result()
+        except (TimeoutError, asyncio.TimeoutError, httpx.ReadTimeout):
+            self._mark_down(f"{self.endpoint}/models did not answer within {s.probe_timeout_s:.0f} s")
+            return
         except httpx.HTTPError as e:
             self._mark_down(f"cannot reach {self.endpoint}: {type(e).__name__}")
             return
-        if r.status_code != 200:
-            raise BackendError(self._http_message(r.status_code, r.content))
+        if status != 200:
+            raise BackendError(self._http_message(status, content))
         try:
-            if len(r.content) > MAX_ERROR_BYTES * 16:
+            if len(content) > MAX_MODELS_BYTES:
                 raise ValueError("too large")
-            served = [m["id"] for m in r.json()["data"]]
+            served = [m["id"] for m in json.loads(content)["data"]]
         except (ValueError, KeyError, TypeError, RecursionError):
             raise BackendError(f"{self.endpoint}/models did not answer a model list") from None
         if not self.name:
@@ -198,6 +205,15 @@ class OpenAIBackend:
         elif self.name not in served:
             raise BackendError(f"{self.host} does not serve model {self.name!r} (it serves: {', '.join(served)[:200]})")
         self._mark_up()
+
+    async def _get_models(self) -> tuple[int, bytes]:
+        """GET /models: (status, at most MAX_MODELS_BYTES + 1 bytes of the body)."""
+        s = self.settings
+        timeout = httpx.Timeout(min(s.stall_timeout_s, s.probe_timeout_s), connect=s.connect_timeout_s)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            async with client.stream("GET", f"{self.endpoint}/models", headers=self._headers()) as resp:
+                cap = MAX_MODELS_BYTES + 1 if resp.status_code == 200 else MAX_ERROR_BYTES
+                return resp.status_code, await read_capped(resp, cap)
 
     def _mark_down(self, why: str, retry_after_s: float | None = None) -> None:
         self._backoff = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, 2 * self._backoff))
