@@ -166,7 +166,7 @@ class Probe:
         costs = parse_costs(raw)
         try:
             prefill = float(raw["prefill"])
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, OverflowError):
             return None
         return cls(costs, prefill) if set(PROBE_KS) <= set(costs) and math.isfinite(prefill) and prefill > 0 else None
 

@@ -164,17 +164,22 @@ def cache_file(root: Path, source: str) -> Path:
 
 def _read(path: Path, targets: list[tuple[str, nn.Linear]]) -> dict[str, torch.Tensor] | None:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     if not path.is_file():
         return None
     try:
-        saved = load_file(str(path))
+        # Read into memory, not mapped: a cache file truncated or rewritten in place under a
+        # running server would kill it with SIGBUS at its next forward.
+        saved = load(path.read_bytes())
         for name, lin in targets:
             n, k = lin.weight.shape
             n += -n % 16
-            if saved[f"{name}.qweight"].shape != (n, k) or saved[f"{name}.scales"].shape != (n,):
+            q, sc = saved[f"{name}.qweight"], saved[f"{name}.scales"]
+            if q.shape != (n, k) or sc.shape != (n,):
                 raise ValueError(f"{name} has another shape")
+            if q.dtype != torch.int8 or sc.dtype != torch.bfloat16:
+                raise ValueError(f"{name} has another dtype")
         return saved
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         log.warning("ignoring the cached int8 weights %s (%s); quantizing again", path, e)

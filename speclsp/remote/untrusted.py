@@ -76,14 +76,21 @@ async def capped_lines(resp: Any):
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+# An escape sequence still arriving at the end of the text: held back like a marker's start.
+_ESCAPE_ARRIVING = re.compile(r"\x1b(\[[0-?]*[ -/]*)?$")
+
+
 def untrusted_text(raw: str, markers: Sequence[str]) -> tuple[str, bool]:
     """What a remote stream's text may show: cut at the first special token written as text
     (True: the completion ended there), without control characters or escape sequences,
-    and without a tail that may be the start of a special token still arriving."""
+    and without a tail that may be the start of a special token or of an escape sequence
+    still arriving (what is shown only grows)."""
     cut = min((i for m in markers if (i := raw.find(m)) >= 0), default=-1)
     text = raw[:cut] if cut >= 0 else raw
     if cut < 0:  # hold back the start of a marker still arriving ("<|fim_" of "<|fim_middle|>")
         held = max((n for m in markers for n in range(min(len(m) - 1, len(text)), 0, -1) if text.endswith(m[:n])),
                    default=0)
         text = text[: len(text) - held]
+        if esc := _ESCAPE_ARRIVING.search(text):  # "\x1b[3" shows "3" until "1m" completes it
+            text = text[: esc.start()]
     return _CONTROL.sub("", text), cut >= 0
