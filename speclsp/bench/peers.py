@@ -29,14 +29,13 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..completion.completer import Completer
 from ..completion.loader import Choice, load_completer, load_remote
 from .engine import Case, cases, history_cases
-from .report import fmt, write_report
+from .report import write_report
 
 LLAMA_MODES = {
     "greedy": [],

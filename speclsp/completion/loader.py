@@ -28,9 +28,6 @@ class ModelChoice(Protocol):
     api_key_env: str  # openai: the environment variable holding the key
 
 
-BACKENDS = ("local", "openai")
-
-
 @dataclass(frozen=True)
 class Choice:
     """A `ModelChoice` for callers without a server Config (the CLI, the benchmarks)."""

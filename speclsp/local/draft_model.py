@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from ..drafting.controller import DRAFT_MODEL_SOURCE, CostAwareLookahead
-from ..drafting.drafter import MAX_DRAFT, NO_DRAFT, Draft, Drafter, parse_drafter  # noqa: F401 (re-export)
+from ..drafting.drafter import MAX_DRAFT, NO_DRAFT, Draft, Drafter
 from ..drafting.tokens import common_prefix_len
 from .model import KVState, LoadedModel
 from .registry import ModelError

@@ -66,7 +66,6 @@ class Generation:
         self.stats: dict[str, Any] = {}
         self.t_start = time.monotonic()
         self.t_first_text: float | None = None
-        self.t_done: float | None = None
         self.notify: Callable[[], None] = lambda: None  # set by whoever waits on it
 
     # --- the rules ------------------------------------------------------------------------
@@ -133,7 +132,6 @@ class Generation:
         self.done = True
         self.stop_reason = stop_reason
         self.stats = stats or {}
-        self.t_done = time.monotonic()
         self.notify()
 
 

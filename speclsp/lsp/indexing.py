@@ -31,7 +31,6 @@ class IndexWorker:
         self._submitted = 0
         self._done = 0
         self._stopped = False
-        self.failures = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -74,7 +73,6 @@ class IndexWorker:
             try:
                 update()
             except Exception:  # a bug of ours: this update is lost, the index re-syncs on the next edit
-                self.failures += 1
                 log.exception("index update failed")
             with self._cv:
                 self._done = seq

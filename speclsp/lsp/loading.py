@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from ..backend import CancelToken
 from .config import Config
+from . import testhooks
 from .scheduler import MODEL_KEY, ModelWorker
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class ModelSlot:
             if load is None:
                 from ..completion.loader import load_completer as load
             gc.unfreeze()
-            completer = load(config, progress=say, calibrate="probe")
+            completer = testhooks.install(load(config, progress=say, calibrate="probe"))
             gc.collect()
             gc.freeze()  # see the module docstring
             return completer

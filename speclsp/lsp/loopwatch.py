@@ -30,11 +30,6 @@ class LoopWatch:
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
 
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:

@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import replace
 from typing import Any, Callable
 
 from lsprotocol import types
@@ -190,9 +189,6 @@ class SpeclspServer(LanguageServer):
         self._watchdog = asyncio.ensure_future(watch())
 
 
-server = None  # the running SpeclspServer (for debugging)
-
-
 # --- handlers (one recipe each: lsprotocol in, plain values to the state or session, lsprotocol out)
 
 
@@ -357,7 +353,6 @@ def config_from_flags(options: dict[str, str | None]) -> Config:
 def serve_stdio(**options: str | None) -> None:
     """Serve one client over stdin/stdout until `exit` or EOF, then end the process.
     `options`: Config fields from the command line (model, device, dtype, backend, ...)."""
-    global server
     _quiet_pygls()
     server = build_server(config_from_flags(options))
     log.info("speclsp %s serving on stdio (pid %d)", __version__, os.getpid())
@@ -370,7 +365,6 @@ def serve_tcp(host: str, port: int, announce: Callable[[str, int], None] | None 
 
     `announce(host, port)` gets the bound address (port 0 asks the system for a free one).
     """
-    global server
     _quiet_pygls()
     server = build_server(config_from_flags(options))
 

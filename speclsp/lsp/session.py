@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,14 +36,6 @@ log = logging.getLogger(__name__)
 GENERATION_TIME_CAP_S = 10.0  # no completion occupies the model longer than this
 INDEX_WAIT_S = 2.0  # a generation waits at most this long for the index to catch up with its request
 CANCEL_GRACE_S = 0.25  # a cancelled request's generation waits this long for a typed-through successor
-# TEST-ONLY fault injection, off unless the variable is set: "generate-if-contains:MARKER"
-# makes a generation raise when its document contains MARKER, so tests can check that a
-# failing generation fails its own request only (tests/test_reliability_faults.py).
-FAULT_INJECT_ENV = "SPECLSP_FAULT_INJECT"
-# TEST-ONLY, off unless set: seconds the model thread waits after each step it streams, so an
-# editor test can watch a suggestion of a tiny, fast model grow on screen whatever the
-# machine's speed (tests/editors/test_vscode_e2e.py). The text is the model's, unchanged.
-STEP_DELAY_ENV = "SPECLSP_TEST_STEP_DELAY_S"
 
 
 def debounce_s(interval: float | None, invoked: bool) -> float:
@@ -92,8 +83,6 @@ class Session:
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self.fault_inject = os.environ.get(FAULT_INJECT_ENV, "")  # test-only; see FAULT_INJECT_ENV
-        self.step_delay_s = float(os.environ.get(STEP_DELAY_ENV) or 0)  # test-only; see STEP_DELAY_ENV
         self._events: dict[int, asyncio.Event] = {}  # generation id -> wakes its waiters
         self._backend_problem = ""  # the last BackendError while it lasts ("" = serving)
 
@@ -278,17 +267,11 @@ class Session:
         policy = st.policy
         loop = st.loop
         st.stats.model_calls += 1
-        fault = self.fault_inject.removeprefix("generate-if-contains:") if self.fault_inject else ""
-        step_delay = self.step_delay_s
 
         def on_text(text: str) -> None:  # on the model thread, after each step
             loop.call_soon_threadsafe(self._grow, gen, text)
-            if step_delay:
-                time.sleep(step_delay)  # test-only (STEP_DELAY_ENV)
 
         def run(cancel: CancelToken):
-            if fault and fault in req.text:  # test-only (FAULT_INJECT_ENV)
-                raise RuntimeError("injected fault (SPECLSP_FAULT_INJECT)")
             if not st.indexer.wait_for(indexed, timeout=INDEX_WAIT_S):
                 log.info("gen %d: the index is %d updates behind; drafting from what it has", gen.id, st.indexer.pending())
             drafter = st.indexes.drafter_for(gen.uri, offset)  # here, not on the loop: it takes the index's lock
