@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 LEVELS = (2, 4, 8, 16, 32)  # context lengths that are indexed; lookup tries the longest first
 # A bucket (the uids posted under one key) is an int, a list, or above BIG_BUCKET uids a dict
 # uid -> None: repeated text (`"0," * 100000`) makes buckets of 10^5 uids, and removing each
-# of them from a list (`list.remove`) made closing such a document quadratic (13.7 s). A
+# of them from a list (`list.remove`) made closing such a document quadratic. A
 # dict keeps the same order (insertion order; a re-posted uid goes last, as with a list),
 # so `bucket()` answers exactly as before.
 BIG_BUCKET = 32
@@ -47,10 +47,10 @@ DEFAULT_MAX_TOKENS = 500_000  # ~250 MB at the measured ~500 bytes per token
 # One document may fill at most this share of the index. A larger one is not indexed
 # (drafting cannot copy from it; completions in it still work): indexed, it evicted every
 # other document, and each later open or accepted completion evicted it in turn, so every
-# keystroke tokenized and posted it again (a 990,000-character CSV: 6-20 s a keystroke).
+# keystroke tokenized and posted it again (seconds a keystroke).
 MAX_DOC_SHARE = 0.5
 # A text longer than this many characters per allowed token is refused without tokenizing it
-# (no tokenizer of code averages more; tokenizing 10 MB took tens of seconds, and every
+# (no tokenizer of code averages more; tokenizing megabytes takes seconds, and every
 # completion waits for the index updates before it).
 MAX_CHARS_PER_TOKEN = 8
 

@@ -57,7 +57,7 @@ def bf16_matmul_slowdown(model: torch.nn.Module, rows: int = calibration.PREFILL
     """How many times longer the model's largest hidden-layer matmul takes over `rows` rows
     in bfloat16 than in float32, on this CPU (fastest of three; a few ms). Over GIVE_UP,
     bf16 is not loaded and probed at all: where the CPU has no bf16 hardware that saves a
-    second load and seconds of bf16 passes (a 96-token bf16 prefill takes ~3 s on AVX2)."""
+    second load and seconds of bf16 passes."""
     import time
 
     from torch.nn import functional as F

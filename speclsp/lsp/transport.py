@@ -290,7 +290,7 @@ class _Input:
     """A reader behind a buffer: lines and body bytes are cut from chunks of what arrived.
 
     Reading stdin costs a round trip to a thread per call: a call per header line and per
-    body made ~0.6 ms a message (5,000 didOpen queued a ping for 3.3 s). One read now
+    body capped how many messages a second the server could take in. One read now
     takes everything the client has written so far, up to READ_CHUNK, and many messages
     are cut from it on the loop. Bytes handed back (`unread`) come first.
     """
