@@ -90,8 +90,9 @@ def parse_lookahead(spec: str) -> LookaheadPolicy:
 
 # --- the cost- and keystroke-aware controller ------------------------------------------
 
-# Seconds per verify pass over 1 + k tokens, measured on CPU (2 cores, bf16) with Qwen2.5
-# 0.5B after a 512-token prefix (docs/architecture.md). Used until a calibration arrives.
+# Seconds per verify pass over 1 + k tokens, measured once on a CPU (2 cores, bf16) with
+# Qwen2.5 0.5B after a 512-token prefix: a prior shape only, used until a probe or a
+# calibration of the machine arrives.
 DEFAULT_COSTS: dict[int, float] = {0: 0.140, 1: 0.142, 8: 0.170, 64: 0.355}
 
 
