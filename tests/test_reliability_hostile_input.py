@@ -219,3 +219,24 @@ def test_three_hundred_folders_in_one_change_are_followed_once(tiny_model_dir, t
         record(tmp_path_factory, "folders_300", {"loop_lag_max_ms": lags})
     finally:
         assert s.close() == 0
+
+
+@pytest.mark.parametrize("client", ["Visual Studio Code", "Neovim"])
+def test_a_crlf_document_is_answered_in_its_line_ending_but_neovim_gets_lf(trained_model_dir, tmp_path, client):
+    from conftest import at_body
+
+    document, expected = at_body("    def scale(self, factor):")
+    s = RawServer(str(trained_model_dir), tmp_path / "server.log")
+    try:
+        s.request("initialize", {"processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {},
+                                 "clientInfo": {"name": client}, "initializationOptions": {"maxTokens": 48}})
+        s.notify("initialized", {})
+        s.wait(lambda m: m.get("method") == "speclsp/status" and m["params"]["state"] == "ready", 60)
+        uri = (tmp_path / "scale.py").as_uri()
+        text = document.replace("\n", "\r\n")
+        s.open(uri, text)
+        last = text.split("\r\n")[-1]
+        (item, *_) = completion_items(s, uri, text.count("\r\n"), len(last))
+        assert item["insertText"] == (expected if client == "Neovim" else expected.replace("\n", "\r\n"))
+    finally:
+        assert s.close() == 0

@@ -58,6 +58,10 @@ class CompletionRequest:
     # edits removed, accepted completions): drafted from, never in the prompt. The server
     # keeps its own (`ServerState.remember`); the benchmarks replay it here.
     history: tuple[str, ...] = ()
+    # The suggestion's line endings: the document's own at the cursor (what a client that
+    # inserts text as it comes needs), or "\n" always (`lf_only`: Neovim, whose buffers
+    # are lines and whose inline completion splits the text at "\n" alone).
+    lf_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,7 @@ class Completer:
             drafter, policy = None, None
         deadline = time.monotonic() + req.time_budget_s if req.time_budget_s else None
         shown = [""]
-        eol = line_ending(*split_at(req.text, req.line, req.character)) if "\r" in req.text else "\n"
+        eol = "\n" if req.lf_only or "\r" not in req.text else line_ending(*split_at(req.text, req.line, req.character))
 
         def show(raw: str) -> str:
             text = rules.finalize(raw)

@@ -203,6 +203,9 @@ def initialize(ls: SpeclspServer, params: types.InitializeParams) -> None:
         params.initialization_options, encoding, folders_of(params), streaming_capability(caps)
     )
     name = params.client_info.name if params.client_info else "unknown client"
+    # Neovim keeps a buffer as lines and its inline completion splits a suggestion at "\n"
+    # alone: a CRLF suggestion would put a "\r" at the end of every line it inserts.
+    ls.state.lf_only = name.strip().lower() == "neovim"
     log.info("client %s (pid %s), position encoding %s", name, params.process_id, encoding)
     ls.watch_parent(params.process_id)
     ls.loop_watch.start()

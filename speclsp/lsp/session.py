@@ -262,6 +262,7 @@ class Session:
             time_budget_s=GENERATION_TIME_CAP_S,
             step_budget_s=None if invoked else st.clock.step_budget(doc.uri, now),
             budget=PromptBudget(max_prompt_tokens=cfg.context_budget, context_tokens=min(512, cfg.context_budget // 4)),
+            lf_only=st.lf_only,
         )
         indexed = st.indexer.mark()  # the index as of this request: updates so far
         policy = st.policy

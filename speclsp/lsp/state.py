@@ -53,6 +53,7 @@ class ServerState:
         self.config = base_config
         self.client = client
         self.streaming_opt_in = False
+        self.lf_only = False  # the client wants suggestions with "\n" line endings (Neovim)
         self.folders = Folders()
         self.documents = DocumentStore(self.folders, base_config.max_document_chars)
         self.indexes = WorkspaceIndexes(self.folders, max_tokens=base_config.index_max_tokens)

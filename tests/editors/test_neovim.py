@@ -245,6 +245,19 @@ def test_accept_inserts_exactly_the_suggestion(editor: Editor):
     editor.type("<Esc>")
 
 
+def test_a_dos_buffer_shows_and_inserts_the_suggestion_without_carriage_returns(editor: Editor):
+    """A CRLF file (fileformat=dos): Neovim sends its text with CRLF, the model sees LF, and
+    the suggestion comes back with "\n" (Neovim splits it at "\n" alone): no "^M" shown or
+    inserted."""
+    editor.start(SCALE[0].replace("\n", "\r\n"), name="dos.py")
+    assert editor.lua("return vim.bo.fileformat") == "dos"
+    editor.wait_shown(SCALE[1])
+    editor.type("<Tab>")
+    want = SCALE[0] + SCALE[1]
+    wait_for(lambda: editor.text() == want, timeout=WAIT, what=f"the accepted text {want!r}")
+    editor.type("<Esc>")
+
+
 def test_accept_word_then_line_take_exactly_the_first_word_and_line(editor: Editor):
     editor.start(SCALE[0])
     editor.wait_shown(SCALE[1])
