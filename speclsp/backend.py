@@ -24,7 +24,14 @@ from .drafting.drafter import Drafter
 
 class BackendError(RuntimeError):
     """The backend cannot serve this request (a server down, an HTTP error, a malformed
-    answer, an unknown model): one line for the user, with no secrets in it."""
+    answer, an unknown model): one line for the user, with no secrets in it, and its
+    `kind`, what the session tells faults apart by (one popup per kind while it lasts):
+    "config" (a setting is wrong), "unreachable", "busy" (asked to wait), "http" (an error
+    status), "stalled" (nothing came for too long), "stream" (a broken or failed stream)."""
+
+    def __init__(self, message: str, kind: str = "config") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class CancelToken:

@@ -114,21 +114,23 @@ def test_a_slow_server_stops_at_the_deadline(fake, tokenizer):
     assert result.text == "retu"
 
 
-@pytest.mark.parametrize("mode, message", [
-    ("http500", "answered HTTP 500: engine crashed"),
-    ("malformed", "malformed event in the stream"),
-    ("dies", "closed the stream mid-completion"),
-    ("error_event", "out of KV cache"),
+@pytest.mark.parametrize("mode, message, kind", [
+    ("http500", "answered HTTP 500: engine crashed", "http"),
+    ("malformed", "malformed event in the stream", "stream"),
+    ("dies", "closed the stream mid-completion", "stream"),
+    ("error_event", "out of KV cache", "stream"),
     # Oversized answers are refused unread: one 10 MB stream line, a 10 MB error page.
-    ("huge_line", "a stream line over 1048576 bytes"),
-    ("huge_error", "answered HTTP 500"),
+    ("huge_line", "a stream line over 1048576 bytes", "stream"),
+    ("huge_error", "answered HTTP 500", "http"),
+    ("busy", "asked to wait 60 s", "busy"),
 ])
-def test_faults_raise_one_clear_line(fake, tokenizer, mode, message):
+def test_faults_raise_one_clear_line_of_their_kind(fake, tokenizer, mode, message, kind):
     fake.mode = mode
     backend = backend_for(fake.endpoint, tokenizer)
     with pytest.raises(BackendError, match=message) as err:
         generate(backend, on_text=lambda t: None)
     assert "\n" not in str(err.value) and len(str(err.value)) < 400
+    assert err.value.kind == kind  # what the session tells faults apart by (one popup per kind)
 
 
 def test_a_malformed_event_is_an_error_not_text(fake, tokenizer):
@@ -163,8 +165,9 @@ def test_a_server_down_at_start_is_retried_with_backoff(tokenizer):
     t0 = time.monotonic()
     backend.probe()  # does not raise: the server may come up later
     assert "cannot reach" in backend.problem and time.monotonic() - t0 < 3.5
-    with pytest.raises(BackendError, match="next try in"):
+    with pytest.raises(BackendError, match="next try in") as err:
         generate(backend)  # within the backoff: not even tried
+    assert err.value.kind == "unreachable"  # the kind of the fault that started the backoff
     fake = FakeServer().start(port)
     try:
         time.sleep(0.6)  # the first backoff is 0.5 s

@@ -84,7 +84,7 @@ class Session:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._events: dict[int, asyncio.Event] = {}  # generation id -> wakes its waiters
-        self._backend_problem = ""  # the last BackendError while it lasts ("" = serving)
+        self._backend_problem = ""  # the last BackendError's kind while it lasts ("" = serving)
 
     async def complete(self, uri: str, line: int, character: int, *, request_id: Any, invoked: bool = False) -> Answer:
         """Answer one completion request at (line, character) in client units."""
@@ -300,7 +300,7 @@ class Session:
             gen.grow("")  # no half-written suggestion: what streamed so far is taken back
             gen.finish("error")
             if isinstance(exc, BackendError):
-                self._backend_failed(str(exc))
+                self._backend_failed(str(exc), exc.kind)
         else:
             if self._backend_problem:
                 self._backend_problem = ""
@@ -320,14 +320,13 @@ class Session:
         self._stream(gen)
         self._events.pop(gen.id, None)
 
-    def _backend_failed(self, message: str) -> None:
+    def _backend_failed(self, message: str, kind: str) -> None:
         """Tell the editor the backend cannot serve: its status always, a message once per
-        kind of fault (not at every keystroke while a server is down)."""
-        first = message.split(";")[0].split(":")[0]
+        kind of fault (`BackendError.kind`; not at every keystroke while a server is down)."""
         self.state.client.status("error", message)  # first: an editor that sees the message has the state
-        if first != self._backend_problem.split(";")[0].split(":")[0]:
+        if kind != self._backend_problem:
             self.state.client.warn(f"speclsp: {message}")
-        self._backend_problem = message
+        self._backend_problem = kind
 
     def _stream(self, gen: Generation) -> None:
         """Send the latest request of `gen` the suggestion so far, if its client streams."""

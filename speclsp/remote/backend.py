@@ -136,6 +136,7 @@ class OpenAIBackend:
         # tokens that this tokenizer has (a server may stream them as text).
         self.markers = tuple(t for t in dict.fromkeys([*special_tokens, *end_tokens]) if tokenizer.token_to_id(t) is not None)
         self.problem = ""  # why the server cannot be used now ("" = none known)
+        self._problem_kind = "unreachable"  # its BackendError kind
         self._backoff = 0.0
         self._down_until = 0.0
         self._loop = asyncio.new_event_loop()
@@ -191,13 +192,13 @@ class OpenAIBackend:
             self._mark_down(f"cannot reach {self.endpoint}: {type(e).__name__}")
             return
         if status != 200:
-            raise BackendError(self._http_message(status, content))
+            raise BackendError(self._http_message(status, content), "http")
         try:
             if len(content) > MAX_MODELS_BYTES:
                 raise ValueError("too large")
             served = [m["id"] for m in json.loads(content)["data"]]
         except (ValueError, KeyError, TypeError, RecursionError):
-            raise BackendError(f"{self.endpoint}/models did not answer a model list") from None
+            raise BackendError(f"{self.endpoint}/models did not answer a model list", "http") from None
         if not self.name:
             if not served:
                 raise BackendError(f"{self.host} serves no model")
@@ -215,13 +216,13 @@ class OpenAIBackend:
                 cap = MAX_MODELS_BYTES + 1 if resp.status_code == 200 else MAX_ERROR_BYTES
                 return resp.status_code, await read_capped(resp, cap)
 
-    def _mark_down(self, why: str, retry_after_s: float | None = None) -> None:
+    def _mark_down(self, why: str, retry_after_s: float | None = None, kind: str = "unreachable") -> None:
         self._backoff = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, 2 * self._backoff))
         wait = self._backoff if retry_after_s is None else max(self._backoff, min(retry_after_s, RETRY_AFTER_MAX_S))
         self._down_until = time.monotonic() + wait
         if why != self.problem:
             log.warning("remote: %s (next try in %.1f s)", why, wait)
-        self.problem = why
+        self.problem, self._problem_kind = why, kind
 
     def _mark_up(self) -> None:
         if self.problem:
@@ -250,14 +251,14 @@ class OpenAIBackend:
                 if resp.status_code != 200:
                     message = self._http_message(resp.status_code, await read_capped(resp, MAX_ERROR_BYTES))
                     wait = retry_after(resp.headers.get("retry-after")) if resp.status_code in (429, 503) else None
-                    out.put(("busy", (message, wait)) if wait is not None else ("error", message))
+                    out.put(("busy", (message, wait)) if wait is not None else ("error", ("http", message)))
                     return
                 out.put(("up", None))
                 reader, finished = EventReader(), False
                 async for line in capped_lines(resp):
                     if line is None:
-                        out.put(("error", f"{self.host} sent a stream line over {MAX_LINE_BYTES} bytes, "
-                                          f"or over {MAX_STREAM_BYTES} bytes in all: not read"))
+                        out.put(("error", ("stream", f"{self.host} sent a stream line over {MAX_LINE_BYTES} bytes, "
+                                                     f"or over {MAX_STREAM_BYTES} bytes in all: not read")))
                         return
                     data = reader.feed(line)
                     if data is None:
@@ -267,19 +268,20 @@ class OpenAIBackend:
                         return
                     kind, value = _parse_event(data)
                     if kind == "error":
-                        out.put((kind, f"{self.host}: {value}"))
+                        out.put((kind, ("stream", f"{self.host}: {value}")))
                         return
                     for item in value:
                         finished |= item[0] == "chunk" and item[1][2] is not None
                         out.put(item)
                 # The stream ended without [DONE]: fine after a finish reason, else cut off.
-                out.put(("done", None) if finished else ("error", f"{self.host} closed the stream mid-completion"))
+                out.put(("done", None) if finished else
+                        ("error", ("stream", f"{self.host} closed the stream mid-completion")))
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             out.put(("down", f"cannot reach {self.endpoint}: {type(e).__name__}"))
         except httpx.ReadTimeout:
-            out.put(("error", f"{self.host} sent nothing for {s.stall_timeout_s:.0f} s"))
+            out.put(("error", ("stalled", f"{self.host} sent nothing for {s.stall_timeout_s:.0f} s")))
         except httpx.HTTPError as e:
-            out.put(("error", f"connection to {self.host} lost mid-completion ({type(e).__name__})"))
+            out.put(("error", ("stream", f"connection to {self.host} lost mid-completion ({type(e).__name__})")))
 
     def generate(
         self,
@@ -298,7 +300,7 @@ class OpenAIBackend:
     ) -> GenerationResult:
         t0 = time.monotonic()
         if t0 < self._down_until:
-            raise BackendError(f"{self.problem}; next try in {self._down_until - t0:.1f} s")
+            raise BackendError(f"{self.problem}; next try in {self._down_until - t0:.1f} s", self._problem_kind)
         stats = GenerationStats(prompt_tokens=len(prompt_ids), model=self.name, device=self.host,
                                 backend=self.backend, endpoint=self.host, lookahead="server")
         body: dict[str, Any] = {
@@ -326,13 +328,14 @@ class OpenAIBackend:
                     self._mark_up()
                 elif kind == "down":
                     self._mark_down(value)
-                    raise BackendError(value)
+                    raise BackendError(value, "unreachable")
                 elif kind == "error":
-                    raise BackendError(value)
+                    fault, message = value
+                    raise BackendError(message, fault)
                 elif kind == "busy":  # 429/503 with Retry-After: no request before then
                     message, wait = value
-                    self._mark_down(message, wait)
-                    raise BackendError(f"{message}; asked to wait {wait:.0f} s")
+                    self._mark_down(message, wait, "busy")
+                    raise BackendError(f"{message}; asked to wait {wait:.0f} s", "busy")
                 elif kind == "usage":
                     usage = value
                 elif kind == "done":
