@@ -125,13 +125,38 @@ class Backend(Protocol):
     # detects the family's template from it (`completion.fim.detect_fim`).
     special_ids: Mapping[str, int | None]
     drafter_kinds: tuple[str, ...]  # the drafters it offers: "ngram", and "model"/"hybrid" with a draft model
+    dtype: str  # the weights' precision ("" where the backend does not know: a remote server)
+    dtype_reason: str  # why that precision (measured fastest on this CPU, asked for, ...)
+    problem: str  # why it cannot serve now ("" = none known): a remote server not reachable
 
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
+    def describe(self) -> str:
+        """Where and how it runs, for the ready message ("cpu (int8)", "host:port (model)")."""
+
+    def stats(self) -> dict:
+        """Its own figures for `speclsp complete --json` (precision, draft model)."""
+
+    def close(self) -> None:
+        """Release what it holds (threads, connections); called when a reload replaces it."""
+
     def step_costs(self) -> dict[int, float]:
         """Seconds of one verify pass per draft length k, measured once on this device."""
+
+    def calibrate_step(self) -> bool:
+        """Time one more slice of the cost calibration; False once there is nothing more
+        to measure (a backend that measures nothing: always False)."""
+
+    def calibrate(self, budget_s: float | None = None, max_pass_s: float | None = None) -> dict[int, float]:
+        """Complete the cost calibration now (one-shot commands, benchmarks)."""
+
+    def learned(self) -> dict:
+        """The tree controller's acceptance estimates from earlier runs ({} if none kept)."""
+
+    def save_learned(self, learned: dict) -> None:
+        """Keep them for the next process (a backend that keeps nothing: a no-op)."""
 
     def generate(
         self,

@@ -96,7 +96,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
         return _die(str(e))
     except BackendError as e:  # a remote server that answered no (no such model, bad key)
         return _die(str(e), 1)
-    if getattr(completer.backend, "problem", ""):  # a remote server that cannot be reached
+    if completer.backend.problem:  # a remote server that cannot be reached
         return _die(completer.backend.problem, 1)
     if not args.no_speculation:
         completer.calibrate()  # the rest of the cost grid, within a few seconds (cached)

@@ -113,29 +113,22 @@ class Completer:
         """The controller over token trees, on the same calibration, kept so it keeps learning."""
         if self._tree is None:
             self._tree = TreeLookahead.calibrated(self.backend.step_costs())
-            learned = getattr(self.backend, "learned", None)  # backends that keep it (local)
-            if learned is not None:
-                self._tree.tree_acceptance.update(learned())
+            self._tree.tree_acceptance.update(self.backend.learned())
         return self._tree
 
     def calibrate_step(self) -> bool:
         """One slice of the backend's cost calibration (the server runs these while the
         model is idle); when it completes, the controllers take the new table. False once
         there is nothing more to measure (or the backend measures nothing)."""
-        step = getattr(self.backend, "calibrate_step", None)
-        if step is None:
-            return False
-        more = step()
+        more = self.backend.calibrate_step()
         if not more:
             self.recalibrate()
         return more
 
     def calibrate(self, budget_s: float | None = None, max_pass_s: float | None = None) -> None:
         """Complete the calibration now (one-shot commands and benchmarks)."""
-        run = getattr(self.backend, "calibrate", None)
-        if run is not None:
-            run(budget_s, max_pass_s)
-            self.recalibrate()
+        self.backend.calibrate(budget_s, max_pass_s)
+        self.recalibrate()
 
     def recalibrate(self) -> None:
         table = self.backend.step_costs()
@@ -146,12 +139,11 @@ class Completer:
     def save_learned(self, min_interval_s: float = 10.0) -> None:
         """Keep what the tree controller learnt for the next process (at most every
         `min_interval_s`; the server calls this after completions)."""
-        save = getattr(self.backend, "save_learned", None)
         now = time.monotonic()
-        if self._tree is None or save is None or now - self._saved_at < min_interval_s:
+        if self._tree is None or now - self._saved_at < min_interval_s:
             return
         self._saved_at = now
-        save(self._tree.tree_acceptance.to_dict())
+        self.backend.save_learned(self._tree.tree_acceptance.to_dict())
 
     def policy_for(self, lookahead: str) -> LookaheadPolicy:
         spec = lookahead.strip().lower()

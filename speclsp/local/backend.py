@@ -30,6 +30,7 @@ class LocalBackend:
         self.device = str(lm.device)
         self.dtype = lm.precision
         self.dtype_reason = lm.reason
+        self.problem = ""  # a loaded model can always serve
         self.tokenizer = lm.tokenizer
         self.special_ids = dict(lm.fim)
         self.engine = Engine(lm)
@@ -69,6 +70,9 @@ class LocalBackend:
 
     def describe(self) -> str:
         return f"{self.device} ({self.dtype})"
+
+    def close(self) -> None:
+        """Nothing to release beyond memory (the process frees the model when it goes)."""
 
     def precision(self) -> dict[str, str]:
         """The precision of the weights and why (measured fastest on this CPU, asked for, ...)."""

@@ -27,8 +27,8 @@ import time
 from typing import Any, Callable
 
 from ..backend import CancelToken
-from .config import Config
 from . import testhooks
+from .config import Config
 from .scheduler import MODEL_KEY, ModelWorker
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,8 @@ log = logging.getLogger(__name__)
 def close_backend(backend: Any) -> None:
     """Release what a replaced backend holds (a remote one: its thread, event loop and HTTP
     client); a failure to close is logged, never raised."""
-    close = getattr(backend, "close", None)
-    if close is None:
-        return
     try:
-        close()
+        backend.close()
     except Exception as e:  # noqa: BLE001 - closing must not stop the reload
         log.warning("closing the previous backend failed: %s", e)
 
@@ -123,8 +120,8 @@ class ModelSlot:
         completer = fut.result()
         self.completer = completer
         self.device = completer.backend.device
-        self.dtype = getattr(completer.backend, "dtype", "")
-        self.dtype_reason = getattr(completer.backend, "dtype_reason", "")
+        self.dtype = completer.backend.dtype
+        self.dtype_reason = completer.backend.dtype_reason
         on_ready(completer)
         # The cost calibration goes on a pass at a time while the model is idle; the
         # controllers draft from the probe of two sizes until it is complete.
@@ -134,6 +131,6 @@ class ModelSlot:
         log.info("model ready in %.1fs: %s", time.monotonic() - t0, self.message)
         self.client.progress("end", self.message)
         self.client.status("ready", self.message)
-        if problem := getattr(completer.backend, "problem", ""):
+        if problem := completer.backend.problem:
             # A remote server not reachable yet: requests try it again (with backoff).
             self.client.warn(f"speclsp: {problem}; will keep trying")

@@ -160,6 +160,21 @@ class OpenAIBackend:
     def stats(self) -> dict:
         return {}
 
+    # Nothing is measured or learnt here: the server speculates on its own side.
+    dtype = dtype_reason = ""
+
+    def calibrate_step(self) -> bool:
+        return False
+
+    def calibrate(self, budget_s: float | None = None, max_pass_s: float | None = None) -> dict[int, float]:
+        return self.step_costs()
+
+    def learned(self) -> dict:
+        return {}
+
+    def save_learned(self, learned: dict) -> None:
+        pass
+
     def close(self) -> None:
         if self._client is not None:
             asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(5)
