@@ -17,7 +17,8 @@ import pytest
 
 from rawlsp import RawServer, frame, read_message, start_tcp
 from speclsp.lsp.config import Config, parse_options
-from speclsp.lsp.session import Session, word_before
+from speclsp.lsp.job import word_before
+from speclsp.lsp.session import Session
 from speclsp.lsp.state import ServerState
 
 

@@ -27,7 +27,7 @@ from ..completion.completer import build_request
 from ..completion.context import OpenDocument, PromptBudget
 from .documents import Document, brief
 from .generations import Generation, Subscriber
-from .positions import from_codepoints
+from .job import Cursor, locate
 from .scheduler import document_key
 from .state import ServerState
 
@@ -52,14 +52,6 @@ def debounce_s(interval: float | None, invoked: bool) -> float:
     if interval > 0.6:  # slow, deliberate typing: every keystroke may be the last
         return 0.0
     return min(0.25, 0.75 * interval)
-
-
-def word_before(line: str, col: int) -> str:
-    """The identifier characters that end at `col` (linear in their length, however long the line)."""
-    i = col
-    while i > 0 and (line[i - 1].isalnum() or line[i - 1] == "_"):
-        i -= 1
-    return line[i:col]
 
 
 @dataclass(frozen=True)
@@ -111,54 +103,74 @@ class Session:
                         invoked: bool) -> tuple[Answer, Generation | None]:
         st = self.state
         doc = st.documents.get(uri)
+        refused = self._refuse(doc, uri, line, request_id)
+        if refused is not None or doc is None:
+            return refused or EMPTY, None
+        cur = locate(doc, line, character, st.encoding)
+        sub = Subscriber(request_id, doc.version, 0, "", line, cur.character, edits=doc.edits)
+        gen = self._from_cache(uri, cur, sub)
+        reason = "cache"
+        if gen is None:
+            early = await self._debounce(doc, sub, request_id, invoked, cur)
+            if early is not None:
+                return early, None
+            gen, reason = self._start_generation(doc, cur.offset, invoked), "model"
+            gen.subscribers.append(sub)
+        gen, sub, reason = await self._wait_or_restart(gen, sub, doc, cur, request_id, invoked, reason)
+        return self._answer(gen, sub, doc, cur, request_id, reason), gen
+
+    def _refuse(self, doc: Document | None, uri: str, line: int, request_id: Any) -> Answer | None:
+        """Why there is no completion before looking at the text, or None."""
+        st = self.state
         if doc is None:
-            return replace(EMPTY, reason="not_open"), None
+            return replace(EMPTY, reason="not_open")
         if not st.config.enabled_for(doc.language_id):
-            return replace(EMPTY, reason="disabled"), None
+            return replace(EMPTY, reason="disabled")
         if doc.too_large:
             log.info("req %s: %s is over maxDocumentChars (%d > %d): no completion", request_id, brief(uri),
                      len(doc.text), st.config.max_document_chars)
-            return replace(EMPTY, reason="too_large"), None
-        lines = doc.lines
-        if line >= len(lines):
-            log.warning("req %s: line %d is past the end of %s (%d lines)", request_id, line, brief(uri), len(lines))
-            return replace(EMPTY, reason="bad_position"), None
-        enc = st.encoding
-        offset = lines.offset_from_client(line, character, enc)
-        prefix, suffix = doc.text[:offset], doc.text[offset:]
-        line_text = lines.line(line)
-        col = offset - lines.starts[line]
-        word = word_before(line_text, col)
-        where = dict(line=line, character=from_codepoints(line_text, col, enc), version=doc.version, word=word,
-                     word_start=from_codepoints(line_text, col - len(word), enc))
-        sub = Subscriber(request_id, doc.version, 0, "", line, where["character"], edits=doc.edits)
+            return replace(EMPTY, reason="too_large")
+        if line >= len(doc.lines):
+            log.warning("req %s: line %d is past the end of %s (%d lines)", request_id, line, brief(uri),
+                        len(doc.lines))
+            return replace(EMPTY, reason="bad_position")
+        return None
 
-        gen = st.generations.find(uri, prefix, suffix)
+    def _from_cache(self, uri: str, cur: Cursor, sub: Subscriber) -> Generation | None:
+        """A kept or running generation the user typed into, now serving `sub` too."""
+        gen = self.state.generations.find(uri, cur.prefix, cur.suffix)
         if gen is not None:
-            sub.typed = len(prefix) - len(gen.prefix)
-            sub.typed_text = prefix[len(gen.prefix):]
+            sub.typed = len(cur.prefix) - len(gen.prefix)
+            sub.typed_text = cur.prefix[len(gen.prefix):]
             gen.subscribers.append(sub)
-            reason = "cache"
-        else:
-            if not st.model.ready:
-                log.info("req %s: no completion, model %s (%s)", request_id, st.model.state, st.model.message)
-                return replace(EMPTY, reason=f"model_{st.model.state}"), None
-            delay = debounce_s(st.clock.interval(uri), invoked)
-            if delay > 0:
-                await asyncio.sleep(delay)
-                if st.latest_request.get(uri) != request_id or self._outdated(sub, doc):
-                    st.stats.superseded += 1
-                    return replace(EMPTY, reason="superseded", **where), None
-            gen = self._start_generation(doc, offset, invoked)
-            gen.subscribers.append(sub)
-            reason = "model"
+        return gen
+
+    async def _debounce(self, doc: Document, sub: Subscriber, request_id: Any, invoked: bool,
+                        cur: Cursor) -> Answer | None:
+        """Before a model call: no model yet, or a newer request or edit during the
+        debounce, answers at once (returned); None: start the generation."""
+        st = self.state
+        if not st.model.ready:
+            log.info("req %s: no completion, model %s (%s)", request_id, st.model.state, st.model.message)
+            return replace(EMPTY, reason=f"model_{st.model.state}")
+        delay = debounce_s(st.clock.interval(doc.uri), invoked)
+        if delay > 0:
+            await asyncio.sleep(delay)
+            if st.latest_request.get(doc.uri) != request_id or self._outdated(sub, doc):
+                st.stats.superseded += 1
+                return replace(EMPTY, reason="superseded", **cur.where())
+        return None
+
+    async def _wait_or_restart(self, gen: Generation, sub: Subscriber, doc: Document, cur: Cursor, request_id: Any,
+                               invoked: bool, reason: str) -> tuple[Generation, Subscriber, str]:
+        """Wait for text to answer with; a cached generation the user typed ahead of that
+        then wrote something else is replaced by a generation of this request's own."""
+        st = self.state
         try:
             await self._wait(gen, sub, doc, repeat=reason == "cache")
             if (reason == "cache" and gen.diverged(sub) and not self._outdated(sub, doc)
-                    and st.latest_request.get(uri) == request_id and st.model.ready):
-                # The user typed ahead of a generation that then wrote something else, and
-                # this is the newest request: it gets a generation of its own.
-                gen = self._start_generation(doc, offset, invoked)
+                    and st.latest_request.get(doc.uri) == request_id and st.model.ready):
+                gen = self._start_generation(doc, cur.offset, invoked)
                 sub.answered = True
                 sub = replace(sub, typed=0, typed_text="", answered=False)
                 gen.subscribers.append(sub)
@@ -176,18 +188,25 @@ class Session:
             # Keep the requests still waiting and the newest: a generation served by many
             # typed-through requests must not keep every id it ever saw.
             gen.subscribers = [s for s in gen.subscribers if not s.answered or s is gen.latest]
-        if self._outdated(sub, doc) or st.documents.get(uri) is not doc:
+        return gen, sub, reason
+
+    def _answer(self, gen: Generation, sub: Subscriber, doc: Document, cur: Cursor, request_id: Any,
+                reason: str) -> Answer:
+        """The text this request gets now, or why none."""
+        st = self.state
+        where = cur.where()
+        if self._outdated(sub, doc) or st.documents.get(doc.uri) is not doc:
             st.stats.stale += 1
-            return replace(EMPTY, reason="stale", **where), gen
-        if gen.done and gen.stop_reason in ("cancelled", "superseded") and st.latest_request.get(uri) != request_id:
+            return replace(EMPTY, reason="stale", **where)
+        if gen.done and gen.stop_reason in ("cancelled", "superseded") and st.latest_request.get(doc.uri) != request_id:
             st.stats.superseded += 1  # a newer request moved on: this partial text is outdated
-            return replace(EMPTY, reason="superseded", **where), gen
+            return replace(EMPTY, reason="superseded", **where)
         text = gen.visible(sub)
         if not text.strip():
-            return replace(EMPTY, reason=gen.stop_reason or "empty", **where), gen
+            return replace(EMPTY, reason=gen.stop_reason or "empty", **where)
         if reason == "cache":
             st.stats.cache_hits += 1  # answered with text, and no model call of its own
-        return Answer(text=text, reason=reason, **where), gen
+        return Answer(text=text, reason=reason, **where)
 
     @staticmethod
     def _outdated(sub: Subscriber, doc: Document) -> bool:
