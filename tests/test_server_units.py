@@ -226,3 +226,20 @@ def test_remote_backend_options_parse_reload_and_never_echo_a_key():
     bad, warnings = parse_options({"backend": "gpu", "endpoint": "gpu:8000", "apiKeyEnv": "sk-live-abc123"}, cfg)
     assert bad == cfg and len(warnings) == 3
     assert not any("sk-live-abc123" in w for w in warnings)
+
+
+@pytest.mark.parametrize("encoding", [UTF8, UTF16, UTF32])
+def test_locate_turns_client_units_into_the_cursor_the_answer_needs(encoding):
+    from speclsp.lsp.documents import DocumentStore
+    from speclsp.lsp.job import locate
+
+    text = "x = 1\r\ns = '😀é' + na"
+    doc = DocumentStore().open("file:///a.py", "/a.py", "python", 3, text)
+    line = "s = '😀é' + na"
+    units = {UTF8: len(line.encode("utf-8")), UTF16: len(line.encode("utf-16-le")) // 2, UTF32: len(line)}[encoding]
+    cur = locate(doc, 1, units, encoding)
+    assert (cur.prefix, cur.suffix, cur.offset) == (text, "", len(text))
+    assert cur.word == "na" and cur.character == units and cur.word_start == units - 2 and cur.version == 3
+    past = locate(doc, 1, units + 50, encoding)  # a column past the end clamps to it
+    assert past == cur
+    assert locate(doc, 0, 3, encoding).word == "" and locate(doc, 0, 3, encoding).prefix == "x ="

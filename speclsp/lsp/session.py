@@ -17,24 +17,24 @@ model worker thread, which reports back with `loop.call_soon_threadsafe`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..backend import BackendError, CancelToken
+from ..backend import BackendError
 from ..completion.completer import build_request
 from ..completion.context import OpenDocument, PromptBudget
 from .documents import Document, brief
 from .generations import Generation, Subscriber
-from .job import Cursor, locate
+from .job import Cursor, GenerationJob, locate, run_job
 from .scheduler import document_key
 from .state import ServerState
 
 log = logging.getLogger(__name__)
 
 GENERATION_TIME_CAP_S = 10.0  # no completion occupies the model longer than this
-INDEX_WAIT_S = 2.0  # a generation waits at most this long for the index to catch up with its request
 CANCEL_GRACE_S = 0.25  # a cancelled request's generation waits this long for a typed-through successor
 
 
@@ -283,21 +283,15 @@ class Session:
             budget=PromptBudget(max_prompt_tokens=cfg.context_budget, context_tokens=min(512, cfg.context_budget // 4)),
             lf_only=st.lf_only,
         )
-        indexed = st.indexer.mark()  # the index as of this request: updates so far
-        policy = st.policy
+        job = GenerationJob(gen.id, doc.uri, offset, req, st.indexer.mark(), st.policy)
+        log.debug("%s", job.describe())
         loop = st.loop
         st.stats.model_calls += 1
 
         def on_text(text: str) -> None:  # on the model thread, after each step
             loop.call_soon_threadsafe(self._grow, gen, text)
 
-        def run(cancel: CancelToken):
-            if not st.indexer.wait_for(indexed, timeout=INDEX_WAIT_S):
-                log.info("gen %d: the index is %d updates behind; drafting from what it has", gen.id, st.indexer.pending())
-            drafter = st.indexes.drafter_for(gen.uri, offset)  # here, not on the loop: it takes the index's lock
-            return completer.complete(req, drafter=drafter, policy=policy, cancel=cancel,
-                                      on_text=on_text)
-
+        run = functools.partial(run_job, job, completer, st.indexer, st.indexes, on_text)
         fut = st.worker.submit(document_key(doc.uri), run, gen.cancel)
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, gen, f))
         return gen
