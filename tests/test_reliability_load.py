@@ -12,6 +12,7 @@ once, the last ones with text, and memory flat. Figures go to reliability-figure
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -43,7 +44,7 @@ def utf16(text: str) -> int:
 def complete_at_end(s: RawServer, uri: str, text: str, open_first: bool = True) -> tuple[str, float]:
     if open_first:
         s.open(uri, text)
-    lines = text.split("\n")
+    lines = re.split(r"\r\n|\r|\n", text)  # as LSP counts lines: a lone "\r" ends one too
     t0 = time.monotonic()
     items = s.inline(uri, len(lines) - 1, utf16(lines[-1]))["result"]["items"]
     ms = (time.monotonic() - t0) * 1e3
