@@ -60,6 +60,7 @@ class SpeclspServer(LanguageServer):
         self.channel = EditorChannel(self)
         self.state = ServerState(config or Config(), self.channel)
         self.session = Session(self.state)
+        self.protocol.backlog = self.state.indexer.pending  # the reader waits while it is long
         self.loop_watch = LoopWatch(paused=lambda: self.state.model.state == "loading")
         self.pending_warnings: list[str] = []
         self.supports_pull_configuration = False

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from cattrs import transform_error
@@ -100,6 +100,9 @@ class SpeclspProtocol(LanguageServerProtocol):
         self.received = 0  # message bodies read (for the reliability tests' figures)
         self.rejected = 0  # of those, answered with an error or dropped as malformed
         self.notification_methods: set[str] = set()  # our own notifications (the server adds them)
+        # Work the handled messages left queued elsewhere (the index worker's updates): the
+        # reader takes no more messages while it is over MAX_BACKLOG (`read_messages`).
+        self.backlog: Callable[[], int] = lambda: 0
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
@@ -284,48 +287,54 @@ class SocketReader:
 
 
 READ_CHUNK = 1 << 16  # bytes asked of the stream at once (what is there comes at once)
+MAX_BACKLOG = 256  # queued index updates past which the reader waits (`SpeclspProtocol.backlog`)
 
 
 class _Input:
     """A reader behind a buffer: lines and body bytes are cut from chunks of what arrived.
 
     Reading stdin costs a round trip to a thread per call: a call per header line and per
-    body capped how many messages a second the server could take in. One read now
-    takes everything the client has written so far, up to READ_CHUNK, and many messages
-    are cut from it on the loop. Bytes handed back (`unread`) come first.
+    body capped how many messages a second the server could take in. One read now takes
+    everything the client has written so far, up to READ_CHUNK, and many messages are cut
+    from it on the loop, by position (cutting the rest off again at every line copied the
+    chunk once per line). Bytes handed back (`unread`) come first.
     """
 
     def __init__(self, reader):
         self.reader = reader
-        self.pending = b""
+        self.buf = b""
+        self.pos = 0  # what of `buf` is consumed
 
     def unread(self, data: bytes) -> None:
-        self.pending = data + self.pending
+        self.buf, self.pos = data + self.buf[self.pos:], 0
 
     async def _fill(self, at_least: int = 0) -> bool:
         chunk = await self.reader.read_some(max(READ_CHUNK, at_least))
-        self.pending += chunk
+        self.buf, self.pos = self.buf[self.pos:] + chunk, 0
         return bool(chunk)
+
+    def _take(self, end: int) -> bytes:
+        got = self.buf[self.pos:end]
+        self.pos = end
+        if self.pos >= len(self.buf):
+            self.buf, self.pos = b"", 0
+        return got
 
     async def readline(self, limit: int) -> bytes:
         """Up to and including the next b"\n", at most `limit` bytes; b"" at the end."""
         while True:
-            end = self.pending.find(b"\n", 0, limit)
-            if end >= 0 or len(self.pending) >= limit:
-                cut = end + 1 if end >= 0 else limit
-                line, self.pending = self.pending[:cut], self.pending[cut:]
-                return line
+            end = self.buf.find(b"\n", self.pos, self.pos + limit)
+            if end >= 0 or len(self.buf) - self.pos >= limit:
+                return self._take(end + 1 if end >= 0 else self.pos + limit)
             if not await self._fill():
-                line, self.pending = self.pending, b""  # the end of the stream
-                return line
+                return self._take(len(self.buf))  # the end of the stream
 
     async def read_some(self, n: int) -> bytes:
         """Up to `n` bytes, as soon as some are there (b"" at the end): a lying
         Content-Length must not make us wait for bytes the client never sends."""
-        if not self.pending and not await self._fill(n):
+        if self.pos >= len(self.buf) and not await self._fill(n):
             return b""
-        got, self.pending = self.pending[:n], self.pending[n:]
-        return got
+        return self._take(min(len(self.buf), self.pos + n))
 
 
 async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event, first: bytes = b"") -> None:
@@ -414,3 +423,8 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
         except Exception:  # a bug of ours: the message is lost, the server is not
             log.exception("failed to handle a message of %d bytes", length)
         await asyncio.sleep(0)  # messages cut from one chunk: the loop's other work between them
+        if protocol.backlog() > MAX_BACKLOG:
+            # Messages come in faster than the index worker applies them (thousands of
+            # didOpen at once): wait for it rather than queue their texts without bound.
+            while protocol.backlog() > MAX_BACKLOG // 2:
+                await asyncio.sleep(0.005)
