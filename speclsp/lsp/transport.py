@@ -6,6 +6,8 @@ requests before `initialize` each get the JSON-RPC error the specifications ask 
 dropped, for notifications) and the loop reads on. `SpeclspProtocol` is pygls' protocol
 plus those checks, our experimental capability in the `initialize` result, and document
 notifications that bypass pygls' workspace (the session keeps the only copy).
+
+This file is one concern (bytes in, checked messages out, errors back) at ~440 lines.
 """
 
 from __future__ import annotations
