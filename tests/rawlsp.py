@@ -5,6 +5,8 @@ well-behaved client library would: invalid JSON, wrong framing, wrong types."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 import subprocess
 import threading
 import time
@@ -47,13 +49,29 @@ def rss_kb(pid: int) -> int:
 
 
 class RawServer:
-    """`python -m speclsp --stdio` with pipes; every message it sends is kept in order."""
+    """`python -m speclsp --stdio` with pipes (or `--tcp 127.0.0.1:0` and a socket, with
+    `tcp=True`); every message it sends is kept in order."""
 
-    def __init__(self, model: str, log_file: Path, *args: str, env: dict | None = None):
+    def __init__(self, model: str, log_file: Path, *args: str, env: dict | None = None, tcp: bool = False):
         self.log_file = log_file
-        self.proc = subprocess.Popen(server_command(model, "--dtype", "float32", "--log-file", str(log_file), *args),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env=env or SERVER_ENV)
+        command = server_command(model, "--dtype", "float32", "--log-file", str(log_file), *args)
+        if tcp:
+            command[command.index("--stdio")] = "--tcp=127.0.0.1:0"
+        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL if tcp else subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL if tcp else subprocess.PIPE,
+                                     stderr=subprocess.PIPE if tcp else subprocess.DEVNULL, env=env or SERVER_ENV)
+        self.sock: socket.socket | None = None
+        if tcp:  # stderr's first line says where it listens
+            line = self.proc.stderr.readline().decode()
+            match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            assert match, f"no address announced: {line!r}"
+            self.port = int(match.group(1))
+            threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # never fills up
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+            self.sock.settimeout(None)
+            self._out = self.sock.makefile("rb")
+        else:
+            self._out = self.proc.stdout
         self.messages: list[dict] = []
         self.cv = threading.Condition()
         self.next_id = 1000
@@ -66,7 +84,7 @@ class RawServer:
         return self.proc.pid
 
     def _read(self) -> None:
-        out = self.proc.stdout
+        out = self._out
         while True:
             length = None
             while True:
@@ -85,6 +103,9 @@ class RawServer:
     # --- sending ---------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        if self.sock is not None:
+            self.sock.sendall(data)
+            return
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
@@ -156,14 +177,17 @@ class RawServer:
             try:
                 self.request("shutdown", None, 30)
                 self.notify("exit", None)
-            except (AssertionError, BrokenPipeError):
+            except (AssertionError, OSError):
                 pass
         try:
             return self.proc.wait(20)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
-            self.proc.stdin.close()
+            if self.sock is not None:
+                self.sock.close()
+            else:
+                self.proc.stdin.close()
 
 
 def record(tmp_path_factory, section: str, figures: dict) -> Path:

@@ -415,3 +415,40 @@ def test_encode_only_tokenizer_still_updates_exactly():
     ix.edit("a", 5, 6, ", ")
     assert ix.tokens("a") == [ord(c) for c in "hello, world"]
     assert postings_by_position(ix) == postings_by_position(ix.rebuilt())
+
+
+def _tracked(kind: type) -> int:
+    import gc
+
+    return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+
+def test_a_full_index_is_mostly_invisible_to_the_garbage_collector(tiny_tokenize):
+    """Every full collection walks what the collector tracks while the event loop waits
+    (~150 ms with buckets as lists). Buckets are tuples (untracked once seen), and a
+    closed or edited document leaves no chunk cycles behind: reference counting frees
+    them, the collector has nothing to find."""
+    import gc
+
+    from speclsp.drafting.tokens import Chunk
+
+    text = "".join(f"def handler_{i}(request, value_{i % 97}):\n    return process(value_{i % 97}) + {i}\n"
+                   for i in range(3000))
+    gc.collect()
+    before = len(gc.get_objects())
+    ix = NgramIndex(tiny_tokenize, 10**6)
+    ix.open("file:///a.py", text)
+    gc.collect()
+    tracked = len(gc.get_objects()) - before
+    assert ix.ntokens > 50_000 and tracked < ix.ntokens / 10, (ix.ntokens, tracked)
+    gc.disable()
+    try:
+        pos = len(text) // 2
+        for k in range(200):  # typing in the middle: chunks are replaced and split
+            ix.edit("file:///a.py", pos + k, pos + k, "x = 1\n" if k % 20 == 0 else "y")
+        live = len(ix._docs["file:///a.py"].chunks)
+        assert _tracked(Chunk) == live  # the replaced ones are gone already
+        ix.close("file:///a.py")
+        assert _tracked(Chunk) == 0
+    finally:
+        gc.enable()

@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -238,5 +239,32 @@ def test_a_crlf_document_is_answered_in_its_line_ending_but_neovim_gets_lf(train
         last = text.split("\r\n")[-1]
         (item, *_) = completion_items(s, uri, text.count("\r\n"), len(last))
         assert item["insertText"] == (expected if client == "Neovim" else expected.replace("\n", "\r\n"))
+    finally:
+        assert s.close() == 0
+
+
+def test_a_reload_that_starts_during_the_debounce_is_answered_not_an_internal_error(tiny_model_dir, tmp_path):
+    """Found by the long soak: an automatic request waits a moment (debounce) while the
+    user types fast; a configuration change in that moment started a reload, and the
+    request then used the model that was gone (AttributeError, an internal error to the
+    editor). It is answered as any request during a load is: empty, "model_loading"."""
+    s = RawServer(str(tiny_model_dir), tmp_path / "server.log")
+    try:
+        s.initialize(tmp_path, {"maxTokens": 4})
+        uri = (tmp_path / "a.py").as_uri()
+        s.open(uri, "x = ")
+        for i, ch in enumerate("abc"):  # fast typing: the next automatic request waits ~75 ms
+            s.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2 + i}, "contentChanges": [
+                {"range": {"start": {"line": 0, "character": 4 + i}, "end": {"line": 0, "character": 4 + i}},
+                 "text": ch}]})
+            time.sleep(0.1)
+        msg_id = s.send_request("textDocument/inlineCompletion", {
+            "textDocument": {"uri": uri}, "position": {"line": 0, "character": 7}, "context": {"triggerKind": 2}})
+        s.notify("workspace/didChangeConfiguration", {"settings": {"speclsp": {
+            "maxTokens": 4, "backend": "openai", "endpoint": "http://127.0.0.1:9/v1"}}})
+        got = s.response(msg_id, timeout=60)
+        assert "error" not in got, got
+        assert got["result"]["items"] == []
+        assert "AttributeError" not in s.log_file.read_text()
     finally:
         assert s.close() == 0

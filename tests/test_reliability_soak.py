@@ -248,3 +248,27 @@ def test_memory_is_flat_over_rounds_of_opening_and_closing_10000_documents(serve
     rss = [round_trip(r) for r in range(4)]
     record(tmp_path_factory, "open_close_10000_x4", {"rss_MB": [round(x / 1024, 1) for x in rss]})
     assert rss[-1] - rss[1] < 8 * 1024  # was +40 MB a round
+
+
+def test_long_soak_driver_for_a_minute(tiny_model_dir, tmp_path_factory):
+    """tests/reliability/soak.py (the two-hour soak of docs/reliability.md) for a minute:
+    documents up to the caps, folder changes, remote faults and TCP reconnects through one
+    server over TCP. Its correctness checks must hold; its RSS and stall figures are
+    recorded, not asserted, over so short a run."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "reliability"))
+    import soak
+
+    out = tmp_path_factory.mktemp("long-soak") / "soak.json"
+    soak.main(["--minutes", "1", "--sample-s", "15", "--model", str(tiny_model_dir), "--out", str(out)])
+    got = json.loads(out.read_text())
+    checks = got["checks"]
+    assert checks["every request answered once"] and checks["exit 0 after shutdown"], got
+    assert checks["every TCP reconnect served and exited"] and checks["no other failure"], got
+    assert all(got["actions"].get(k) for k in ("typing", "big", "folders", "remote", "tcp", "bad")), got
+    assert got["tcpReconnects"] >= 1 and got["requests"] > 50, got
+    record(tmp_path_factory, "long_soak_1min", {k: got[k] for k in ("requests", "tcpReconnects", "rssGrowth",
+                                                                    "loopLagMaxMs", "gcMaxMs", "actions")})

@@ -173,6 +173,10 @@ class WorkspaceIndexes:
         """Documents too large for their folder's index (`NgramIndex.refused`)."""
         return [u for ix in self.indexes() for u in ix.refused()]
 
+    def ntokens(self) -> int:
+        """Tokens held by all folders' indexes (each is capped at indexMaxTokens)."""
+        return sum(ix.ntokens for ix in self.indexes())
+
     def add_history(self, uri: str, text: str | Sequence[int]) -> None:
         """An accepted or generated completion in document `uri`, remembered by its index."""
         if self.default is None:

@@ -30,17 +30,19 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .tokens import (CHUNK_TARGET, POS_MASK, SLOT_MASK, SLOT_SHIFT, STATIC, Chunk, IdsDoc, TextDoc, TokenizeFn,
-                     is_tokenize_fn, make_tokenize, replace_tokens, retokenize)
+from .tokens import (CHUNK_TARGET, PIECE_CHARS, POS_MASK, SLOT_MASK, SLOT_SHIFT, STATIC, Chunk, IdsDoc, TextDoc,
+                     TokenizeFn, is_tokenize_fn, make_tokenize, replace_tokens, retokenize, split_at_lines)
 
 log = logging.getLogger(__name__)
 
 LEVELS = (2, 4, 8, 16, 32)  # context lengths that are indexed; lookup tries the longest first
-# A bucket (the uids posted under one key) is an int, a list, or above BIG_BUCKET uids a dict
+# A bucket (the uids posted under one key) is an int, a tuple, or above BIG_BUCKET uids a dict
 # uid -> None: repeated text (`"0," * 100000`) makes buckets of 10^5 uids, and removing each
-# of them from a list (`list.remove`) made closing such a document quadratic. A
-# dict keeps the same order (insertion order; a re-posted uid goes last, as with a list),
-# so `bucket()` answers exactly as before.
+# of them from a sequence made closing such a document quadratic. A dict keeps the same
+# order (insertion order; a re-posted uid goes last, as in a tuple), so `bucket()` answers
+# exactly as before. Tuples, not lists: the garbage collector stops tracking a tuple of ints
+# the first time it sees one, and a full index holds ~200k buckets; as lists, every full
+# collection walked them all while the event loop waited (~150 ms each, docs/reliability.md).
 BIG_BUCKET = 32
 MAX_MATCH = 64  # exact match length is measured up to this many tokens
 DEFAULT_MAX_TOKENS = 500_000  # ~250 MB at the measured ~500 bytes per token
@@ -98,7 +100,7 @@ class NgramIndex:
         self.max_tokens = max_tokens
         self.max_history = max_history
         self.lock = threading.RLock()
-        self._post: list[dict[int, int | list[int] | dict[int, None]]] = [{} for _ in LEVELS]
+        self._post: list[dict[int, int | tuple[int, ...] | dict[int, None]]] = [{} for _ in LEVELS]
         self._where: dict[int, Chunk] = {}  # text-token uid -> its chunk
         self._docs: dict[str, TextDoc | IdsDoc] = {}
         self._refused: dict[str, Refused] = {}
@@ -120,22 +122,42 @@ class NgramIndex:
             self._remove_doc(uri)
             self._refused.pop(uri, None)
             if len(text) > MAX_CHARS_PER_TOKEN * self.max_doc_tokens:
-                ids, lens = [], None
+                ids, lens, read = [], None, len(text)
                 n = len(text) // MAX_CHARS_PER_TOKEN  # at least
             else:
-                ids, lens = self.tokenize(text)
+                ids, lens, read = self._tokenize_upto(text, self.max_doc_tokens)
                 n = len(ids)
             if n > self.max_doc_tokens:
-                self._refused[uri] = Refused(len(text), len(text) / n)
+                self._refused[uri] = Refused(len(text), read / n)
                 log.warning("not indexing %.200s: %s%d tokens, over the %d one document may hold (half of "
                             "indexMaxTokens); completions in it work, drafting does not copy from it",
-                            uri, "" if ids else "at least ", n, self.max_doc_tokens)
+                            uri, "" if ids and read == len(text) else "at least ", n, self.max_doc_tokens)
                 return
             doc = TextDoc(uri, text, source, self._stamp(stamp))
             doc.has_lens = lens is not None
             self._docs[uri] = doc
             self._insert_text_tokens(doc, list(ids), list(lens) if lens is not None else [0] * len(ids))
             self._evict(keep=uri)
+
+    def _tokenize_upto(self, text: str, limit: int) -> tuple[list[int], list[int] | None, int]:
+        """Tokens (and their lengths) of `text`, a piece of PIECE_CHARS at a time, stopping
+        after the piece that takes them past `limit`; also how many characters were read.
+        Pieces: the GIL is held while each piece's result becomes lists, not for the whole
+        (~75 ms for 1M characters), and a document over the cap is never held whole as
+        lists of ints (each young list of 10^5 ints made the collector's youngest
+        generation take tens of ms)."""
+        assert self.tokenize is not None
+        ids: list[int] = []
+        lens: list[int] | None = []
+        read = 0
+        for piece in split_at_lines(text, PIECE_CHARS):
+            got, got_lens = self.tokenize(piece)
+            ids += got
+            lens = lens + list(got_lens) if lens is not None and got_lens is not None else None
+            read += len(piece)
+            if len(ids) > limit:
+                break
+        return ids, lens, read
 
     def open_ids(self, uri: str, ids: Sequence[int], source: str, stamp: int | None = None) -> None:
         """Index a sequence of token ids (no text) as a document; append with `append_ids`."""
@@ -387,9 +409,14 @@ class NgramIndex:
             self._post_range(ids, uids, 0, 0, len(ids), len(ids), add=False)
             for u in uids:
                 del self._where[u]
+        self._ntokens -= doc.ntokens
+        if isinstance(doc, TextDoc):
+            # No cycles left (chunk <-> chunk, chunk <-> document): reference counting frees
+            # them now. Left to the cyclic collector, a closed 300k-token document made its
+            # next full collection walk ~10k chunks while the event loop waited.
             for c in doc.chunks:
                 c.prev = c.next = None
-        self._ntokens -= doc.ntokens
+            doc.chunks = []
 
     def _append(self, doc: IdsDoc, new: Sequence[int]) -> None:
         ids = doc.ids
@@ -409,9 +436,9 @@ class NgramIndex:
         if got is None:
             d[key] = uid
         elif isinstance(got, int):
-            d[key] = [got, uid]
-        elif isinstance(got, list):
-            got.append(uid)
+            d[key] = (got, uid)
+        elif isinstance(got, tuple):
+            d[key] = got = (*got, uid)
             if len(got) > BIG_BUCKET:
                 d[key] = dict.fromkeys(got)
         else:
@@ -423,14 +450,13 @@ class NgramIndex:
         got = d[key]
         if isinstance(got, int):
             del d[key]
-        elif isinstance(got, list):
-            got.remove(uid)
-            if len(got) == 1:
-                d[key] = got[0]
+        elif isinstance(got, tuple):
+            i = got.index(uid)
+            d[key] = got[0 if i else 1] if len(got) == 2 else got[:i] + got[i + 1:]
         else:
             del got[uid]
             if len(got) <= BIG_BUCKET // 2:
-                d[key] = list(got)
+                d[key] = tuple(got)
 
     def _post_range(self, ids: list[int], uids: list[int], base: int, lo: int, hi: int, full_hi: int,
                     add: bool) -> None:

@@ -70,6 +70,27 @@ def lengths_from_offsets(text_len: int, offsets: Sequence[Sequence[int]]) -> lis
     return lens
 
 
+PIECE_CHARS = 32_768
+
+
+def split_at_lines(text: str, size: int) -> list[str]:
+    """`text` in pieces of about `size` characters, each cut just after a line ending that
+    a non-space character follows: a boundary of BPE pre-tokenizers (GPT-2's, Qwen's), so
+    the pieces tokenize as the whole would (with a SentencePiece tokenizer a piece's first
+    token may differ: drafting only loses a match there). A text with no such line ending
+    in reach stays whole up to the next."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = start + size
+        while cut < len(text) and not (text[cut - 1] == "\n" and not text[cut].isspace()):
+            cut = text.find("\n", cut) + 1 or len(text)
+        pieces.append(text[start:cut])
+        start = cut
+    if start < len(text) or not pieces:
+        pieces.append(text[start:])
+    return pieces
+
+
 def make_tokenize(tokenizer: Any) -> TokenizeFn:
     """Adapt a tokenizer to `TokenizeFn`.
 
@@ -84,7 +105,8 @@ def make_tokenize(tokenizer: Any) -> TokenizeFn:
     if backend is not None:
         def tokenize(text: str) -> tuple[list[int], list[int] | None]:
             # encode_batch releases the GIL while it runs (encode holds it: ~40 ms for 40k
-            # characters, during which the server's event loop could not run).
+            # characters, during which the server's event loop could not run). Long texts
+            # come in pieces (NgramIndex.open), so turning its result into lists is short too.
             enc = backend.encode_batch([text], add_special_tokens=False)[0]
             return enc.ids, lengths_from_offsets(len(text), enc.offsets)
         return tokenize
@@ -366,6 +388,10 @@ def replace_tokens(doc: TextDoc, a: int, b: int, ids: list[int], lens: list[int]
         prev.next = after
     if after is not None:
         after.prev = prev
+    kept = {id(p) for p in pieces}
+    for c in chunks[ci:cj + 1]:
+        if id(c) not in kept:  # unlinked, it is freed at once, not left to the cyclic GC
+            c.prev = c.next = None
     chunks[ci:cj + 1] = pieces
     doc.sizes[ci:cj + 1] = [len(p.ids) for p in pieces]
     doc.nchars[ci:cj + 1] = [p.nchars for p in pieces]

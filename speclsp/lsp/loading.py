@@ -76,7 +76,8 @@ class ModelSlot:
         key = config.model_key
         self._loading_key = key
         self.state, self.message = "loading", f"loading {config.model}"
-        old, self.completer = self.completer, None
+        replaced = [self.completer] if self.completer is not None else []
+        self.completer = None
         self.worker.set_idle(None)  # the old model's calibration
         self.client.status("loading", self.message)
         self.client.progress("begin", self.message)
@@ -86,16 +87,17 @@ class ModelSlot:
             loop.call_soon_threadsafe(self.client.progress, "report", msg)
 
         def run(cancel: CancelToken) -> Any:
-            if old is not None:  # after any job that still used it (this runs on the model worker)
-                close_backend(old.backend)
+            if replaced:  # after any job that still used it (this runs on the model worker)
+                close_backend(replaced.pop().backend)  # and the last reference to it is gone
             load = self._load
             if load is None:
                 from ..completion.loader import load_completer as load
-            gc.unfreeze()
-            completer = testhooks.install(load(config, progress=say, calibrate="probe"))
-            gc.collect()
-            gc.freeze()  # see the module docstring
-            return completer
+            gc.unfreeze()  # the replaced model's cycles are collectable again
+            try:
+                return testhooks.install(load(config, progress=say, calibrate="probe"))
+            finally:  # a failed load too: unfrozen, every full collection walked it all again
+                gc.collect()
+                gc.freeze()  # see the module docstring
 
         t0 = time.monotonic()
         fut = self.worker.submit(MODEL_KEY, run)

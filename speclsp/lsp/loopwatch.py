@@ -7,15 +7,28 @@ and every other request waits that long too. The figures go out with `speclsp/st
 costs microseconds; a stall shorter than the interval may be missed by up to the interval.
 
 While the model loads, the loading thread holds the GIL for long stretches (weights, the
-first forwards, the calibration): those seconds are a known one-off, shown as loading
-progress, and `paused` keeps them out of the figures.
+first forwards, the calibration, a full garbage collection): those seconds are a known
+one-off, shown as loading progress, and `paused` keeps a stall that began or ended
+during a load out of the figures.
+
+The garbage collector is the other cause a handler cannot see: a collection holds the GIL
+whichever thread triggers it. Collections are timed (`gc.callbacks`); a stall over
+STALL_LOG_S is logged with how much of it they took, and the worst collection goes out as
+`gcMaxMs`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import time
 from collections import deque
 from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+STALL_LOG_S = 0.1
 
 
 class LoopWatch:
@@ -25,23 +38,42 @@ class LoopWatch:
         self.worst_s = 0.0
         self.lags: deque[float] = deque(maxlen=keep)
         self._task: asyncio.Task | None = None
+        self.gc_worst_s = 0.0
+        self._gc_since_wake = 0.0
+        self._gc_t0 = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+            return
+        took = time.perf_counter() - self._gc_t0
+        self._gc_since_wake += took
+        if not self.paused():
+            self.gc_worst_s = max(self.gc_worst_s, took)
 
     def start(self) -> None:
         if self._task is None:
+            gc.callbacks.append(self._on_gc)
             self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             t0 = loop.time()
+            was_paused = self.paused()
+            self._gc_since_wake = 0.0
             await asyncio.sleep(self.interval)
             lag = max(0.0, loop.time() - t0 - self.interval)
-            if self.paused():
+            if was_paused or self.paused():  # a load began or ended during the stall
                 continue
+            if lag > STALL_LOG_S:
+                log.warning("the event loop stalled %.0f ms (garbage collection: %.0f ms of it)", lag * 1e3,
+                            min(lag, self._gc_since_wake) * 1e3)
             self.lags.append(lag)
             self.worst_s = max(self.worst_s, lag)
 
     def figures(self) -> dict[str, Any]:
         lags = sorted(self.lags)
         p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else 0.0
-        return {"loopLagMaxMs": round(self.worst_s * 1e3, 1), "loopLagP99Ms": round(p99 * 1e3, 1)}
+        return {"loopLagMaxMs": round(self.worst_s * 1e3, 1), "loopLagP99Ms": round(p99 * 1e3, 1),
+                "gcMaxMs": round(self.gc_worst_s * 1e3, 1)}

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from ..backend import CancelToken
+from ..backend import BackendError, CancelToken
 
 __all__ = ["CancelToken", "ModelWorker", "MODEL_KEY", "document_key"]
 
@@ -159,6 +159,9 @@ class ModelWorker:
                 self._running = job
             try:
                 result = job.run(job.cancel)
+            except BackendError as e:  # a known fault (a remote server's answer): its owner logs it
+                log.info("model job %s failed: %s", key, e)
+                job.future.set_exception(e)
             except BaseException as e:  # the job's owner decides what an error means
                 log.exception("model job %s failed", key)
                 job.future.set_exception(e)

@@ -150,15 +150,15 @@ class Session:
         """Before a model call: no model yet, or a newer request or edit during the
         debounce, answers at once (returned); None: start the generation."""
         st = self.state
-        if not st.model.ready:
-            log.info("req %s: no completion, model %s (%s)", request_id, st.model.state, st.model.message)
-            return replace(EMPTY, reason=f"model_{st.model.state}")
         delay = debounce_s(st.clock.interval(doc.uri), invoked)
-        if delay > 0:
+        if delay > 0 and st.model.ready:
             await asyncio.sleep(delay)
             if st.latest_request.get(doc.uri) != request_id or self._outdated(sub, doc):
                 st.stats.superseded += 1
                 return replace(EMPTY, reason="superseded", **cur.where())
+        if not st.model.ready:  # also after the debounce: a reload may have started during it
+            log.info("req %s: no completion, model %s (%s)", request_id, st.model.state, st.model.message)
+            return replace(EMPTY, reason=f"model_{st.model.state}")
         return None
 
     async def _wait_or_restart(self, gen: Generation, sub: Subscriber, doc: Document, cur: Cursor, request_id: Any,

@@ -230,5 +230,5 @@ class ServerState:
                  draftModel=self.config.draft_model if with_model else "",
                  drafter=self.config.drafter_kind if with_model else "ngram",
                  workerSuperseded=self.worker.superseded, workerPeakPending=self.worker.peak_pending,
-                 documents=len(self.documents), notIndexed=[brief(u) for u in self.indexes.refused()[:10]])
+                 documents=len(self.documents), indexedTokens=self.indexes.ntokens(), notIndexed=[brief(u) for u in self.indexes.refused()[:10]])
         return d
