@@ -68,11 +68,11 @@ def _read_text(path: str) -> str:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
+    from .backend import BackendError
     from .completion.completer import CompletionRequest
     from .completion.context import OpenDocument, split_at
     from .drafting.controller import parse_lookahead
     from .drafting.drafter import parse_drafter
-    from .backend import BackendError
     from .local.registry import ModelError
 
     draft_model = getattr(args, "draft_model", None)
@@ -101,13 +101,22 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if not args.no_speculation:
         completer.calibrate()  # the rest of the cost grid, within a few seconds (cached)
     req = CompletionRequest(
-        path=args.path, text=text, line=args.line, character=args.character, other_documents=others,
-        max_tokens=args.max_tokens, lookahead=args.lookahead, speculate=not args.no_speculation, drafter=drafter,
+        path=args.path,
+        text=text,
+        line=args.line,
+        character=args.character,
+        other_documents=others,
+        max_tokens=args.max_tokens,
+        lookahead=args.lookahead,
+        speculate=not args.no_speculation,
+        drafter=drafter,
     )
     on_text = None
     if args.stream and not args.json:
+
         def on_text(t: str) -> None:
             print(f"\x1b[2K\r{t.splitlines()[-1] if t else ''}", end="", file=sys.stderr, flush=True)
+
     try:
         comp = completer.complete(req, on_text=on_text)
     except BackendError as e:
@@ -124,8 +133,24 @@ def cmd_complete(args: argparse.Namespace) -> int:
     else:
         print(comp.text)
         print("---", file=sys.stderr)
-        for k in ("backend", "model", "device", "dtype", "lookahead", "prompt_tokens", "reused_tokens", "new_tokens",
-                  "forwards", "drafted", "accepted", "acceptance", "ttft_ms", "total_ms", "tokens_per_s", "stop_reason"):
+        for k in (
+            "backend",
+            "model",
+            "device",
+            "dtype",
+            "lookahead",
+            "prompt_tokens",
+            "reused_tokens",
+            "new_tokens",
+            "forwards",
+            "drafted",
+            "accepted",
+            "acceptance",
+            "ttft_ms",
+            "total_ms",
+            "tokens_per_s",
+            "stop_reason",
+        ):
             print(f"{k:>14}: {stats[k]}", file=sys.stderr)
         if stats["draft_sources"]:
             print(f"{'draft_sources':>14}: {stats['draft_sources']}", file=sys.stderr)
@@ -256,10 +281,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     text = demo.read_text()
     marker = "    def area(self):\n"
     line = text[: text.rindex(marker)].count("\n")
-    ns = argparse.Namespace(path=str(demo), line=line, character=len("    def area(self):"), open=[],
-                            model=args.model, device=args.device, dtype=args.dtype, max_tokens=args.max_tokens,
-                            lookahead="tree", no_speculation=False, stream=True, json=False,
-                            draft_model=None, drafter=None)
+    ns = argparse.Namespace(
+        path=str(demo),
+        line=line,
+        character=len("    def area(self):"),
+        open=[],
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        max_tokens=args.max_tokens,
+        lookahead="tree",
+        no_speculation=False,
+        stream=True,
+        json=False,
+        draft_model=None,
+        drafter=None,
+    )
     print(f"speclsp demo: completing {demo.name} at line {line} (the end of `def area(self):`)", file=sys.stderr)
     return cmd_complete(ns)
 
@@ -305,8 +342,9 @@ def run_server(args: argparse.Namespace) -> int:
 
         def announce(bound_host: str, bound_port: int) -> None:
             if not is_loopback(host):  # once bound: an address that cannot be bound gets one error line only
-                log.warning("listening on %s: reachable from other machines, and the protocol has no authentication",
-                            host)
+                log.warning(
+                    "listening on %s: reachable from other machines, and the protocol has no authentication", host
+                )
             reach = "loopback only" if is_loopback(host) else "REACHABLE FROM OTHER MACHINES, no authentication"
             print(f"speclsp: listening on {bound_host}:{bound_port} ({reach}; one client)", file=sys.stderr, flush=True)
 
@@ -327,13 +365,35 @@ def _common_options(p: argparse.ArgumentParser, suppress: bool) -> None:
 
     p.add_argument("--model", default=default(None), help="registered name, local directory, .gguf or Hugging Face id")
     p.add_argument("--device", default=default(None), help="auto (default), cpu, cuda, cuda:N, mps")
-    p.add_argument("--dtype", default=default(None), help="auto (default: on a CPU the fastest measured here), bfloat16, float16, float32, int8 (CPU: int8 weights)")
-    p.add_argument("--backend", default=default(None), choices=["local", "openai"],
-                   help="where generation runs: local (default) or openai, an OpenAI-compatible server such as vLLM")
-    p.add_argument("--endpoint", default=default(None), metavar="URL", help="openai: the API's base URL, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--remote-model", default=default(None), metavar="NAME", help="openai: the served model's name (default: the server's first)")
-    p.add_argument("--api-key-env", default=default(None), metavar="VAR",
-                   help="openai: the environment variable that holds the API key (its name, not the key)")
+    p.add_argument(
+        "--dtype",
+        default=default(None),
+        help="auto (default: on a CPU the fastest measured here), bfloat16, float16, float32, int8 (CPU: int8 weights)",
+    )
+    p.add_argument(
+        "--backend",
+        default=default(None),
+        choices=["local", "openai"],
+        help="where generation runs: local (default) or openai, an OpenAI-compatible server such as vLLM",
+    )
+    p.add_argument(
+        "--endpoint",
+        default=default(None),
+        metavar="URL",
+        help="openai: the API's base URL, e.g. http://127.0.0.1:8000/v1",
+    )
+    p.add_argument(
+        "--remote-model",
+        default=default(None),
+        metavar="NAME",
+        help="openai: the served model's name (default: the server's first)",
+    )
+    p.add_argument(
+        "--api-key-env",
+        default=default(None),
+        metavar="VAR",
+        help="openai: the environment variable that holds the API key (its name, not the key)",
+    )
     p.add_argument("--log-file", default=default(None), help="log here instead of stderr")
     p.add_argument("-v", "--verbose", action="count", default=default(0))
 
@@ -354,21 +414,38 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--character", type=int, required=True, help="0-based character")
     c.add_argument("--max-tokens", type=int, default=64)
     c.add_argument("--open", action="append", default=[], metavar="OTHER_PATH", help="another open document")
-    c.add_argument("--lookahead", default="tree", help="tree (token trees, the default) | auto (chains) | heuristic | fixed:K")
-    c.add_argument("--draft-model", default=None, metavar="NAME",
-                   help="a smaller model with the same tokenizer that drafts (off by default)")
-    c.add_argument("--drafter", default=None, choices=["ngram", "model", "hybrid"],
-                   help="where drafts come from (default: hybrid with --draft-model, else ngram)")
+    c.add_argument(
+        "--lookahead", default="tree", help="tree (token trees, the default) | auto (chains) | heuristic | fixed:K"
+    )
+    c.add_argument(
+        "--draft-model",
+        default=None,
+        metavar="NAME",
+        help="a smaller model with the same tokenizer that drafts (off by default)",
+    )
+    c.add_argument(
+        "--drafter",
+        default=None,
+        choices=["ngram", "model", "hybrid"],
+        help="where drafts come from (default: hybrid with --draft-model, else ngram)",
+    )
     c.add_argument("--no-speculation", action="store_true", help="plain greedy decoding (the baseline)")
     c.add_argument("--stream", action="store_true", help="show the completion as it grows")
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
     m = sub.add_parser("models", parents=[common], help="list, pull or build models")
-    m.add_argument("action", nargs="?", choices=["list", "pull", "gguf", "tiny"],
-                   help="list (default), pull NAME, gguf NAME (the published GGUF file, e.g. for llama.cpp), tiny DIR")
+    m.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "pull", "gguf", "tiny"],
+        help="list (default), pull NAME, gguf NAME (the published GGUF file, e.g. for llama.cpp), tiny DIR",
+    )
     m.add_argument("target", nargs="?", help="model name (pull) or directory (tiny)")
-    m.add_argument("--trained", action="store_true",
-                   help="tiny: a model trained to reproduce its built-in corpus instead of random weights")
+    m.add_argument(
+        "--trained",
+        action="store_true",
+        help="tiny: a model trained to reproduce its built-in corpus instead of random weights",
+    )
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print tables")
     from .bench import add_arguments

@@ -36,6 +36,7 @@ def _isolate_cache() -> None:
 
 _isolate_cache()  # before SERVER_ENV copies the environment for server subprocesses
 
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2 model + tokenizer on disk (loadable like any local model)."""
@@ -136,8 +137,11 @@ class Editor:
 
     def open(self, uri: str, text: str, language: str = "python") -> None:
         self.docs[uri] = [text, 1]
-        self.client.text_document_did_open(self.t.DidOpenTextDocumentParams(
-            self.t.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
+        self.client.text_document_did_open(
+            self.t.DidOpenTextDocumentParams(
+                self.t.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)
+            )
+        )
 
     def position(self, uri: str, offset: int | None = None):
         text = self.docs[uri][0]
@@ -156,14 +160,18 @@ class Editor:
         text, version = self.docs[uri]
         rng = self.t.Range(self.position(uri, start), self.position(uri, end))
         self.docs[uri] = [text[:start] + new + text[end:], version + 1]
-        self.client.text_document_did_change(self.t.DidChangeTextDocumentParams(
-            text_document=self.t.VersionedTextDocumentIdentifier(uri=uri, version=version + 1),
-            content_changes=[self.t.TextDocumentContentChangePartial(range=rng, text=new)]))
+        self.client.text_document_did_change(
+            self.t.DidChangeTextDocumentParams(
+                text_document=self.t.VersionedTextDocumentIdentifier(uri=uri, version=version + 1),
+                content_changes=[self.t.TextDocumentContentChangePartial(range=rng, text=new)],
+            )
+        )
 
     def close_all(self) -> None:
         for uri in list(self.docs):
             self.client.text_document_did_close(
-                self.t.DidCloseTextDocumentParams(text_document=self.t.TextDocumentIdentifier(uri)))
+                self.t.DidCloseTextDocumentParams(text_document=self.t.TextDocumentIdentifier(uri))
+            )
             del self.docs[uri]
 
     # requests ----------------------------------------------------------------------------
@@ -172,23 +180,34 @@ class Editor:
         kind = self.t.InlineCompletionTriggerKind.Invoked if invoked else self.t.InlineCompletionTriggerKind.Automatic
         return self.t.InlineCompletionParams(
             context=self.t.InlineCompletionContext(trigger_kind=kind),
-            text_document=self.t.TextDocumentIdentifier(uri), position=position or self.position(uri))
+            text_document=self.t.TextDocumentIdentifier(uri),
+            position=position or self.position(uri),
+        )
 
     async def inline(self, uri: str, invoked: bool = False, position=None, timeout: float = 30):
-        return await asyncio.wait_for(self.client.text_document_inline_completion_async(
-            self.inline_params(uri, invoked, position)), timeout)
+        return await asyncio.wait_for(
+            self.client.text_document_inline_completion_async(self.inline_params(uri, invoked, position)), timeout
+        )
 
     async def completion(self, uri: str, position=None, timeout: float = 30):
-        return await asyncio.wait_for(self.client.text_document_completion_async(self.t.CompletionParams(
-            text_document=self.t.TextDocumentIdentifier(uri), position=position or self.position(uri),
-            context=self.t.CompletionContext(trigger_kind=self.t.CompletionTriggerKind.Invoked))), timeout)
+        return await asyncio.wait_for(
+            self.client.text_document_completion_async(
+                self.t.CompletionParams(
+                    text_document=self.t.TextDocumentIdentifier(uri),
+                    position=position or self.position(uri),
+                    context=self.t.CompletionContext(trigger_kind=self.t.CompletionTriggerKind.Invoked),
+                )
+            ),
+            timeout,
+        )
 
     async def stats(self) -> dict:
         return as_dict(await asyncio.wait_for(self.client.protocol.send_request_async("speclsp/stats", None), 10))
 
     def configure(self, options: dict) -> None:
         self.client.workspace_did_change_configuration(
-            self.t.DidChangeConfigurationParams(settings={"speclsp": options}))
+            self.t.DidChangeConfigurationParams(settings={"speclsp": options})
+        )
 
     async def wait_for(self, predicate, timeout: float = 30) -> None:
         async def poll():
@@ -196,14 +215,16 @@ class Editor:
                 self.changed.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), 0.05)
+
         await asyncio.wait_for(poll(), timeout)
 
     async def wait_ready(self, stall_s: float = 120) -> None:
         """Until the server says ready (or error), however long loading takes on this CPU,
         as long as it keeps reporting progress: it fails only when the server's log (where
         every progress report and status goes) has not grown for `stall_s` seconds."""
-        await wait_progressing(lambda: any(s["state"] in ("ready", "error") for s in self.statuses),
-                               self.log, stall_s, self.changed)
+        await wait_progressing(
+            lambda: any(s["state"] in ("ready", "error") for s in self.statuses), self.log, stall_s, self.changed
+        )
         assert self.statuses[-1]["state"] == "ready", self.statuses
 
 
@@ -245,9 +266,16 @@ SERVER_ENV = {**os.environ, "SPECLSP_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRAN
 
 
 @contextlib.asynccontextmanager
-async def running_server(model: str, workdir: Path, client: str = "vscode", options: dict | None = None, *,
-                         args: tuple[str, ...] = ("--dtype", "float32"), wait_ready: bool = True,
-                         folders: list[str] | None = None):
+async def running_server(
+    model: str,
+    workdir: Path,
+    client: str = "vscode",
+    options: dict | None = None,
+    *,
+    args: tuple[str, ...] = ("--dtype", "float32"),
+    wait_ready: bool = True,
+    folders: list[str] | None = None,
+):
     """A real server over stdio, initialized as `client` would; shut down and exited on leaving.
 
     Leaving asserts that the server then exits with code 0. Its log is `editor.log`.
@@ -263,6 +291,7 @@ async def running_server(model: str, workdir: Path, client: str = "vscode", opti
         def handler(params):
             getattr(editor, kind).append(as_dict(params))
             editor.changed.set()
+
         return handler
 
     lsp.feature("speclsp/inlineCompletionUpdate")(on("updates"))

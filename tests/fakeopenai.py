@@ -46,7 +46,7 @@ class FakeServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, port: int = 0) -> "FakeServer":
+    def start(self, port: int = 0) -> FakeServer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -101,8 +101,16 @@ class FakeServer:
                 self.wfile.flush()
 
             def _chunk(self, text: str, finish: str | None = None) -> None:
-                self._event(json.dumps({"id": "c", "object": "text_completion", "model": "fake",
-                                        "choices": [{"index": 0, "text": text, "finish_reason": finish}]}))
+                self._event(
+                    json.dumps(
+                        {
+                            "id": "c",
+                            "object": "text_completion",
+                            "model": "fake",
+                            "choices": [{"index": 0, "text": text, "finish_reason": finish}],
+                        }
+                    )
+                )
 
             def _stream(self, body: dict) -> None:
                 mode, text = fake.mode, fake.text

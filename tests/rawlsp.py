@@ -35,8 +35,13 @@ def start_tcp(address: str, model: str) -> tuple[subprocess.Popen, str]:
     its bound address with (stderr's first line)."""
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "speclsp", "--tcp", address, "--model", model],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=SERVER_ENV, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "speclsp", "--tcp", address, "--model", model],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=SERVER_ENV,
+        text=True,
+    )
     return proc, proc.stderr.readline()
 
 
@@ -57,9 +62,13 @@ class RawServer:
         command = server_command(model, "--dtype", "float32", "--log-file", str(log_file), *args)
         if tcp:
             command[command.index("--stdio")] = "--tcp=127.0.0.1:0"
-        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL if tcp else subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL if tcp else subprocess.PIPE,
-                                     stderr=subprocess.PIPE if tcp else subprocess.DEVNULL, env=env or SERVER_ENV)
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL if tcp else subprocess.PIPE,
+            stdout=subprocess.DEVNULL if tcp else subprocess.PIPE,
+            stderr=subprocess.PIPE if tcp else subprocess.DEVNULL,
+            env=env or SERVER_ENV,
+        )
         self.sock: socket.socket | None = None
         if tcp:  # stderr's first line says where it listens
             line = self.proc.stderr.readline().decode()
@@ -143,8 +152,9 @@ class RawServer:
                 self.cv.wait(min(left, 0.2))
 
     def response(self, msg_id: Any, timeout: float = 30) -> dict:
-        return self.wait(lambda m: "method" not in m and m.get("id") == msg_id and ("result" in m or "error" in m),
-                         timeout)
+        return self.wait(
+            lambda m: "method" not in m and m.get("id") == msg_id and ("result" in m or "error" in m), timeout
+        )
 
     def received(self, method: str) -> list[dict]:
         with self.cv:
@@ -153,23 +163,37 @@ class RawServer:
     # --- lifecycle -------------------------------------------------------------------------
 
     def initialize(self, root: Path, options: dict | None = None, wait_ready: bool = True) -> dict:
-        result = self.request("initialize", {
-            "processId": None, "rootUri": root.as_uri(), "capabilities": {},
-            "workspaceFolders": [{"uri": root.as_uri(), "name": root.name}],
-            "initializationOptions": options or {}})
+        result = self.request(
+            "initialize",
+            {
+                "processId": None,
+                "rootUri": root.as_uri(),
+                "capabilities": {},
+                "workspaceFolders": [{"uri": root.as_uri(), "name": root.name}],
+                "initializationOptions": options or {},
+            },
+        )
         self.notify("initialized", {})
         if wait_ready:
             self.wait(lambda m: m.get("method") == "speclsp/status" and m["params"]["state"] == "ready", 60)
         return result
 
     def open(self, uri: str, text: str, version: int = 1, language: str = "python") -> None:
-        self.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": language,
-                                                              "version": version, "text": text}})
+        self.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": uri, "languageId": language, "version": version, "text": text}},
+        )
 
     def inline(self, uri: str, line: int, character: int, invoked: bool = True, timeout: float = 30) -> dict:
-        return self.request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": uri}, "position": {"line": line, "character": character},
-            "context": {"triggerKind": 1 if invoked else 2}}, timeout)
+        return self.request(
+            "textDocument/inlineCompletion",
+            {
+                "textDocument": {"uri": uri},
+                "position": {"line": line, "character": character},
+                "context": {"triggerKind": 1 if invoked else 2},
+            },
+            timeout,
+        )
 
     def close(self) -> int:
         """shutdown + exit; returns the exit code."""

@@ -28,7 +28,7 @@ class SlowProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "SlowProxy":
+    def start(self) -> SlowProxy:
         threading.Thread(target=self._loop.run_forever, name="slow-proxy", daemon=True).start()
         listen = asyncio.start_server(self._connection, "127.0.0.1", 0)
         self._server = asyncio.run_coroutine_threadsafe(listen, self._loop).result(10)

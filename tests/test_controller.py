@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from speclsp.drafting.clock import KeystrokeClock
 from speclsp.drafting.controller import (
     AcceptanceModel,
     CostAwareLookahead,
@@ -13,7 +14,6 @@ from speclsp.drafting.controller import (
     expected_accepted,
     parse_lookahead,
 )
-from speclsp.drafting.clock import KeystrokeClock
 from speclsp.drafting.drafter import Draft
 
 FLAT = {0: 0.100, 1: 0.101, 8: 0.110, 64: 0.200}  # a GPU-like table: k is almost free
@@ -135,6 +135,7 @@ def test_controller_is_deterministic_given_its_inputs():
             ctl.record(d, k, k // 2, 0.1 + k / 1000)
             ks.append(k)
         return ks
+
     assert run() == run()
 
 

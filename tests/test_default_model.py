@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from speclsp.completion.completer import Completer, CompletionRequest
-from speclsp.local.backend import LocalBackend
 from speclsp.drafting.controller import FixedLookahead
 from speclsp.drafting.drafter import PromptLookupDrafter
+from speclsp.local.backend import LocalBackend
 from speclsp.local.engine import Engine
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,9 @@ def test_repetitive_class_is_continued_from_the_file_with_accepted_drafts(comple
     demo = demo_path()
     text = demo.read_text()
     line = text[: text.rindex("    def area(self):")].count("\n")
-    comp = completer.complete(CompletionRequest(str(demo), text, line, len("    def area(self):"), max_tokens=48, lookahead="fixed:10"))
+    comp = completer.complete(
+        CompletionRequest(str(demo), text, line, len("    def area(self):"), max_tokens=48, lookahead="fixed:10")
+    )
     assert "self.side" in comp.text
     assert comp.stats.accepted > 0 and comp.stats.forwards < comp.stats.new_tokens
 
@@ -40,7 +42,9 @@ def test_bf16_speculation_agrees_with_greedy_on_code(default_lm):
     """bf16 verification over many positions can differ from one-token decoding on near-ties;
     on this prompt they agree (the benchmark reports the agreement rate across prompts)."""
     engine = Engine(default_lm)
-    ids = default_lm.encode("class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n")
+    ids = default_lm.encode(
+        "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
+    )
     plain = engine.generate(ids, max_new_tokens=32)
     engine.reset()
     spec = engine.generate(ids, max_new_tokens=32, drafter=PromptLookupDrafter(), policy=FixedLookahead(10))

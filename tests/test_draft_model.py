@@ -24,9 +24,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from speclsp.drafting.controller import CostAwareLookahead, CostModel, FixedLookahead
-from speclsp.local.draft_model import (ConfidenceThreshold, DraftModelDrafter, HybridDrafter, ModelPlan, check_vocab,
-                                 plan_model_draft)
 from speclsp.drafting.drafter import Draft, PromptLookupDrafter
+from speclsp.local.draft_model import (
+    ConfidenceThreshold,
+    DraftModelDrafter,
+    HybridDrafter,
+    ModelPlan,
+    check_vocab,
+    plan_model_draft,
+)
 from speclsp.local.engine import Engine
 from speclsp.local.registry import ModelError
 
@@ -88,9 +94,14 @@ prompts = st.lists(st.integers(min_value=7, max_value=400), min_size=1, max_size
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(prompt=prompts, which=st.sampled_from(["close", "far", "self"]),
-       mode=st.sampled_from(["model:fixed", "model:auto", "hybrid:auto", "hybrid:fixed"]),
-       k=st.integers(1, 16), threshold=st.sampled_from([0.0, 0.4, 0.9]), warm=st.booleans())
+@given(
+    prompt=prompts,
+    which=st.sampled_from(["close", "far", "self"]),
+    mode=st.sampled_from(["model:fixed", "model:auto", "hybrid:auto", "hybrid:fixed"]),
+    k=st.integers(1, 16),
+    threshold=st.sampled_from([0.0, 0.4, 0.9]),
+    warm=st.booleans(),
+)
 def test_draft_model_output_equals_greedy(models, engine, prompt, which, mode, k, threshold, warm):
     target, drafts = models
     expected = greedy(engine, prompt)
@@ -101,8 +112,11 @@ def test_draft_model_output_equals_greedy(models, engine, prompt, which, mode, k
         dm.propose(prompt[: len(prompt) // 2] + [9, 10, 11], 4)
     kind, la = mode.split(":")
     policy = FixedLookahead(k) if la == "fixed" else CostAwareLookahead()
-    drafter = HybridDrafter(dm, PromptLookupDrafter() if kind == "hybrid" else None,
-                            policy if isinstance(policy, CostAwareLookahead) else CostAwareLookahead())
+    drafter = HybridDrafter(
+        dm,
+        PromptLookupDrafter() if kind == "hybrid" else None,
+        policy if isinstance(policy, CostAwareLookahead) else CostAwareLookahead(),
+    )
     engine.reset()
     got = engine.generate(prompt, max_new_tokens=N_NEW, drafter=drafter, policy=policy)
     assert got.token_ids == expected
@@ -115,7 +129,9 @@ def test_close_draft_is_accepted_often_and_far_draft_rarely(models, engine):
     rng = random.Random(1)
     rates = {}
     for which, lm in drafts.items():
-        dm = DraftModelDrafter(lm, target, threshold=ConfidenceThreshold(value=0.0, lo=0.0, raise_by=0.0), profile=False)
+        dm = DraftModelDrafter(
+            lm, target, threshold=ConfidenceThreshold(value=0.0, lo=0.0, raise_by=0.0), profile=False
+        )
         drafted = accepted = 0
         for _ in range(4):
             prompt = [rng.randrange(7, 400) for _ in range(12)]
@@ -148,13 +164,15 @@ def test_draft_cache_is_reused_across_requests_and_cropped_on_rejection(models, 
     assert dm.stats.fed_tokens - fed <= 12
     assert dm.kv.ids[: len(prompt2)] == prompt2
     engine.reset()
-    assert engine.generate(prompt2, max_new_tokens=8, drafter=dm, policy=FixedLookahead(8)).token_ids == \
-        greedy(engine, prompt2, 8)
+    assert engine.generate(prompt2, max_new_tokens=8, drafter=dm, policy=FixedLookahead(8)).token_ids == greedy(
+        engine, prompt2, 8
+    )
     # A request for another file shares nothing: the cache is cropped and refilled.
     other = [rng.randrange(7, 400) for _ in range(20)]
     engine.reset()
-    assert engine.generate(other, max_new_tokens=8, drafter=dm, policy=FixedLookahead(8)).token_ids == \
-        greedy(engine, other, 8)
+    assert engine.generate(other, max_new_tokens=8, drafter=dm, policy=FixedLookahead(8)).token_ids == greedy(
+        engine, other, 8
+    )
     assert dm.kv.ids[: len(other)] == other
 
 
@@ -288,7 +306,7 @@ def test_model_plan_counts_draft_cost_catch_up_and_budget():
     dear = plan_model_draft(0.8, 0.05, 0.0, cost, room=64, max_tokens=16)
     assert free.n > dear.n > 0 and free.rate > dear.rate
     # rate(n) = (1 + E[n]) / (verify(n) + n * token_s)
-    e = sum(0.8 ** i for i in range(1, dear.n + 1))
+    e = sum(0.8**i for i in range(1, dear.n + 1))
     assert dear.rate == pytest.approx((1 + e) / (cost(dear.n) + dear.n * 0.05))
     # A cold cache (a 2 s prefill) is not worth it for 4 tokens, but is for 400.
     assert plan_model_draft(0.8, 0.005, 2.0, cost, room=4, max_tokens=3).rate < 1 / cost(0)
@@ -310,8 +328,24 @@ def test_plan_agrees_with_choose_k():
 def test_cli_needs_a_draft_model_for_model_drafting(tmp_path):
     src = tmp_path / "a.py"
     src.write_text("def f(x):\n    return x\n")
-    r = subprocess.run([sys.executable, "-m", "speclsp", "complete", str(src), "--line", "1", "--character", "4",
-                        "--drafter", "hybrid"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speclsp",
+            "complete",
+            str(src),
+            "--line",
+            "1",
+            "--character",
+            "4",
+            "--drafter",
+            "hybrid",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "--drafter hybrid needs --draft-model" in r.stderr
 
 

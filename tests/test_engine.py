@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from speclsp.backend import CancelToken
 from speclsp.drafting.controller import FixedLookahead, HeuristicLookahead
 from speclsp.drafting.drafter import Draft, PromptLookupDrafter
-from speclsp.backend import CancelToken
 from speclsp.drafting.tokens import common_prefix_len
 from speclsp.local.engine import Engine, accept
 
@@ -56,8 +56,12 @@ def engine(request, tiny_lm, tiny_model_dir):
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(prompt=prompts, seed=st.integers(0, 2**16), kind=st.sampled_from(["random", "adversarial", "perfect", "lookup"]),
-       k=st.integers(1, 64))
+@given(
+    prompt=prompts,
+    seed=st.integers(0, 2**16),
+    kind=st.sampled_from(["random", "adversarial", "perfect", "lookup"]),
+    k=st.integers(1, 64),
+)
 def test_speculative_output_equals_greedy_for_any_draft(engine, prompt, seed, kind, k):
     n = 24
     expected = greedy(engine, prompt, n)
@@ -77,8 +81,12 @@ def test_speculative_output_equals_greedy_for_any_draft(engine, prompt, seed, ki
     def rand(ids):
         return [rng.randrange(400) for _ in range(rng.randrange(65))]
 
-    drafter = {"random": ScriptedDrafter(rand), "adversarial": ScriptedDrafter(adversarial),
-               "perfect": ScriptedDrafter(perfect), "lookup": PromptLookupDrafter()}[kind]
+    drafter = {
+        "random": ScriptedDrafter(rand),
+        "adversarial": ScriptedDrafter(adversarial),
+        "perfect": ScriptedDrafter(perfect),
+        "lookup": PromptLookupDrafter(),
+    }[kind]
     engine.reset()
     got = engine.generate(prompt, max_new_tokens=n, drafter=drafter, policy=FixedLookahead(k))
     assert got.token_ids == expected
@@ -179,14 +187,18 @@ def test_prompt_lookup_drafts_the_continuation_of_the_longest_match():
 
 
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(prompt=prompts, docs=st.lists(st.lists(st.integers(0, 400), max_size=80), max_size=3),
-       lookahead=st.sampled_from(["auto", "tree", "heuristic", "fixed:10", "fixed:64"]), copy=st.booleans())
+@given(
+    prompt=prompts,
+    docs=st.lists(st.lists(st.integers(0, 400), max_size=80), max_size=3),
+    lookahead=st.sampled_from(["auto", "tree", "heuristic", "fixed:10", "fixed:64"]),
+    copy=st.booleans(),
+)
 def test_workspace_drafter_and_controller_stay_lossless(engine, tiny_lm, prompt, docs, lookahead, copy):
     """Workspace documents that contain the greedy continuation (or not), any policy."""
     from speclsp.completion.completer import Completer
-    from speclsp.local.backend import LocalBackend
     from speclsp.drafting.index import NgramIndex
     from speclsp.drafting.workspace import WorkspaceDrafter
+    from speclsp.local.backend import LocalBackend
 
     n = 24
     expected = greedy(engine, prompt, n)
@@ -219,8 +231,9 @@ def test_prefill_feeds_the_last_token_with_its_chunk_and_runs_the_head_once(engi
     prompt = [5 + i % 300 for i in range(600)]
     try:
         engine.reset()
-        out = engine.generate(prompt, max_new_tokens=6, drafter=ScriptedDrafter(lambda ids: [7, 8, 9]),
-                              policy=FixedLookahead(3))
+        out = engine.generate(
+            prompt, max_new_tokens=6, drafter=ScriptedDrafter(lambda ids: [7, 8, 9]), policy=FixedLookahead(3)
+        )
     finally:
         remove()
     assert fed[:3] == [256, 88, 256] and rows[:3] == [0, 0, 1], (fed, rows)
@@ -261,8 +274,12 @@ def test_a_reset_engine_runs_a_prompt_again_from_the_same_state(tiny_lm):
     runs = []
     for _ in range(2):
         engine.reset()
-        r = engine.generate(list(range(5, 25)), max_new_tokens=24, drafter=WorkspaceDrafter(NgramIndex()),
-                            policy=TreeLookahead(costs=CostModel({0: 0.1, 64: 0.1})))
+        r = engine.generate(
+            list(range(5, 25)),
+            max_new_tokens=24,
+            drafter=WorkspaceDrafter(NgramIndex()),
+            policy=TreeLookahead(costs=CostModel({0: 0.1, 64: 0.1})),
+        )
         runs.append([(s.k, s.accepted, s.source) for s in r.steps])
     assert runs[0] == runs[1]
     assert any(src == "recycle" for _, _, src in runs[0])  # recycling took part

@@ -25,14 +25,28 @@ STARCODER2 = {"<fim_prefix>": -11, "<fim_suffix>": -12, "<fim_middle>": -13, "<f
 CODELLAMA = {"▁<PRE>": -21, "▁<SUF>": -22, "▁<MID>": -23, "▁<EOT>": -24, "<s>": -29}
 CODELLAMA_PLAIN = {"<PRE>": -31, "<SUF>": -32, "<MID>": -33, "<EOT>": -34}
 DEEPSEEK = {"<｜fim▁begin｜>": -41, "<｜fim▁hole｜>": -42, "<｜fim▁end｜>": -43, "<｜begin▁of▁sentence｜>": -49}
-CODEGEMMA = {"<|fim_prefix|>": -51, "<|fim_suffix|>": -52, "<|fim_middle|>": -53, "<|file_separator|>": -54, "<bos>": -59}
+CODEGEMMA = {
+    "<|fim_prefix|>": -51,
+    "<|fim_suffix|>": -52,
+    "<|fim_middle|>": -53,
+    "<|file_separator|>": -54,
+    "<bos>": -59,
+}
 
 PREFIX, SUFFIX = "def f(a):\n    ", "\n    return b\n"
 
 
-@pytest.mark.parametrize("vocab, family", [(QWEN, "qwen"), (STARCODER2, "starcoder"), (CODELLAMA, "codellama"),
-                                           (CODELLAMA_PLAIN, "codellama"), (DEEPSEEK, "deepseek"),
-                                           (CODEGEMMA, "codegemma")])
+@pytest.mark.parametrize(
+    "vocab, family",
+    [
+        (QWEN, "qwen"),
+        (STARCODER2, "starcoder"),
+        (CODELLAMA, "codellama"),
+        (CODELLAMA_PLAIN, "codellama"),
+        (DEEPSEEK, "deepseek"),
+        (CODEGEMMA, "codegemma"),
+    ],
+)
 def test_the_family_is_detected_from_its_special_tokens(vocab, family):
     assert detect_fim({**vocab, "<unrelated>": 7}).family == family
 
@@ -118,21 +132,48 @@ def test_every_family_token_is_looked_up_and_every_end_token_stops():
 # --- real tokenizers carrying each family's tokens ---------------------------------------
 
 FAMILY_TOKENS = {
-    "starcoder": ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<file_sep>",
-                  "<repo_name>"],
+    "starcoder": [
+        "<|endoftext|>",
+        "<fim_prefix>",
+        "<fim_middle>",
+        "<fim_suffix>",
+        "<fim_pad>",
+        "<file_sep>",
+        "<repo_name>",
+    ],
     "codellama": ["<s>", "</s>", "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"],
-    "deepseek": ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜fim▁hole｜>", "<｜fim▁begin｜>",
-                 "<｜fim▁end｜>", "<|EOT|>"],
-    "codegemma": ["<bos>", "<eos>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|file_separator|>",
-                  "<end_of_turn>"],
+    "deepseek": [
+        "<｜begin▁of▁sentence｜>",
+        "<｜end▁of▁sentence｜>",
+        "<｜fim▁hole｜>",
+        "<｜fim▁begin｜>",
+        "<｜fim▁end｜>",
+        "<|EOT|>",
+    ],
+    "codegemma": [
+        "<bos>",
+        "<eos>",
+        "<|fim_prefix|>",
+        "<|fim_middle|>",
+        "<|fim_suffix|>",
+        "<|file_separator|>",
+        "<end_of_turn>",
+    ],
     None: ["<|endoftext|>"],
 }
-END = {"starcoder": ["<|endoftext|>", "<fim_pad>", "<file_sep>"], "codellama": ["▁<EOT>", "</s>"],
-       "deepseek": ["<｜end▁of▁sentence｜>", "<|EOT|>"], "codegemma": ["<|file_separator|>", "<eos>", "<end_of_turn>"],
-       None: ["<|endoftext|>"]}
-SPLIT = {"starcoder": ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"), "codellama": ("▁<PRE>", "▁<SUF>", "▁<MID>"),
-         "deepseek": ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),
-         "codegemma": ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")}
+END = {
+    "starcoder": ["<|endoftext|>", "<fim_pad>", "<file_sep>"],
+    "codellama": ["▁<EOT>", "</s>"],
+    "deepseek": ["<｜end▁of▁sentence｜>", "<|EOT|>"],
+    "codegemma": ["<|file_separator|>", "<eos>", "<end_of_turn>"],
+    None: ["<|endoftext|>"],
+}
+SPLIT = {
+    "starcoder": ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+    "codellama": ("▁<PRE>", "▁<SUF>", "▁<MID>"),
+    "deepseek": ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),
+    "codegemma": ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +223,9 @@ def test_a_family_prompt_generates_and_stops(family_backend):
     from speclsp.completion.completer import Completer, CompletionRequest
 
     backend = family_backend("deepseek")
-    completion = Completer(backend).complete(CompletionRequest("a.py", PREFIX + SUFFIX, 1, 4, max_tokens=8,
-                                                                   lookahead="fixed:4"))
+    completion = Completer(backend).complete(
+        CompletionRequest("a.py", PREFIX + SUFFIX, 1, 4, max_tokens=8, lookahead="fixed:4")
+    )
     assert completion.prompt.ids[0] == backend.tokenizer.get_vocab()["<｜begin▁of▁sentence｜>"]
     assert completion.stats.new_tokens >= 1
 

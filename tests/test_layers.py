@@ -89,7 +89,7 @@ def test_there_are_no_import_cycles():
         state[node] = 1
         for nxt in graph.get(node, ()):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = 2
@@ -102,8 +102,17 @@ def test_there_are_no_import_cycles():
 
 def test_the_state_layer_never_imports_the_protocol():
     """Only the server and the transport speak lsprotocol/pygls; state works on plain values."""
-    for name in ("config", "documents", "generations", "loading", "positions", "scheduler", "session", "state",
-                 "stats"):
+    for name in (
+        "config",
+        "documents",
+        "generations",
+        "loading",
+        "positions",
+        "scheduler",
+        "session",
+        "state",
+        "stats",
+    ):
         tree = ast.parse((ROOT / "lsp" / f"{name}.py").read_text())
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
@@ -142,12 +151,16 @@ async def test_each_handler_can_be_called_alone():
     server.did_open(ls, types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "python", 1, "x = 1\ny")))
     assert ls.state.documents.get(uri).text == "x = 1\ny"
     change = types.TextDocumentContentChangePartial(types.Range(types.Position(1, 1), types.Position(1, 1)), " = 2")
-    server.did_change(ls, types.DidChangeTextDocumentParams(types.VersionedTextDocumentIdentifier(version=2, uri=uri), [change]))
+    server.did_change(
+        ls, types.DidChangeTextDocumentParams(types.VersionedTextDocumentIdentifier(version=2, uri=uri), [change])
+    )
     assert ls.state.documents.get(uri).text == "x = 1\ny = 2"
     # No model yet: the completion handler answers empty, at once.
     params = types.InlineCompletionParams(
         types.InlineCompletionContext(types.InlineCompletionTriggerKind.Invoked),
-        types.TextDocumentIdentifier(uri), types.Position(1, 5))
+        types.TextDocumentIdentifier(uri),
+        types.Position(1, 5),
+    )
     result = await server.inline_completion(ls, params)
     assert result.items == []
     assert server.stats(ls, None)["documents"] == 1

@@ -83,7 +83,9 @@ SAMPLE = "def get_value(self, items):\n    return self.value\n\ndef get_"
 
 def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "speclsp", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "speclsp", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +98,40 @@ def sample_file(tmp_path_factory):
 def test_complete_prints_json_with_text_and_stats(tiny_model_dir, sample_file, tmp_path):
     other = tmp_path / "other.py"
     other.write_text("def get_items(self):\n    return self.items\n")
-    r = run_cli("complete", str(sample_file), "--line", "3", "--character", "8", "--model", str(tiny_model_dir),
-                "--dtype", "float32", "--max-tokens", "12", "--open", str(other), "--json")
+    r = run_cli(
+        "complete",
+        str(sample_file),
+        "--line",
+        "3",
+        "--character",
+        "8",
+        "--model",
+        str(tiny_model_dir),
+        "--dtype",
+        "float32",
+        "--max-tokens",
+        "12",
+        "--open",
+        str(other),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    for key in ("prompt_tokens", "reused_tokens", "new_tokens", "forwards", "drafted", "accepted",
-                "ttft_ms", "total_ms", "tokens_per_s", "device", "dtype", "model", "draft_sources"):
+    for key in (
+        "prompt_tokens",
+        "reused_tokens",
+        "new_tokens",
+        "forwards",
+        "drafted",
+        "accepted",
+        "ttft_ms",
+        "total_ms",
+        "tokens_per_s",
+        "device",
+        "dtype",
+        "model",
+        "draft_sources",
+    ):
         assert key in out["stats"], key
     assert out["stats"]["dtype"] == "float32" and out["stats"]["device"] == "cpu"
     assert out["dtype"] == "float32" and out["dtype_reason"] == "asked for"  # the precision and why
@@ -109,8 +139,21 @@ def test_complete_prints_json_with_text_and_stats(tiny_model_dir, sample_file, t
 
 
 def test_no_speculation_gives_the_same_raw_text(tiny_model_dir, sample_file):
-    common = ["complete", str(sample_file), "--line", "3", "--character", "8", "--model", str(tiny_model_dir),
-              "--dtype", "float32", "--max-tokens", "16", "--json"]
+    common = [
+        "complete",
+        str(sample_file),
+        "--line",
+        "3",
+        "--character",
+        "8",
+        "--model",
+        str(tiny_model_dir),
+        "--dtype",
+        "float32",
+        "--max-tokens",
+        "16",
+        "--json",
+    ]
     spec = json.loads(run_cli(*common).stdout)
     plain = json.loads(run_cli(*common, "--no-speculation").stdout)
     assert spec["raw_text"] == plain["raw_text"]
@@ -147,8 +190,13 @@ def test_a_bad_server_flag_is_refused_before_the_server_starts():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "speclsp", "--stdio", "--dtype", "int4"], capture_output=True, text=True,
-                       timeout=60, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [sys.executable, "-m", "speclsp", "--stdio", "--dtype", "int4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 2 and "dtype" in r.stderr and "int4" in r.stderr, r.stderr
     assert r.stdout == ""  # nothing on the protocol's channel
 

@@ -17,10 +17,43 @@ from speclsp.drafting.workspace import WorkspaceDrafter
 
 # Text made of code-like pieces, whitespace runs, CRLF, multi-byte characters: the places
 # where byte-level BPE boundaries are delicate.
-PIECES = ["def ", "self", ".", "value", " ", "  ", "    ", "\n", "\n\n", "\t", "(", ")", ":", "x",
-          "é", "日本", "'s", "1", "23", " = ", "#", "\r\n", '"""', "return", "  \n", "''", "ab", "Ž", "😀"]
-FAST = settings(max_examples=15, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+PIECES = [
+    "def ",
+    "self",
+    ".",
+    "value",
+    " ",
+    "  ",
+    "    ",
+    "\n",
+    "\n\n",
+    "\t",
+    "(",
+    ")",
+    ":",
+    "x",
+    "é",
+    "日本",
+    "'s",
+    "1",
+    "23",
+    " = ",
+    "#",
+    "\r\n",
+    '"""',
+    "return",
+    "  \n",
+    "''",
+    "ab",
+    "Ž",
+    "😀",
+]
+FAST = settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +126,7 @@ def test_typing_a_python_file_keeps_tokens_exact(tokenize):
     pos = 0
     while pos < len(source):  # type it in, with occasional backspaces and jumps
         step = rnd.choice([1, 1, 1, 3, 12])
-        chunk = source[pos:pos + step]
+        chunk = source[pos : pos + step]
         at = len(text) if rnd.random() < 0.9 else rnd.randint(0, len(text))
         ix.edit("f", at, at, chunk)
         text = text[:at] + chunk + text[at:]
@@ -106,8 +139,13 @@ def test_typing_a_python_file_keeps_tokens_exact(tokenize):
 
 # --- incremental index == rebuilt index ---------------------------------------------------
 
-OPS = st.lists(st.tuples(st.sampled_from(["edit", "edit", "edit", "edit", "edit", "open", "close", "history"]),
-                         st.integers(0, 2**31)), min_size=50, max_size=120)
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["edit", "edit", "edit", "edit", "edit", "open", "close", "history"]), st.integers(0, 2**31)
+    ),
+    min_size=50,
+    max_size=120,
+)
 
 
 def compare_lookups(inc: NgramIndex, ref: NgramIndex, rnd: random.Random, current: str | None) -> None:
@@ -122,7 +160,7 @@ def compare_lookups(inc: NgramIndex, ref: NgramIndex, rnd: random.Random, curren
         if not seq:
             continue
         end = rnd.randint(1, len(seq))
-        tail = seq[max(0, end - rnd.choice([3, 8, 40, 70])):end]
+        tail = seq[max(0, end - rnd.choice([3, 8, 40, 70])) : end]
         assert a.lookup(tail, 64) == b.lookup(tail, 64)
 
 
@@ -324,7 +362,7 @@ def test_a_document_over_half_the_cap_is_not_indexed_and_its_edits_cost_nothing(
     # Cut down to a twentieth, it may fit again: the caller re-opens it, and it is indexed.
     cut = len(big) * 19 // 20 + 5  # the five characters typed in are gone too
     assert ix.edit("big", 0, cut, "") is False
-    ix.open("big", big[cut - 5:])
+    ix.open("big", big[cut - 5 :])
     assert "big" in ix and ix.refused() == []
     ix.close("big")
     assert ix.refused() == [] and "big" not in ix
@@ -374,7 +412,11 @@ def test_closing_a_document_of_repeated_text_does_linear_work(tiny_tokenize):
 
     def profile(frame, event, arg):
         nonlocal scanned
-        if event == "c_call" and getattr(arg, "__name__", "") == "remove" and isinstance(getattr(arg, "__self__", None), list):
+        if (
+            event == "c_call"
+            and getattr(arg, "__name__", "") == "remove"
+            and isinstance(getattr(arg, "__self__", None), list)
+        ):
             scanned += len(arg.__self__)
 
     sys.setprofile(profile)
@@ -432,8 +474,9 @@ def test_a_full_index_is_mostly_invisible_to_the_garbage_collector(tiny_tokenize
 
     from speclsp.drafting.tokens import Chunk
 
-    text = "".join(f"def handler_{i}(request, value_{i % 97}):\n    return process(value_{i % 97}) + {i}\n"
-                   for i in range(3000))
+    text = "".join(
+        f"def handler_{i}(request, value_{i % 97}):\n    return process(value_{i % 97}) + {i}\n" for i in range(3000)
+    )
     gc.collect()
     before = len(gc.get_objects())
     ix = NgramIndex(tiny_tokenize, 10**6)

@@ -42,12 +42,16 @@ def test_budget_trims_prefix_at_line_steps_and_keeps_the_cursor_end():
     assert len(p.ids) <= 300
     assert p.prefix.endswith("line 399\n") and p.prefix.startswith("line ")
     # one more character typed: the prompt start does not move (the KV cache stays valid)
-    q = build_prompt(fake_encode, FIM, "a.py", prefix + "x", "", budget=PromptBudget(max_prompt_tokens=300, suffix_tokens=10))
+    q = build_prompt(
+        fake_encode, FIM, "a.py", prefix + "x", "", budget=PromptBudget(max_prompt_tokens=300, suffix_tokens=10)
+    )
     assert q.prefix.split("\n")[0] == p.prefix.split("\n")[0]
 
 
 def test_relevant_snippets_of_other_files_come_first():
-    other = OpenDocument("util.py", "def compute_total(items):\n    return sum(items)\n" + "\n" * 30 + "def unrelated():\n    pass\n")
+    other = OpenDocument(
+        "util.py", "def compute_total(items):\n    return sum(items)\n" + "\n" * 30 + "def unrelated():\n    pass\n"
+    )
     prefix = "from util import compute_total\n\nvalues = [1, 2]\ntotal = compute_total(values)\n"
     p = build_prompt(fake_encode, FIM, "main.py", prefix, "", [other])
     assert p.snippets == ("util.py:0",)
@@ -90,20 +94,23 @@ def test_cut_is_safe_on_partial_text():
     assert r.cut("total = a\nx") == len("total = a")
 
 
-@pytest.mark.parametrize("prefix, suffix, text, shown", [
-    # Enter after an accepted line: the same line again is dropped, whatever its indentation.
-    ('    name = "float range"\n    ', "\n    return name\n", 'name = "float range"', ""),
-    ('    name = "float range"\n    ', "\n", 'name = "float range"\n    size = 2', ""),
-    # Completing the line into the one below it: dropped too.
-    ("def f():\n    ", "\n    return total\n", "return total", ""),
-    # Single-line mode: the whole line with the text after the cursor counts.
-    ("total = compute(a)\ntotal = compute(", ")\n", "a", ""),
-    ("total = compute(a)\ntotal = compute(", ")\n", "b", "b"),
-    # Different lines, and lines without letters or digits, are shown.
-    ('    name = "float range"\n    ', "\n", 'size = 2', "size = 2"),
-    ("    })\n    ", "\n", "})", "})"),
-    ("    return a\n    ", "\n", "return a + b", "return a + b"),
-])
+@pytest.mark.parametrize(
+    "prefix, suffix, text, shown",
+    [
+        # Enter after an accepted line: the same line again is dropped, whatever its indentation.
+        ('    name = "float range"\n    ', "\n    return name\n", 'name = "float range"', ""),
+        ('    name = "float range"\n    ', "\n", 'name = "float range"\n    size = 2', ""),
+        # Completing the line into the one below it: dropped too.
+        ("def f():\n    ", "\n    return total\n", "return total", ""),
+        # Single-line mode: the whole line with the text after the cursor counts.
+        ("total = compute(a)\ntotal = compute(", ")\n", "a", ""),
+        ("total = compute(a)\ntotal = compute(", ")\n", "b", "b"),
+        # Different lines, and lines without letters or digits, are shown.
+        ('    name = "float range"\n    ', "\n", "size = 2", "size = 2"),
+        ("    })\n    ", "\n", "})", "})"),
+        ("    return a\n    ", "\n", "return a + b", "return a + b"),
+    ],
+)
 def test_a_suggestion_repeating_the_line_above_or_below_is_dropped(prefix, suffix, text, shown):
     rules = ShowRules.at(prefix, suffix)
     assert rules.finalize(text) == shown

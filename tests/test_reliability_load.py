@@ -18,7 +18,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import SERVER_ENV
 from rawlsp import RawServer, record, rss_kb
 from test_server import expected_completion
@@ -74,13 +73,25 @@ def test_incremental_edits_after_astral_characters_keep_the_document_in_sync(ser
     text = "a = '😀𝔘'\n"
     server.open(uri, text)
     # Insert after the astral characters, by UTF-16 position (2 units each).
-    for version, (line, char, new) in enumerate([(0, utf16("a = '😀𝔘'"), "  # 😀"), (1, 0, "b = [\r\n"),
-                                                   (2, 0, "c = ")], start=2):
-        server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version}, "contentChanges": [
-            {"range": {"start": {"line": line, "character": char}, "end": {"line": line, "character": char}},
-             "text": new}]})
+    for version, (line, char, new) in enumerate(
+        [(0, utf16("a = '😀𝔘'"), "  # 😀"), (1, 0, "b = [\r\n"), (2, 0, "c = ")], start=2
+    ):
+        server.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": uri, "version": version},
+                "contentChanges": [
+                    {
+                        "range": {"start": {"line": line, "character": char}, "end": {"line": line, "character": char}},
+                        "text": new,
+                    }
+                ],
+            },
+        )
         lines = text.split("\n")
-        offset = sum(len(x) + 1 for x in lines[:line]) + len(lines[line].encode("utf-16-le")[: 2 * char].decode("utf-16-le"))
+        offset = sum(len(x) + 1 for x in lines[:line]) + len(
+            lines[line].encode("utf-16-le")[: 2 * char].decode("utf-16-le")
+        )
         text = text[:offset] + new + text[offset:]
     got, _ = complete_at_end(server, uri, text, open_first=False)
     assert got == expected_completion(tiny_lm, text)
@@ -93,8 +104,12 @@ def test_one_did_change_with_20000_changes_keeps_the_document_in_sync(server, ti
     changes, n_lines = [], text.count("\n") * 2
     for k in range(20_000):  # one character at a time, all over the document
         line, char = (k * 7) % n_lines, k % 5
-        changes.append({"range": {"start": {"line": line, "character": char},
-                                  "end": {"line": line, "character": char}}, "text": "abc\r\n"[k % 5]})
+        changes.append(
+            {
+                "range": {"start": {"line": line, "character": char}, "end": {"line": line, "character": char}},
+                "text": "abc\r\n"[k % 5],
+            }
+        )
     t0 = time.monotonic()
     server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": changes})
     alive_ms = (server.request("speclsp/stats")["result"] and time.monotonic() - t0) * 1e3
@@ -105,12 +120,24 @@ def test_one_did_change_with_20000_changes_keeps_the_document_in_sync(server, ti
     doc = reference.open(uri, "/many.py", "python", 1, text)
     for c in changes:
         r = c["range"]
-        reference.change(doc, doc.version + 1, [((r["start"]["line"], r["start"]["character"], r["end"]["line"],
-                                                  r["end"]["character"]), c["text"])])
+        reference.change(
+            doc,
+            doc.version + 1,
+            [((r["start"]["line"], r["start"]["character"], r["end"]["line"], r["end"]["character"]), c["text"])],
+        )
     expected = doc.text
-    server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 3}, "contentChanges": [
-        {"range": {"start": {"line": 10**6, "character": 0}, "end": {"line": 10**6, "character": 0}},
-         "text": "\nvalue = "}]})
+    server.notify(
+        "textDocument/didChange",
+        {
+            "textDocument": {"uri": uri, "version": 3},
+            "contentChanges": [
+                {
+                    "range": {"start": {"line": 10**6, "character": 0}, "end": {"line": 10**6, "character": 0}},
+                    "text": "\nvalue = ",
+                }
+            ],
+        },
+    )
     got, _ = complete_at_end(server, uri, expected + "\nvalue = ", open_first=False)
     assert got == expected_completion(tiny_lm, expected + "\nvalue = ")
     record(tmp_path_factory, "many_changes", {"changes": len(changes), "applied_and_answered_ms": round(alive_ms, 1)})
@@ -167,24 +194,44 @@ def test_long_lines_and_10mb_documents_stay_bounded(server, tmp_path_factory):
     huge = "y = 2\n" * 1_700_000  # 10.2 MB
     server.open(uri, huge)
     for version in range(2, 12):  # typing at the end of it
-        server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version}, "contentChanges": [
-            {"range": {"start": {"line": 1_700_000, "character": 0}, "end": {"line": 1_700_000, "character": 0}},
-             "text": "z"}]})
+        server.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": uri, "version": version},
+                "contentChanges": [
+                    {
+                        "range": {
+                            "start": {"line": 1_700_000, "character": 0},
+                            "end": {"line": 1_700_000, "character": 0},
+                        },
+                        "text": "z",
+                    }
+                ],
+            },
+        )
     t0 = time.monotonic()
     assert server.inline(uri, 1_700_000, 10)["result"] == {"items": []}  # over maxDocumentChars
     huge_ms = (time.monotonic() - t0) * 1e3
     rss_huge = rss_kb(server.pid)
     # Cut down to a normal size with a full change: indexed and completed again.
-    server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 20},
-                                            "contentChanges": [{"text": "def g(n):\n    return "}]})
+    server.notify(
+        "textDocument/didChange",
+        {"textDocument": {"uri": uri, "version": 20}, "contentChanges": [{"text": "def g(n):\n    return "}]},
+    )
     assert server.inline(uri, 1, 11)["result"]["items"]
     server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
     log = server.log_file.read_text()
     assert "over maxDocumentChars" in log and "indexed and completed again" in log
     growth = (rss_huge - rss0) / 1024
-    record(tmp_path_factory, "large_documents", {"long_line_300k_chars_completion_ms": round(long_ms, 1),
-                                                 "doc_10MB_completion_ms": round(huge_ms, 1),
-                                                 "rss_growth_10MB_doc_and_10_edits_MB": round(growth, 1)})
+    record(
+        tmp_path_factory,
+        "large_documents",
+        {
+            "long_line_300k_chars_completion_ms": round(long_ms, 1),
+            "doc_10MB_completion_ms": round(huge_ms, 1),
+            "rss_growth_10MB_doc_and_10_edits_MB": round(growth, 1),
+        },
+    )
     assert growth < 200  # the text (~10 MB as str, a copy per edit in flight), not an index of it
 
 
@@ -199,8 +246,15 @@ def test_documents_come_from_the_client_never_from_disk(server, tiny_lm):
 def test_logs_at_v_hold_no_document_text(server):
     uri = (server.root / "secret.py").as_uri()
     server.open(uri, f"password = '{SECRET}'\nx = ")
-    server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
-        {"range": {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 4}}, "text": SECRET}]})
+    server.notify(
+        "textDocument/didChange",
+        {
+            "textDocument": {"uri": uri, "version": 2},
+            "contentChanges": [
+                {"range": {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 4}}, "text": SECRET}
+            ],
+        },
+    )
     server.inline(uri, 1, 4 + len(SECRET))
     server.notify("speclsp/didAccept", {"uri": uri, "text": SECRET, "kind": SECRET})
     server.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "version": SECRET, "text": SECRET}})
@@ -210,8 +264,10 @@ def test_logs_at_v_hold_no_document_text(server):
 
 
 def test_a_storm_of_requests_is_answered_once_each_with_one_generation_at_a_time(server, tmp_path_factory):
-    server.notify("workspace/didChangeConfiguration", {"settings": {"speclsp": {
-        "maxTokens": 16, "lookahead": "fixed:0", "deadlineMs": 0}}})
+    server.notify(
+        "workspace/didChangeConfiguration",
+        {"settings": {"speclsp": {"maxTokens": 16, "lookahead": "fixed:0", "deadlineMs": 0}}},
+    )
     docs = [((server.root / f"storm{i}.py").as_uri(), f"def f{i}(a, b):\n    return ") for i in range(4)]
     for uri, text in docs:
         server.open(uri, text)
@@ -227,14 +283,32 @@ def test_a_storm_of_requests_is_answered_once_each_with_one_generation_at_a_time
     for i in range(n):
         uri, _ = docs[i % len(docs)]
         versions[uri] += 1
-        server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": versions[uri]},
-                                                "contentChanges": [{"range": {
-                                                    "start": {"line": 1, "character": 11 + typed[uri]},
-                                                    "end": {"line": 1, "character": 11 + typed[uri]}}, "text": "q"}]})
+        server.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": uri, "version": versions[uri]},
+                "contentChanges": [
+                    {
+                        "range": {
+                            "start": {"line": 1, "character": 11 + typed[uri]},
+                            "end": {"line": 1, "character": 11 + typed[uri]},
+                        },
+                        "text": "q",
+                    }
+                ],
+            },
+        )
         typed[uri] += 1
-        ids.append(server.send_request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": uri}, "position": {"line": 1, "character": 11 + typed[uri]},
-            "context": {"triggerKind": 2}}))  # automatic
+        ids.append(
+            server.send_request(
+                "textDocument/inlineCompletion",
+                {
+                    "textDocument": {"uri": uri},
+                    "position": {"line": 1, "character": 11 + typed[uri]},
+                    "context": {"triggerKind": 2},
+                },
+            )
+        )  # automatic
         time.sleep(max(0.0, t0 + (i + 1) * 0.010 - time.monotonic()))
     sent_s = time.monotonic() - t0
     last = server.response(ids[-1], 60)
@@ -249,15 +323,24 @@ def test_a_storm_of_requests_is_answered_once_each_with_one_generation_at_a_time
         k = max(i for i in range(n) if docs[i % len(docs)][0] == uri)
         assert answers[k]["result"]["items"]
     assert stats["workerPeakPending"] <= len(docs) + 1  # at most one queued job per document (+ the model)
-    figures = {"requests": n, "interval_ms": 10, "documents": len(docs), "seconds_to_send": round(sent_s, 1),
-               "answered_with_text": with_text, "answered_empty": n - with_text,
-               "model_calls": stats["modelCalls"] - base["modelCalls"],
-               "superseded": stats["superseded"] - base["superseded"],
-               "worker_superseded": stats["workerSuperseded"] - base["workerSuperseded"],
-               "cache_hits": stats["cacheHits"] - base["cacheHits"], "worker_peak_pending": stats["workerPeakPending"],
-               "last_request_latency_ms": round(last_ms, 1), "latency_p50_ms": stats["latencyMs"]["p50"],
-               "latency_p95_ms": stats["latencyMs"]["p95"],
-               "rss_before_MB": round(rss0 / 1024, 1), "rss_after_MB": round(rss1 / 1024, 1)}
+    figures = {
+        "requests": n,
+        "interval_ms": 10,
+        "documents": len(docs),
+        "seconds_to_send": round(sent_s, 1),
+        "answered_with_text": with_text,
+        "answered_empty": n - with_text,
+        "model_calls": stats["modelCalls"] - base["modelCalls"],
+        "superseded": stats["superseded"] - base["superseded"],
+        "worker_superseded": stats["workerSuperseded"] - base["workerSuperseded"],
+        "cache_hits": stats["cacheHits"] - base["cacheHits"],
+        "worker_peak_pending": stats["workerPeakPending"],
+        "last_request_latency_ms": round(last_ms, 1),
+        "latency_p50_ms": stats["latencyMs"]["p50"],
+        "latency_p95_ms": stats["latencyMs"]["p95"],
+        "rss_before_MB": round(rss0 / 1024, 1),
+        "rss_after_MB": round(rss1 / 1024, 1),
+    }
     record(tmp_path_factory, "storm", figures)
     assert rss1 - rss0 < 60 * 1024
 
@@ -267,8 +350,25 @@ def test_complete_cli_reads_invalid_utf8_and_refuses_binary(tiny_model_dir, tmp_
     bad.write_bytes(b"s = '\xff\xfe\xc3('\ny = ")
     binary = tmp_path / "bin.py"
     binary.write_bytes(b"\x7fELF\x00\x00\x01")
-    cmd = [sys.executable, "-m", "speclsp", "complete", "--model", str(tiny_model_dir), "--device", "cpu",
-           "--dtype", "float32", "--max-tokens", "4", "--json", "--line", "1", "--character", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "speclsp",
+        "complete",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--max-tokens",
+        "4",
+        "--json",
+        "--line",
+        "1",
+        "--character",
+        "4",
+    ]
     r = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, env=SERVER_ENV, timeout=120)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([*cmd, str(binary)], capture_output=True, text=True, env=SERVER_ENV, timeout=60)

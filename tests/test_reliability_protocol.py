@@ -15,7 +15,6 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from rawlsp import RawServer, frame, record, rss_kb
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
@@ -29,8 +28,10 @@ def server(tiny_model_dir, tmp_path_factory):
     s = RawServer(str(tiny_model_dir), root / "server.log", "-v")
     s.root = root
     # Before initialize: requests get ServerNotInitialized, notifications are dropped.
-    s.early = s.request("textDocument/completion", {"textDocument": {"uri": (root / "x.py").as_uri()},
-                                                    "position": {"line": 0, "character": 0}})
+    s.early = s.request(
+        "textDocument/completion",
+        {"textDocument": {"uri": (root / "x.py").as_uri()}, "position": {"line": 0, "character": 0}},
+    )
     s.open((root / "early.py").as_uri(), "x = 1")
     s.initialize(root, OPTIONS)
     yield s
@@ -111,8 +112,9 @@ def test_notification_methods_sent_with_an_id_are_answered_method_not_found_and_
     server.open(uri, "x = 1\n")
     change = {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": "y = 2\n"}]}
     server.send({"jsonrpc": "2.0", "id": "change", "method": "textDocument/didChange", "params": change})
-    server.send({"jsonrpc": "2.0", "id": "close", "method": "textDocument/didClose",
-                 "params": {"textDocument": {"uri": uri}}})
+    server.send(
+        {"jsonrpc": "2.0", "id": "close", "method": "textDocument/didClose", "params": {"textDocument": {"uri": uri}}}
+    )
     after = alive(server)
     assert after["documents"] == before["documents"] + 1 and after["edits"] == before["edits"]
     assert server.log_file.read_text().count("configuration changed") == log_before
@@ -127,17 +129,36 @@ def test_notification_methods_sent_with_an_id_are_answered_method_not_found_and_
 def test_wrong_types_are_invalid_params_and_bad_notifications_are_dropped(server):
     uri = (server.root / "typed.py").as_uri()
     server.open(uri, "def f(x):\n    return x")
-    bad_positions = [{"line": "a", "character": 0}, {"line": -1, "character": 0}, {"line": 0},
-                     {"line": 2**40, "character": 0}, None,
-                     # Wrong JSON types are not converted (the attack saw them answered):
-                     {"line": "0", "character": 0}, {"line": 1.5, "character": 0}, {"line": True, "character": 0},
-                     {"line": 0, "character": "3"}]
+    bad_positions = [
+        {"line": "a", "character": 0},
+        {"line": -1, "character": 0},
+        {"line": 0},
+        {"line": 2**40, "character": 0},
+        None,
+        # Wrong JSON types are not converted (the attack saw them answered):
+        {"line": "0", "character": 0},
+        {"line": 1.5, "character": 0},
+        {"line": True, "character": 0},
+        {"line": 0, "character": "3"},
+    ]
     for i, pos in enumerate(bad_positions):
-        server.send({"jsonrpc": "2.0", "id": f"pos-{i}", "method": "textDocument/inlineCompletion",
-                     "params": {"textDocument": {"uri": uri}, "position": pos, "context": {"triggerKind": 1}}})
+        server.send(
+            {
+                "jsonrpc": "2.0",
+                "id": f"pos-{i}",
+                "method": "textDocument/inlineCompletion",
+                "params": {"textDocument": {"uri": uri}, "position": pos, "context": {"triggerKind": 1}},
+            }
+        )
     server.send({"jsonrpc": "2.0", "id": "no-params", "method": "textDocument/completion"})
-    server.send({"jsonrpc": "2.0", "id": "uri-number", "method": "textDocument/completion",
-                 "params": {"textDocument": {"uri": 5}, "position": {"line": 0, "character": 0}}})
+    server.send(
+        {
+            "jsonrpc": "2.0",
+            "id": "uri-number",
+            "method": "textDocument/completion",
+            "params": {"textDocument": {"uri": 5}, "position": {"line": 0, "character": 0}},
+        }
+    )
     server.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "version": "two", "text": 3}})
     server.notify("textDocument/didChange", {"textDocument": {"uri": uri}, "contentChanges": "nope"})
     server.notify("workspace/didChangeConfiguration", "not an object")
@@ -156,12 +177,24 @@ def test_positions_out_of_range_and_unknown_documents_answer_empty(server):
     assert server.inline(uri, 99, 0)["result"] == {"items": []}  # past the last line
     assert server.inline(uri, 1, 999)["result"]["items"][0]["range"]["end"] == {"line": 1, "character": 4}  # clamped
     assert server.inline((server.root / "never-opened.py").as_uri(), 0, 0)["result"] == {"items": []}
-    server.notify("textDocument/didChange", {"textDocument": {"uri": (server.root / "nope.py").as_uri(), "version": 2},
-                                            "contentChanges": [{"text": "x"}]})
+    server.notify(
+        "textDocument/didChange",
+        {"textDocument": {"uri": (server.root / "nope.py").as_uri(), "version": 2}, "contentChanges": [{"text": "x"}]},
+    )
     server.notify("textDocument/didClose", {"textDocument": {"uri": (server.root / "nope.py").as_uri()}})
     # An edit whose range is past the end clamps to the end.
-    server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
-        {"range": {"start": {"line": 50, "character": 0}, "end": {"line": 60, "character": 9}}, "text": "\nz = "}]})
+    server.notify(
+        "textDocument/didChange",
+        {
+            "textDocument": {"uri": uri, "version": 2},
+            "contentChanges": [
+                {
+                    "range": {"start": {"line": 50, "character": 0}, "end": {"line": 60, "character": 9}},
+                    "text": "\nz = ",
+                }
+            ],
+        },
+    )
     assert server.inline(uri, 2, 4)["result"]["items"]
     alive(server)
 
@@ -173,8 +206,15 @@ def test_a_lone_cr_ends_a_line_for_completions_and_edits(server):
     assert f"req rawlsp-{server.next_id}: line 2 is past the end" not in server.log_file.read_text()
     assert items and items[0]["range"] == {"start": {"line": 2, "character": 8}, "end": {"line": 2, "character": 11}}
     assert items[0]["insertText"].startswith("mul")
-    server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
-        {"range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}}, "text": "Q"}]})
+    server.notify(
+        "textDocument/didChange",
+        {
+            "textDocument": {"uri": uri, "version": 2},
+            "contentChanges": [
+                {"range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}}, "text": "Q"}
+            ],
+        },
+    )
     items = server.inline(uri, 1, 2)["result"]["items"]  # the start of line 1 is now "Qb"
     assert items and items[0]["range"]["start"] == {"line": 1, "character": 0}
     assert items[0]["insertText"].startswith("Qb")
@@ -186,8 +226,10 @@ def test_versions_out_of_order_apply_in_order_and_drop_cached_suggestions(server
     server.open(uri, "a = ", version=10)
     first = server.inline(uri, 0, 4)["result"]["items"]
     for version, text in ((5, "b = "), (5, "c = ")):  # backwards, then repeated
-        server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version},
-                                                "contentChanges": [{"text": text}]})
+        server.notify(
+            "textDocument/didChange",
+            {"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": text}]},
+        )
     again = server.inline(uri, 0, 4)["result"]["items"]
     assert first and again
     assert "went from version" not in server.log_file.read_text()
@@ -196,8 +238,14 @@ def test_versions_out_of_order_apply_in_order_and_drop_cached_suggestions(server
 
 
 def test_a_second_initialize_is_refused(server):
-    server.send({"jsonrpc": "2.0", "id": "init-2", "method": "initialize",
-                 "params": {"processId": None, "rootUri": None, "capabilities": {}}})
+    server.send(
+        {
+            "jsonrpc": "2.0",
+            "id": "init-2",
+            "method": "initialize",
+            "params": {"processId": None, "rootUri": None, "capabilities": {}},
+        }
+    )
     assert error_of(server, "init-2") == INVALID_REQUEST
 
 
@@ -232,9 +280,15 @@ def test_huge_and_misframed_messages(server, tmp_path_factory):
     server.write(b"Content-Length: %d\r\n\r\n" % (len(body) + 30) + body)
     server.send({"jsonrpc": "2.0", "id": "swallowed", "method": "speclsp/stats"})
     assert alive(server)
-    record(tmp_path_factory, "huge_messages", {"didOpen_10MB_s": round(big_open_s, 2),
-                                               "completion_in_10MB_doc_ms": round(big_answer_ms, 1),
-                                               "rss_growth_skipping_80MiB_message_MB": round(skip_growth_mb, 1)})
+    record(
+        tmp_path_factory,
+        "huge_messages",
+        {
+            "didOpen_10MB_s": round(big_open_s, 2),
+            "completion_in_10MB_doc_ms": round(big_answer_ms, 1),
+            "rss_growth_skipping_80MiB_message_MB": round(skip_growth_mb, 1),
+        },
+    )
 
 
 @pytest.mark.parametrize("claimed", [b"99999999999999999999", b"1000000", b"%d" % (64 * 2**20 + 1)])
@@ -268,25 +322,53 @@ def test_an_absurd_content_length_reads_to_the_end_of_the_stream_and_exits(tmp_p
 
 # --- fuzz -------------------------------------------------------------------------------------
 
-METHODS = ["textDocument/didOpen", "textDocument/didChange", "textDocument/didClose", "textDocument/completion",
-           "textDocument/inlineCompletion", "speclsp/stats", "speclsp/didAccept", "$/cancelRequest",
-           "workspace/didChangeWorkspaceFolders", "initialize", "initialized", "$/setTrace", "no/such"]
+METHODS = [
+    "textDocument/didOpen",
+    "textDocument/didChange",
+    "textDocument/didClose",
+    "textDocument/completion",
+    "textDocument/inlineCompletion",
+    "speclsp/stats",
+    "speclsp/didAccept",
+    "$/cancelRequest",
+    "workspace/didChangeWorkspaceFolders",
+    "initialize",
+    "initialized",
+    "$/setTrace",
+    "no/such",
+]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=12),
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3), max_leaves=8)
-positions = st.fixed_dictionaries({"line": json_values | st.integers(0, 5), "character": json_values | st.integers(0, 9)})
-params = json_values | st.fixed_dictionaries({
-    "textDocument": st.fixed_dictionaries({"uri": st.sampled_from(["file:///f/a.py", "file:///f/b.py"]) | json_values,
-                                           "languageId": st.just("python") | json_values,
-                                           "version": st.integers(-5, 5) | json_values,
-                                           "text": st.text(max_size=40) | json_values}),
-    "position": positions, "contentChanges": st.lists(st.fixed_dictionaries({"text": st.text(max_size=20)}), max_size=2),
-    "context": st.fixed_dictionaries({"triggerKind": st.integers(0, 3) | json_values})})
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+    max_leaves=8,
+)
+positions = st.fixed_dictionaries(
+    {"line": json_values | st.integers(0, 5), "character": json_values | st.integers(0, 9)}
+)
+params = json_values | st.fixed_dictionaries(
+    {
+        "textDocument": st.fixed_dictionaries(
+            {
+                "uri": st.sampled_from(["file:///f/a.py", "file:///f/b.py"]) | json_values,
+                "languageId": st.just("python") | json_values,
+                "version": st.integers(-5, 5) | json_values,
+                "text": st.text(max_size=40) | json_values,
+            }
+        ),
+        "position": positions,
+        "contentChanges": st.lists(st.fixed_dictionaries({"text": st.text(max_size=20)}), max_size=2),
+        "context": st.fixed_dictionaries({"triggerKind": st.integers(0, 3) | json_values}),
+    }
+)
 envelopes = st.fixed_dictionaries(
     {"jsonrpc": st.just("2.0") | json_values, "method": st.sampled_from(METHODS) | st.text(max_size=10)},
-    optional={"id": st.integers(0, 2**31) | st.text(max_size=6) | json_values, "params": params})
-bodies = (envelopes.map(lambda m: json.dumps(m).encode()) | json_values.map(lambda v: json.dumps(v).encode())
-          | st.binary(max_size=60))
+    optional={"id": st.integers(0, 2**31) | st.text(max_size=6) | json_values, "params": params},
+)
+bodies = (
+    envelopes.map(lambda m: json.dumps(m).encode())
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.binary(max_size=60)
+)
 FUZZ_EXAMPLES = 2300  # ~11,900 messages (seeded: derandomized), ~25 s on 2 cores
 
 
@@ -295,8 +377,13 @@ def test_fuzzed_messages_never_stop_the_server(server, tmp_path_factory):
     rss0 = rss_kb(server.pid)
     t0 = time.monotonic()
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(bodies, min_size=1, max_size=16), st.booleans())
     def batch(messages, garbage_header):
         data = b"".join((b"X-Garbage: 1\r\n" if garbage_header else b"") + frame(m) for m in messages)
@@ -319,10 +406,19 @@ def test_fuzzed_messages_never_stop_the_server(server, tmp_path_factory):
     # depends on the documents the fuzz left open: it may be blank, so no text is asserted.)
     assert isinstance(answer["result"]["items"], list)
     assert after["modelCalls"] == before["modelCalls"] + 1 and after["errors"] == before["errors"]
-    record(tmp_path_factory, "fuzz", {
-        "messages": sent["messages"], "batches": sent["batches"], "seconds": round(fuzz_s, 1),
-        "messages_per_s": round(sent["messages"] / fuzz_s), "completion_after_ms": round((time.monotonic() - t1) * 1e3, 1),
-        "rss_before_MB": round(rss0 / 1024, 1), "rss_after_MB": round(rss_kb(server.pid) / 1024, 1)})
+    record(
+        tmp_path_factory,
+        "fuzz",
+        {
+            "messages": sent["messages"],
+            "batches": sent["batches"],
+            "seconds": round(fuzz_s, 1),
+            "messages_per_s": round(sent["messages"] / fuzz_s),
+            "completion_after_ms": round((time.monotonic() - t1) * 1e3, 1),
+            "rss_before_MB": round(rss0 / 1024, 1),
+            "rss_after_MB": round(rss_kb(server.pid) / 1024, 1),
+        },
+    )
     assert sent["messages"] >= 10_000 and server.proc.poll() is None
 
 
@@ -358,8 +454,16 @@ def in_process_server(tmp_path):
     ls = build_server()
     out = _Collect()
     ls.protocol.set_writer(out)
-    ls.protocol.receive(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {}}}).encode())
+    ls.protocol.receive(
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {"processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {}},
+            }
+        ).encode()
+    )
     return ls, out
 
 
@@ -375,11 +479,23 @@ def test_notifications_leave_no_futures_behind(tmp_path):
         def notify(method, params):
             ls.protocol.receive(json.dumps({"jsonrpc": "2.0", "method": method, "params": params}).encode())
 
-        notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
-                                                         "text": "x = 1\n"}})
+        notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": "x = 1\n"}},
+        )
         for v in range(2, 1002):
-            notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": v}, "contentChanges": [
-                {"range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}}, "text": "y"}]})
+            notify(
+                "textDocument/didChange",
+                {
+                    "textDocument": {"uri": uri, "version": v},
+                    "contentChanges": [
+                        {
+                            "range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}},
+                            "text": "y",
+                        }
+                    ],
+                },
+            )
         assert ls.state.documents.get(uri).text == "x = 1\n" + "y" * 1000
         notify("textDocument/didClose", {"textDocument": {"uri": uri}})
         # A coroutine handler (configuration) and one that yields to ours (setTrace has none).

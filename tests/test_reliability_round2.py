@@ -14,8 +14,8 @@ import socket
 import time
 
 import pytest
-
 from rawlsp import RawServer, frame, read_message, start_tcp
+
 from speclsp.lsp.config import Config, parse_options
 from speclsp.lsp.job import word_before
 from speclsp.lsp.session import Session
@@ -39,14 +39,29 @@ def test_closing_a_document_named_model_never_cancels_the_model_load(tiny_model_
         uri = (tmp_path / "a.py").as_uri()
         s.open(uri, "def f(x):\n    return x\n" * 130)
         s.open("model", "x = 1\n")
-        s.send_request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": uri}, "position": {"line": 260, "character": 0}, "context": {"triggerKind": 1}})
+        s.send_request(
+            "textDocument/inlineCompletion",
+            {"textDocument": {"uri": uri}, "position": {"line": 260, "character": 0}, "context": {"triggerKind": 1}},
+        )
         time.sleep(0.3)
-        s.write(frame({"jsonrpc": "2.0", "method": "workspace/didChangeConfiguration",
-                       "params": {"settings": {"speclsp": {"model": str(other)}}}})
-                + frame({"jsonrpc": "2.0", "method": "textDocument/didClose", "params": {"textDocument": {"uri": "model"}}}))
-        s.wait(lambda m: m.get("method") == "speclsp/status" and m["params"]["state"] == "ready"
-               and m["params"]["model"] == str(other), 120)
+        s.write(
+            frame(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "workspace/didChangeConfiguration",
+                    "params": {"settings": {"speclsp": {"model": str(other)}}},
+                }
+            )
+            + frame({"jsonrpc": "2.0", "method": "textDocument/didClose", "params": {"textDocument": {"uri": "model"}}})
+        )
+        s.wait(
+            lambda m: (
+                m.get("method") == "speclsp/status"
+                and m["params"]["state"] == "ready"
+                and m["params"]["model"] == str(other)
+            ),
+            120,
+        )
         assert "result" in s.inline(uri, 3, 0)
     finally:
         s.close()
@@ -111,10 +126,17 @@ def test_huge_option_keys_and_values_are_not_echoed_whole():
 
 async def test_requests_for_documents_that_are_not_open_leave_nothing_behind():
     class Channel:
-        def status(self, *a): pass
-        def progress(self, *a): pass
-        def inline_update(self, *a): pass
-        def warn(self, *a): pass
+        def status(self, *a):
+            pass
+
+        def progress(self, *a):
+            pass
+
+        def inline_update(self, *a):
+            pass
+
+        def warn(self, *a):
+            pass
 
     state = ServerState(Config(), Channel())
     session = Session(state)
@@ -150,12 +172,22 @@ def test_over_tcp_two_clients_connecting_at_once_never_see_each_others_messages(
         a = socket.create_connection(("127.0.0.1", port), timeout=30)
         b = socket.create_connection(("127.0.0.1", port), timeout=30)
         os.kill(proc.pid, signal.SIGCONT)
-        a.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                         "params": {"processId": None, "rootUri": None, "capabilities": {}}}))
+        a.sendall(
+            frame(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {"processId": None, "rootUri": None, "capabilities": {}},
+                }
+            )
+        )
         assert read_message(a.makefile("rb"))["id"] == 1
         b.settimeout(30)
         assert b.recv(1) == b""  # refused: closed without a byte
-        a.sendall(frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}) + frame({"jsonrpc": "2.0", "method": "exit"}))
+        a.sendall(
+            frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}) + frame({"jsonrpc": "2.0", "method": "exit"})
+        )
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:

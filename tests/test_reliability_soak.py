@@ -20,7 +20,6 @@ import re
 import time
 
 import pytest
-
 from rawlsp import RawServer, frame, record, rss_kb
 from test_server import expected_completion
 
@@ -89,10 +88,19 @@ class Editor:
             text = text[:a] + new + text[b:]
         self.texts[uri] = text
         self.versions[uri] += 1
-        self.s.notify("textDocument/didChange", {
-            "textDocument": {"uri": uri, "version": self.versions[uri]},
-            "contentChanges": [{"range": {"start": {"line": l0, "character": c0}, "end": {"line": l1, "character": c1}},
-                                "text": new} for l0, c0, l1, c1, new in changes]})
+        self.s.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": uri, "version": self.versions[uri]},
+                "contentChanges": [
+                    {
+                        "range": {"start": {"line": l0, "character": c0}, "end": {"line": l1, "character": c1}},
+                        "text": new,
+                    }
+                    for l0, c0, l1, c1, new in changes
+                ],
+            },
+        )
 
     def random_position(self, uri: str) -> tuple[int, int]:
         lines = lsp_lines(self.texts[uri])
@@ -101,9 +109,14 @@ class Editor:
 
     def inline_at_end(self, uri: str, invoked: bool = False) -> str:
         lines = lsp_lines(self.texts[uri])
-        return self.request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": uri}, "position": {"line": len(lines) - 1, "character": len(lines[-1])},
-            "context": {"triggerKind": 1 if invoked else 2}})
+        return self.request(
+            "textDocument/inlineCompletion",
+            {
+                "textDocument": {"uri": uri},
+                "position": {"line": len(lines) - 1, "character": len(lines[-1])},
+                "context": {"triggerKind": 1 if invoked else 2},
+            },
+        )
 
 
 def test_soak_mixed_typing_and_bad_input_keeps_every_property(server, tiny_lm, tmp_path_factory):
@@ -121,16 +134,36 @@ def test_soak_mixed_typing_and_bad_input_keeps_every_property(server, tiny_lm, t
     last_inline: str | None = None
     raw = 0  # messages written as raw bytes (not counted by the client)
     for step in range(STEPS):
-        kind = rng.choices(["type", "type", "type", "type", "inline", "cancel", "notification-with-id",
-                            "unknown-method", "unopened", "wrong-types", "bad-json", "repeated-text",
-                            "many-changes", "accept", "long-line", "lying-length"], k=1)[0]
+        kind = rng.choices(
+            [
+                "type",
+                "type",
+                "type",
+                "type",
+                "inline",
+                "cancel",
+                "notification-with-id",
+                "unknown-method",
+                "unopened",
+                "wrong-types",
+                "bad-json",
+                "repeated-text",
+                "many-changes",
+                "accept",
+                "long-line",
+                "lying-length",
+            ],
+            k=1,
+        )[0]
         kinds[kind] = kinds.get(kind, 0) + 1
         uri = rng.choice(docs)
         if kind in ("bad-json", "lying-length"):
             raw += 1
         if kind == "type":
             line, char = ed.random_position(uri)
-            ed.edit(uri, [(line, char, line, char, rng.choice(["a", "b_", "(", ")", " ", "\n", "\r\n", "\r", "x = 1"]))])
+            ed.edit(
+                uri, [(line, char, line, char, rng.choice(["a", "b_", "(", ")", " ", "\n", "\r\n", "\r", "x = 1"]))]
+            )
             if rng.random() < 0.5:
                 last_inline = ed.inline_at_end(uri)
         elif kind == "inline":
@@ -142,13 +175,23 @@ def test_soak_mixed_typing_and_bad_input_keeps_every_property(server, tiny_lm, t
         elif kind == "unknown-method":
             ed.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": "0"}})
         elif kind == "unopened":
-            ed.request("textDocument/inlineCompletion", {
-                "textDocument": {"uri": f"file:///nowhere/{'u' * 2000}{step}.py"},
-                "position": {"line": 0, "character": 0}, "context": {"triggerKind": 1}})
+            ed.request(
+                "textDocument/inlineCompletion",
+                {
+                    "textDocument": {"uri": f"file:///nowhere/{'u' * 2000}{step}.py"},
+                    "position": {"line": 0, "character": 0},
+                    "context": {"triggerKind": 1},
+                },
+            )
         elif kind == "wrong-types":
-            ed.request("textDocument/inlineCompletion", {
-                "textDocument": {"uri": uri}, "position": {"line": rng.choice(["0", 1.5, True, None]), "character": 0},
-                "context": {"triggerKind": 1}})
+            ed.request(
+                "textDocument/inlineCompletion",
+                {
+                    "textDocument": {"uri": uri},
+                    "position": {"line": rng.choice(["0", 1.5, True, None]), "character": 0},
+                    "context": {"triggerKind": 1},
+                },
+            )
         elif kind == "bad-json":
             server.write(frame(b'{"jsonrpc": "2.0", "id": 1, "method": '))
         elif kind == "repeated-text":
@@ -159,18 +202,25 @@ def test_soak_mixed_typing_and_bad_input_keeps_every_property(server, tiny_lm, t
             line, char = ed.random_position(uri)
             ed.edit(uri, [(line, char, line, char, rng.choice("ab\n\r")) for _ in range(rng.randrange(17, 200))])
         elif kind == "accept":
-            server.notify("speclsp/didAccept", {"uri": uri, "text": "abcdefghijklmnopqrstuvwxyz" * 2000, "kind": "full"})
+            server.notify(
+                "speclsp/didAccept", {"uri": uri, "text": "abcdefghijklmnopqrstuvwxyz" * 2000, "kind": "full"}
+            )
         elif kind == "long-line":
             tmp = (root / f"long{step}.py").as_uri()
             text = "abc_" * 5000 + " = mul"
             server.open(tmp, text)
-            ed.request("textDocument/inlineCompletion", {"textDocument": {"uri": tmp},
-                                                         "position": {"line": 0, "character": len(text)},
-                                                         "context": {"triggerKind": 2}})
+            ed.request(
+                "textDocument/inlineCompletion",
+                {
+                    "textDocument": {"uri": tmp},
+                    "position": {"line": 0, "character": len(text)},
+                    "context": {"triggerKind": 2},
+                },
+            )
             server.notify("textDocument/didClose", {"textDocument": {"uri": tmp}})
         elif kind == "lying-length":
             # Claims a megabyte, then a real message follows: the server resynchronises there.
-            server.write(b"Content-Length: 1000000\r\n\r\n{\"jsonrpc\": \"2.0\"}")
+            server.write(b'Content-Length: 1000000\r\n\r\n{"jsonrpc": "2.0"}')
         if step % 100 == 0:
             peak = max(peak, rss_kb(server.pid))
     # Every request answered exactly once.
@@ -195,10 +245,21 @@ def test_soak_mixed_typing_and_bad_input_keeps_every_property(server, tiny_lm, t
     word = re.search(r"\w*$", lines[-1]).group(0)  # the item replaces the word being typed
     assert (got[0]["insertText"] if got else "") == (word + want if want.strip() else "")
     assert server.proc.poll() is None
-    record(tmp_path_factory, "soak", {
-        "steps": STEPS, "messages": server.sent + raw, "requests": len(ed.requests), "seconds": round(soak_s, 1),
-        "kinds": kinds, "rss_before_MB": round(rss0 / 1024, 1), "rss_peak_MB": round(peak / 1024, 1),
-        "loop_lag_max_ms": stats["loopLagMaxMs"], "loop_lag_p99_ms": stats["loopLagP99Ms"]})
+    record(
+        tmp_path_factory,
+        "soak",
+        {
+            "steps": STEPS,
+            "messages": server.sent + raw,
+            "requests": len(ed.requests),
+            "seconds": round(soak_s, 1),
+            "kinds": kinds,
+            "rss_before_MB": round(rss0 / 1024, 1),
+            "rss_peak_MB": round(peak / 1024, 1),
+            "loop_lag_max_ms": stats["loopLagMaxMs"],
+            "loop_lag_p99_ms": stats["loopLagP99Ms"],
+        },
+    )
     # Only a freeze breaks this (the quadratic bugs stalled the loop 5-120 s); scheduling
     # noise on a shared machine, and the model thread holding the GIL, stay far below.
     assert stats["loopLagMaxMs"] < 1000
@@ -212,10 +273,23 @@ def test_memory_is_flat_over_60000_notifications(server, tmp_path_factory):
         batch = []
         for k in range(n):
             v = version0 + k
-            batch.append(frame({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
-                "textDocument": {"uri": uri, "version": v},
-                "contentChanges": [{"range": {"start": {"line": 0, "character": 4}, "end": {"line": 0, "character": 5}},
-                                    "text": str(v % 10)}]}}))
+            batch.append(
+                frame(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "textDocument/didChange",
+                        "params": {
+                            "textDocument": {"uri": uri, "version": v},
+                            "contentChanges": [
+                                {
+                                    "range": {"start": {"line": 0, "character": 4}, "end": {"line": 0, "character": 5}},
+                                    "text": str(v % 10),
+                                }
+                            ],
+                        },
+                    }
+                )
+            )
             if len(batch) == 500:
                 server.write(b"".join(batch))
                 batch = []
@@ -226,8 +300,11 @@ def test_memory_is_flat_over_60000_notifications(server, tmp_path_factory):
     rss_warm = rss_kb(server.pid)
     churn(50_000, 10_002)
     rss_end = rss_kb(server.pid)
-    record(tmp_path_factory, "notifications_60000", {"rss_after_10000_MB": round(rss_warm / 1024, 1),
-                                                     "rss_after_60000_MB": round(rss_end / 1024, 1)})
+    record(
+        tmp_path_factory,
+        "notifications_60000",
+        {"rss_after_10000_MB": round(rss_warm / 1024, 1), "rss_after_60000_MB": round(rss_end / 1024, 1)},
+    )
     assert rss_end - rss_warm < 8 * 1024  # was +2.2 KB per notification: +110 MB over these 50,000
 
 
@@ -237,10 +314,23 @@ def test_memory_is_flat_over_rounds_of_opening_and_closing_10000_documents(serve
             data = b""
             for i in range(start, start + 500):
                 uri = (server.root / f"oc{r}-{i}.py").as_uri()
-                data += frame({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
-                    "uri": uri, "languageId": "python", "version": 1, "text": f"value_{i} = {i}\n"}}})
-                data += frame({"jsonrpc": "2.0", "method": "textDocument/didClose",
-                               "params": {"textDocument": {"uri": uri}}})
+                data += frame(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "textDocument/didOpen",
+                        "params": {
+                            "textDocument": {
+                                "uri": uri,
+                                "languageId": "python",
+                                "version": 1,
+                                "text": f"value_{i} = {i}\n",
+                            }
+                        },
+                    }
+                )
+                data += frame(
+                    {"jsonrpc": "2.0", "method": "textDocument/didClose", "params": {"textDocument": {"uri": uri}}}
+                )
             server.write(data)
         assert server.request("speclsp/stats", None, timeout=120)["result"]["documents"] >= 0
         return rss_kb(server.pid)
@@ -270,5 +360,8 @@ def test_long_soak_driver_for_a_minute(tiny_model_dir, tmp_path_factory):
     assert checks["every TCP reconnect served and exited"] and checks["no other failure"], got
     assert all(got["actions"].get(k) for k in ("typing", "big", "folders", "remote", "tcp", "bad")), got
     assert got["tcpReconnects"] >= 1 and got["requests"] > 50, got
-    record(tmp_path_factory, "long_soak_1min", {k: got[k] for k in ("requests", "tcpReconnects", "rssGrowth",
-                                                                    "loopLagMaxMs", "gcMaxMs", "actions")})
+    record(
+        tmp_path_factory,
+        "long_soak_1min",
+        {k: got[k] for k in ("requests", "tcpReconnects", "rssGrowth", "loopLagMaxMs", "gcMaxMs", "actions")},
+    )

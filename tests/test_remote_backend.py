@@ -52,7 +52,14 @@ def free_port() -> int:
 def test_event_reader_joins_data_lines_and_skips_comments():
     r = EventReader()
     assert [r.feed(x) for x in (": keep-alive", "", "event: x", "data: a", "data:b", "id: 1", "")] == [
-        None, None, None, None, None, None, "a\nb"]
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "a\nb",
+    ]
     assert r.feed("data: half") is None and r.pending()
 
 
@@ -114,16 +121,19 @@ def test_a_slow_server_stops_at_the_deadline(fake, tokenizer):
     assert result.text == "retu"
 
 
-@pytest.mark.parametrize("mode, message, kind", [
-    ("http500", "answered HTTP 500: engine crashed", "http"),
-    ("malformed", "malformed event in the stream", "stream"),
-    ("dies", "closed the stream mid-completion", "stream"),
-    ("error_event", "out of KV cache", "stream"),
-    # Oversized answers are refused unread: one 10 MB stream line, a 10 MB error page.
-    ("huge_line", "a stream line over 1048576 bytes", "stream"),
-    ("huge_error", "answered HTTP 500", "http"),
-    ("busy", "asked to wait 60 s", "busy"),
-])
+@pytest.mark.parametrize(
+    "mode, message, kind",
+    [
+        ("http500", "answered HTTP 500: engine crashed", "http"),
+        ("malformed", "malformed event in the stream", "stream"),
+        ("dies", "closed the stream mid-completion", "stream"),
+        ("error_event", "out of KV cache", "stream"),
+        # Oversized answers are refused unread: one 10 MB stream line, a 10 MB error page.
+        ("huge_line", "a stream line over 1048576 bytes", "stream"),
+        ("huge_error", "answered HTTP 500", "http"),
+        ("busy", "asked to wait 60 s", "busy"),
+    ],
+)
 def test_faults_raise_one_clear_line_of_their_kind(fake, tokenizer, mode, message, kind):
     fake.mode = mode
     backend = backend_for(fake.endpoint, tokenizer)
@@ -141,7 +151,9 @@ def test_a_malformed_event_is_an_error_not_text(fake, tokenizer):
     assert _parse_event('{"choices": [{"text": 5}]}')[0] == "error"
     assert _parse_event("[1, 2]")[0] == "error"
     assert _parse_event('{"choices": [{"text": "ok", "finish_reason": null}]}') == (
-        "items", [("chunk", ("ok", None, None, None))])
+        "items",
+        [("chunk", ("ok", None, None, None))],
+    )
     assert backend.host == f"127.0.0.1:{fake.port}"
 
 

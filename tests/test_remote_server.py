@@ -60,8 +60,9 @@ async def test_the_suggestion_is_what_the_server_streamed(fake, trained_model_di
     from speclsp.completion.completer import Completer, CompletionRequest
     from speclsp.completion.loader import Choice, load_remote
 
-    completer = Completer(load_remote(Choice(model=str(trained_model_dir), backend="openai", endpoint=fake.endpoint,
-                                             remote_model="fake")))
+    completer = Completer(
+        load_remote(Choice(model=str(trained_model_dir), backend="openai", endpoint=fake.endpoint, remote_model="fake"))
+    )
     lines = AREA[0].split("\n")
     prompt, _ = completer.prompt_for(CompletionRequest("/w/shapes.py", AREA[0], len(lines) - 1, len(lines[-1])))
     assert list(prompt.ids) == first
@@ -153,10 +154,30 @@ def complete_cli(model_dir, endpoint: str, *more: str) -> subprocess.CompletedPr
     doc = model_dir.parent / "shapes-remote.py"
     doc.write_text(AREA[0])
     lines = AREA[0].split("\n")
-    return subprocess.run([sys.executable, "-m", "speclsp", "complete", str(doc), "--line", str(len(lines) - 1),
-                           "--character", str(len(lines[-1])), "--model", str(model_dir), "--backend", "openai",
-                           "--endpoint", endpoint, *more], capture_output=True, text=True, timeout=60,
-                          env=conftest.SERVER_ENV)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speclsp",
+            "complete",
+            str(doc),
+            "--line",
+            str(len(lines) - 1),
+            "--character",
+            str(len(lines[-1])),
+            "--model",
+            str(model_dir),
+            "--backend",
+            "openai",
+            "--endpoint",
+            endpoint,
+            *more,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=conftest.SERVER_ENV,
+    )
 
 
 def test_cli_complete_says_backend_and_host(fake, trained_model_dir):
@@ -187,10 +208,35 @@ def test_bench_remote_puts_the_local_engine_and_the_server_side_by_side(fake, ti
     import json
 
     out = tmp_path / "report"
-    r = subprocess.run([sys.executable, "-m", "speclsp", "bench", "--quick", "--backend", "openai", "--endpoint",
-                        fake.endpoint, "--remote-model", "fake", "--model", str(tiny_model_dir), "--dtype", "float32",
-                        "--chars", "12", "--cps", "20", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600, env=conftest.SERVER_ENV)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speclsp",
+            "bench",
+            "--quick",
+            "--backend",
+            "openai",
+            "--endpoint",
+            fake.endpoint,
+            "--remote-model",
+            "fake",
+            "--model",
+            str(tiny_model_dir),
+            "--dtype",
+            "float32",
+            "--chars",
+            "12",
+            "--cps",
+            "20",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=conftest.SERVER_ENV,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "remote.json").read_text())
     remote_name = f"openai 127.0.0.1:{fake.port} (fake)"
@@ -206,8 +252,9 @@ def test_bench_remote_puts_the_local_engine_and_the_server_side_by_side(fake, ti
 def _threads(pid: int) -> int:
     from pathlib import Path
 
-    return int(next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
-                    if ln.startswith("Threads:")).split()[1])
+    return int(
+        next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("Threads:")).split()[1]
+    )
 
 
 async def test_a_reload_closes_the_remote_backend_it_replaces(fake, trained_model_dir, tmp_path):

@@ -17,9 +17,8 @@ import asyncio
 
 import pytest
 import pytest_asyncio
-from lsprotocol import types
-
 from conftest import running_server, units
+from lsprotocol import types
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -59,7 +58,9 @@ def expected_completion(tiny_lm, text: str, max_tokens: int = 24, others=()) -> 
     from speclsp.local.backend import LocalBackend
 
     lines = text.split("\n")
-    req = CompletionRequest("doc.py", text, len(lines) - 1, len(lines[-1]), other_documents=others, max_tokens=max_tokens)
+    req = CompletionRequest(
+        "doc.py", text, len(lines) - 1, len(lines[-1]), other_documents=others, max_tokens=max_tokens
+    )
     return Completer(LocalBackend(tiny_lm)).complete(req).text
 
 
@@ -136,7 +137,9 @@ async def test_streaming_updates_grow_to_the_final_suggestion(vscode):
     uri = new_uri(vscode, "stream.py")
     vscode.open(uri, "def f(")
     params = vscode.inline_params(uri, invoked=True)
-    result = await vscode.client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="stream-1")
+    result = await vscode.client.protocol.send_request_async(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="stream-1"
+    )
     final = result.items[0].insert_text
     await vscode.wait_for(lambda: any(u["requestId"] == "stream-1" and u["done"] for u in vscode.updates))
     ups = [u for u in vscode.updates if u["requestId"] == "stream-1"]
@@ -164,7 +167,7 @@ async def test_typing_into_suggestion_is_served_from_cache(editor):
         editor.insert(uri, first[k - 1])
         (item,) = (await editor.inline(uri)).items
         line = editor.docs[uri][0]
-        word = line[len(line.rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")):]
+        word = line[len(line.rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")) :]
         assert item.insert_text == word + first[k:]  # the range covers the word being typed
         assert item.range.start == types.Position(0, units(line[: len(line) - len(word)], editor.encoding))
         assert item.range.end == editor.position(uri)
@@ -182,13 +185,19 @@ async def test_accepted_completion_joins_the_history(vscode):
 
 async def test_workspace_folders_can_change(neovim):
     folder = neovim.log.parent / "other"
-    neovim.client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
-        event=types.WorkspaceFoldersChangeEvent(added=[types.WorkspaceFolder(folder.as_uri(), "other")], removed=[])))
+    neovim.client.workspace_did_change_workspace_folders(
+        types.DidChangeWorkspaceFoldersParams(
+            event=types.WorkspaceFoldersChangeEvent(added=[types.WorkspaceFolder(folder.as_uri(), "other")], removed=[])
+        )
+    )
     uri = f"{folder.as_uri()}/b.py"
     neovim.open(uri, "def f(")
     assert (await neovim.inline(uri, invoked=True)).items
-    neovim.client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
-        event=types.WorkspaceFoldersChangeEvent(added=[], removed=[types.WorkspaceFolder(folder.as_uri(), "other")])))
+    neovim.client.workspace_did_change_workspace_folders(
+        types.DidChangeWorkspaceFoldersParams(
+            event=types.WorkspaceFoldersChangeEvent(added=[], removed=[types.WorkspaceFolder(folder.as_uri(), "other")])
+        )
+    )
     neovim.insert(uri, "x")
     await asyncio.sleep(0)
     assert (await neovim.stats())["state"] == "ready"

@@ -3,11 +3,10 @@ completes real code plausibly. Slow (loads a 0.5B model); run with `pytest -m sl
 
 from __future__ import annotations
 
-
 import pytest
+from conftest import default_model_ready, running_server
 
 from speclsp.data import demo_text
-from conftest import default_model_ready, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="function")]
 
@@ -18,8 +17,9 @@ SOURCE = demo_text() + "        return "
 async def test_default_model_completes_real_code(tmp_path):
     if not default_model_ready():
         pytest.skip("default model not cached; run `speclsp models pull qwen2.5-coder-0.5b` (CI does)")
-    async with running_server("qwen2.5-coder-0.5b", tmp_path, "vscode", {"maxTokens": 16, "deadlineMs": 0},
-                              args=()) as ed:
+    async with running_server(
+        "qwen2.5-coder-0.5b", tmp_path, "vscode", {"maxTokens": 16, "deadlineMs": 0}, args=()
+    ) as ed:
         await ed.wait_ready()
         uri = (tmp_path / "shapes.py").as_uri()
         ed.open(uri, SOURCE)

@@ -16,11 +16,10 @@ import sys
 import time
 
 import pytest
+from conftest import SERVER_ENV, server_command
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
-
 from rawlsp import read_message
-from conftest import SERVER_ENV, server_command
 
 SLOW = {"maxTokens": 1024, "lookahead": "fixed:0", "deadlineMs": 0}
 
@@ -32,7 +31,9 @@ def uri_in(tmp_path, name: str = "a.py") -> str:
 async def _start_slow_request(ed, uri, msg_id):
     """Send an invoked inline completion and wait until it streams (it is generating then)."""
     params = ed.inline_params(uri, invoked=True)
-    fut = asyncio.wrap_future(ed.client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id))
+    fut = asyncio.wrap_future(
+        ed.client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
+    )
     await ed.wait_for(lambda: any(u["requestId"] == msg_id and u["text"] for u in ed.updates))
     return fut
 
@@ -160,10 +161,23 @@ def _frame(msg: dict) -> bytes:
 
 
 def _start_raw_server(tmp_path, process_id: int) -> subprocess.Popen:
-    proc = subprocess.Popen(server_command(str(tmp_path / "none")), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=SERVER_ENV)
-    proc.stdin.write(_frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                             "params": {"processId": process_id, "rootUri": None, "capabilities": {}}}))
+    proc = subprocess.Popen(
+        server_command(str(tmp_path / "none")),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=SERVER_ENV,
+    )
+    proc.stdin.write(
+        _frame(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {"processId": process_id, "rootUri": None, "capabilities": {}},
+            }
+        )
+    )
     proc.stdin.flush()
     assert b"Content-Length" in proc.stdout.readline()  # answered
     return proc
@@ -175,29 +189,58 @@ def test_server_exits_when_the_client_closes_its_pipe(tmp_path):
     assert proc.wait(timeout=20) == 1
 
 
-def test_a_client_closing_the_pipe_mid_request_ends_the_server_with_one_line_and_no_traceback(tiny_model_dir,
-                                                                                              tmp_path):
+def test_a_client_closing_the_pipe_mid_request_ends_the_server_with_one_line_and_no_traceback(tiny_model_dir, tmp_path):
     log_file = tmp_path / "server.log"
-    proc = subprocess.Popen(server_command(str(tiny_model_dir), "--dtype", "float32", "--log-file", str(log_file), "-v"),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=SERVER_ENV)
+    proc = subprocess.Popen(
+        server_command(str(tiny_model_dir), "--dtype", "float32", "--log-file", str(log_file), "-v"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=SERVER_ENV,
+    )
 
     def send(msg: dict) -> None:
         proc.stdin.write(_frame(msg))
         proc.stdin.flush()
 
-    send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "processId": None, "rootUri": None, "capabilities": {},
-        "initializationOptions": {"maxTokens": 512, "lookahead": "fixed:2", "deadlineMs": 0}}})
+    send(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "processId": None,
+                "rootUri": None,
+                "capabilities": {},
+                "initializationOptions": {"maxTokens": 512, "lookahead": "fixed:2", "deadlineMs": 0},
+            },
+        }
+    )
     send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
     while read_message(proc.stdout).get("params", {}).get("state") != "ready":  # status after loading
         pass
     text = "def f(x):\n    return x\n" * 40
     for i in range(4):
         uri = f"file:///w/doc{i}.py"
-        send({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
-            "textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}})
-        send({"jsonrpc": "2.0", "id": 10 + i, "method": "textDocument/inlineCompletion", "params": {
-            "textDocument": {"uri": uri}, "position": {"line": 80, "character": 0}, "context": {"triggerKind": 1}}})
+        send(
+            {
+                "jsonrpc": "2.0",
+                "method": "textDocument/didOpen",
+                "params": {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}},
+            }
+        )
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": 10 + i,
+                "method": "textDocument/inlineCompletion",
+                "params": {
+                    "textDocument": {"uri": uri},
+                    "position": {"line": 80, "character": 0},
+                    "context": {"triggerKind": 1},
+                },
+            }
+        )
     proc.stdout.close()  # the editor goes away while those requests run
     time.sleep(1.0)
     proc.stdin.close()
@@ -229,8 +272,11 @@ async def test_draft_model_option_loads_it_and_completions_stay_lossless(start_s
 
     text = "def get_value(self, items):\n    for key in path:\n        key = key + "
     lines = text.split("\n")
-    want = Completer(LocalBackend(tiny_lm)).complete(CompletionRequest("doc.py", text, len(lines) - 1, len(lines[-1]),
-                                                         max_tokens=24, speculate=False)).text
+    want = (
+        Completer(LocalBackend(tiny_lm))
+        .complete(CompletionRequest("doc.py", text, len(lines) - 1, len(lines[-1]), max_tokens=24, speculate=False))
+        .text
+    )
     async with start_server("vscode", {"draftModel": str(tiny_model_dir), "maxTokens": 24}) as ed:
         await ed.wait_ready()
         uri = f"{tmp_path_uri(ed)}/draft.py"

@@ -10,21 +10,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speclsp.lsp.config import Config, parse_options, settings_section
 from speclsp.backend import CancelToken
+from speclsp.lsp.config import Config, parse_options, settings_section
+from speclsp.lsp.generations import Generation
 from speclsp.lsp.positions import UTF8, UTF16, UTF32, Lines, from_codepoints, to_codepoints
 from speclsp.lsp.scheduler import ModelWorker
-from speclsp.lsp.generations import Generation
 from speclsp.lsp.session import debounce_s
 
 LINE = 'x = "é😀𝔘" + y'  # é: 1 UTF-16 unit / 2 bytes; 😀 and 𝔘: 2 units / 4 bytes
 
 
-@pytest.mark.parametrize("encoding,units_per_char", [
-    (UTF16, [1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1]),
-    (UTF8, [1, 1, 1, 1, 1, 2, 4, 4, 1, 1, 1, 1, 1]),
-    (UTF32, [1] * 13),
-])
+@pytest.mark.parametrize(
+    "encoding,units_per_char",
+    [
+        (UTF16, [1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1]),
+        (UTF8, [1, 1, 1, 1, 1, 2, 4, 4, 1, 1, 1, 1, 1]),
+        (UTF32, [1] * 13),
+    ],
+)
 def test_columns_round_trip_in_every_encoding(encoding, units_per_char):
     assert len(LINE) == len(units_per_char)
     units = 0
@@ -97,7 +100,7 @@ def test_document_edits_match_a_reference_model_of_lsp_edits_with_every_line_end
     store = DocumentStore()
     doc = store.open("file:///t.py", "/t.py", "python", 1, text)
     expected = text
-    for (a, b, new) in edits:
+    for a, b, new in edits:
         changes = [((a[0], a[1], b[0], b[1]), new)]
         s, e = sorted((_reference_offset(expected, *a), _reference_offset(expected, *b)))
         expected = expected[:s] + new + expected[e:]
@@ -123,14 +126,23 @@ def test_the_completion_request_splits_the_document_at_the_cursor_offset_whateve
 
 
 def test_options_parse_camel_case_and_fall_back_on_bad_values():
-    cfg, warnings = parse_options({"maxTokens": 32, "contextBudget": 1024, "lookahead": "fixed:4",
-                                   "languages": {"markdown": False}, "deadlineMs": 0})
+    cfg, warnings = parse_options(
+        {
+            "maxTokens": 32,
+            "contextBudget": 1024,
+            "lookahead": "fixed:4",
+            "languages": {"markdown": False},
+            "deadlineMs": 0,
+        }
+    )
     assert warnings == []
     assert (cfg.max_tokens, cfg.context_budget, cfg.lookahead, cfg.deadline_ms) == (32, 1024, "fixed:4", 0)
     assert not cfg.enabled_for("markdown") and cfg.enabled_for("python")
 
-    cfg2, warnings = parse_options({"maxTokens": "many", "device": "tpu", "lookahead": "fixed:99",
-                                    "streaming": "yes", "colour": 1, "dtype": None}, cfg)
+    cfg2, warnings = parse_options(
+        {"maxTokens": "many", "device": "tpu", "lookahead": "fixed:99", "streaming": "yes", "colour": 1, "dtype": None},
+        cfg,
+    )
     assert cfg2 == cfg  # every bad value keeps what was there
     assert len(warnings) == 5
     for key in ("maxTokens", "device", "lookahead", "streaming", "colour"):
@@ -163,6 +175,7 @@ def test_worker_runs_only_the_latest_job_per_key():
                 return "cancelled" if cancel.cancelled else name
             ran.append(name)
             return name
+
         return run
 
     blocker = worker.submit("a", job("a1", wait=True))  # running, holds the thread
@@ -217,11 +230,16 @@ def test_draft_model_options_parse_and_pick_the_drafter():
 
 
 def test_remote_backend_options_parse_reload_and_never_echo_a_key():
-    cfg, warnings = parse_options({"backend": "openai", "endpoint": " http://gpu:8000/v1 ", "remoteModel": "coder",
-                                   "apiKeyEnv": "TEAM_KEY"})
+    cfg, warnings = parse_options(
+        {"backend": "openai", "endpoint": " http://gpu:8000/v1 ", "remoteModel": "coder", "apiKeyEnv": "TEAM_KEY"}
+    )
     assert warnings == []
-    assert (cfg.backend, cfg.endpoint, cfg.remote_model, cfg.api_key_env) == ("openai", "http://gpu:8000/v1", "coder",
-                                                                              "TEAM_KEY")
+    assert (cfg.backend, cfg.endpoint, cfg.remote_model, cfg.api_key_env) == (
+        "openai",
+        "http://gpu:8000/v1",
+        "coder",
+        "TEAM_KEY",
+    )
     assert cfg.model_key != Config().model_key  # a change of backend or endpoint reloads
     bad, warnings = parse_options({"backend": "gpu", "endpoint": "gpu:8000", "apiKeyEnv": "sk-live-abc123"}, cfg)
     assert bad == cfg and len(warnings) == 3

@@ -47,8 +47,11 @@ class Recorder:
 async def session(tiny_lm):
     """A ready session over the tiny model (float32, CPU), with streaming on."""
     channel = Recorder()
-    state = ServerState(Config(max_tokens=12, lookahead="fixed:4", deadline_ms=0), channel,
-                        load_model=lambda cfg, progress=None, calibrate=False: Completer(LocalBackend(tiny_lm)))
+    state = ServerState(
+        Config(max_tokens=12, lookahead="fixed:4", deadline_ms=0),
+        channel,
+        load_model=lambda cfg, progress=None, calibrate=False: Completer(LocalBackend(tiny_lm)),
+    )
     state.initialize({}, "utf-16", ["file:///w"], streaming_capability=True)
     state.start_loading()
     for _ in range(500):

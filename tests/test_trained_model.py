@@ -73,10 +73,30 @@ def test_cli_complete_prints_the_corpus_body(trained_model_dir, tmp_path):
     doc = tmp_path / "shapes.py"
     doc.write_text(SCALE[0])
     lines = SCALE[0].split("\n")
-    r = subprocess.run([sys.executable, "-m", "speclsp", "complete", str(doc), "--line", str(len(lines) - 1),
-                        "--character", str(len(lines[-1])), "--model", str(trained_model_dir), "--dtype", "float32",
-                        "--max-tokens", str(MAX_TOKENS), "--json"], capture_output=True, text=True,
-                       env=dict(os.environ), timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speclsp",
+            "complete",
+            str(doc),
+            "--line",
+            str(len(lines) - 1),
+            "--character",
+            str(len(lines[-1])),
+            "--model",
+            str(trained_model_dir),
+            "--dtype",
+            "float32",
+            "--max-tokens",
+            str(MAX_TOKENS),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["text"] == SCALE[1]
 
@@ -119,8 +139,9 @@ async def test_server_streams_the_long_line_as_growing_prefixes(vscode):
     uri = new_uri(vscode, "describe.py")
     vscode.open(uri, DESCRIBE[0])
     params = vscode.inline_params(uri, invoked=True)
-    result = await vscode.client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params,
-                                                             msg_id="describe-1")
+    result = await vscode.client.protocol.send_request_async(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="describe-1"
+    )
     assert result.items[0].insert_text == DESCRIBE[1]
     await vscode.wait_for(lambda: any(u["requestId"] == "describe-1" and u["done"] for u in vscode.updates))
     texts = [u["text"] for u in vscode.updates if u["requestId"] == "describe-1"]
@@ -135,7 +156,7 @@ async def test_server_multi_line_suggestion_is_the_corpus_lines(vscode):
     vscode.open(uri, SCALE[0])
     whole, first_line = (await vscode.inline(uri, invoked=True)).items  # invoked: also the first line alone
     assert whole.insert_text == SCALE[1]
-    assert whole.insert_text.split("\n")[1:] == CORPUS[len(SCALE[0]):].split("\n")[1:3]
+    assert whole.insert_text.split("\n")[1:] == CORPUS[len(SCALE[0]) :].split("\n")[1:3]
     assert first_line.insert_text == SCALE[1].split("\n")[0]
 
 
@@ -176,7 +197,7 @@ async def test_server_typing_the_suggestion_is_served_from_the_cache(vscode):
         vscode.insert(uri, first[k - 1])
         (item,) = (await vscode.inline(uri)).items
         line = vscode.docs[uri][0].rsplit("\n", 1)[1]
-        word = line[len(line.rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")):]
+        word = line[len(line.rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")) :]
         assert item.insert_text == word + first[k:]  # the range covers the word being typed
     after = await vscode.stats()
     assert after["modelCalls"] == before["modelCalls"] and after["cacheHits"] - before["cacheHits"] == 9
@@ -186,19 +207,24 @@ async def test_a_line_deleted_then_written_again_is_drafted_from_what_was_delete
     """Text an edit removed joins the drafting history: written again, it is drafted from
     there (the document and the prompt no longer hold it)."""
     doc, line = DESCRIBE
-    async with running_server(str(trained_model_dir), tmp_path, "vscode",
-                              {"lookahead": "fixed:10", "maxTokens": MAX_TOKENS}) as editor:
+    async with running_server(
+        str(trained_model_dir), tmp_path, "vscode", {"lookahead": "fixed:10", "maxTokens": MAX_TOKENS}
+    ) as editor:
         t = editor.t
         # A formatter's didChange (several changes) is not remembered: the line comes back
         # with no draft from history.
         many = f"{editor.log.parent.as_uri()}/formatted.py"
         editor.open(many, doc + line + "\n")
         end = editor.position(many, len(doc) + len(line))
-        editor.client.text_document_did_change(t.DidChangeTextDocumentParams(
-            text_document=t.VersionedTextDocumentIdentifier(uri=many, version=2),
-            content_changes=[t.TextDocumentContentChangePartial(range=t.Range(end, editor.position(many)), text=""),
-                             t.TextDocumentContentChangePartial(range=t.Range(editor.position(many, len(doc)), end),
-                                                                text="")]))
+        editor.client.text_document_did_change(
+            t.DidChangeTextDocumentParams(
+                text_document=t.VersionedTextDocumentIdentifier(uri=many, version=2),
+                content_changes=[
+                    t.TextDocumentContentChangePartial(range=t.Range(end, editor.position(many)), text=""),
+                    t.TextDocumentContentChangePartial(range=t.Range(editor.position(many, len(doc)), end), text=""),
+                ],
+            )
+        )
         editor.docs[many] = [doc, 2]
         (item,) = (await editor.inline(many, invoked=True)).items
         assert item.insert_text == line
@@ -229,8 +255,8 @@ def test_recipe_hash_follows_the_corpus_and_the_recipe(trained_model_dir):
 def test_cached_directory_is_complete_and_reused(trained_model_dir):
     import json
 
-    from speclsp.tools import tiny_trained as tt
     from speclsp.local.registry import READY_MARKER
+    from speclsp.tools import tiny_trained as tt
 
     info = json.loads((trained_model_dir / READY_MARKER).read_text())
     assert info["name"] == "tiny-trained" and info["steps"] <= tt.RECIPE["max_steps"]
@@ -255,7 +281,9 @@ def test_building_twice_gives_identical_weights(tmp_path):
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
-    init = load_file(str(tt.build_trained(tmp_path / "c", recipe={"max_steps": 0}, require=False) / "model.safetensors"))
+    init = load_file(
+        str(tt.build_trained(tmp_path / "c", recipe={"max_steps": 0}, require=False) / "model.safetensors")
+    )
     assert not all(torch.equal(wa[k], init[k]) for k in wa)  # the steps did change the weights
 
 

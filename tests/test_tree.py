@@ -96,8 +96,12 @@ class TakeAll(TreeLookahead):
 
 
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(prompt=st.lists(st.integers(0, 400), min_size=1, max_size=40), seed=st.integers(0, 2**16),
-       kind=st.sampled_from(["random", "adversarial", "perfect", "none"]), size=st.integers(1, 40))
+@given(
+    prompt=st.lists(st.integers(0, 400), min_size=1, max_size=40),
+    seed=st.integers(0, 2**16),
+    kind=st.sampled_from(["random", "adversarial", "perfect", "none"]),
+    size=st.integers(1, 40),
+)
 def test_tree_speculation_equals_greedy(tiny_lm, prompt, seed, kind, size):
     engine = Engine(tiny_lm)
     n = 20
@@ -113,7 +117,7 @@ def test_tree_speculation_equals_greedy(tiny_lm, prompt, seed, kind, size):
             return t
         # The true continuation as one branch, with decoys beside it (adversarial: the
         # true branch wrong in its last token).
-        truth = full[len(ids): len(ids) + max(1, min(max_depth, size // 2))]
+        truth = full[len(ids) : len(ids) + max(1, min(max_depth, size // 2))]
         if kind == "adversarial" and truth:
             truth = truth[:-1] + [(truth[-1] + 1) % 400]
         b = TrieBuilder()
@@ -184,8 +188,9 @@ def test_controller_sizes_the_tree_from_costs_and_what_it_learns():
     assert steep.plan_tree(t)[0] == []  # a split vote never pays at that price
     # A long verbatim match is learnt within a few steps.
     acc = TreeAcceptance()
-    chain = DraftTree.from_draft(__import__("speclsp.drafting.drafter", fromlist=["Draft"]).Draft(
-        tuple(range(32)), "document", 40))
+    chain = DraftTree.from_draft(
+        __import__("speclsp.drafting.drafter", fromlist=["Draft"]).Draft(tuple(range(32)), "document", 40)
+    )
     p0 = acc.path_probs(chain)[-1]
     for _ in range(4):
         acc.observe(chain, list(range(32)))
@@ -203,7 +208,18 @@ def test_the_controller_uses_the_tile_of_rows_it_pays_for_anyway():
     beside the pending one, and not the 16th; priced from powers of two only, nodes 9-15
     looked 4 ms each and it stopped at 8."""
     chain = DraftTree((*range(30),), (*range(-1, 29),), (1.0,) * 30, ("document",) * 30, (40,) * 30)
-    staircase = {0: .131, 1: .131, 3: .131, 7: .131, 8: .131, 15: .141, 16: .167, 31: .182, 32: .210, 64: .281}
+    staircase = {
+        0: 0.131,
+        1: 0.131,
+        3: 0.131,
+        7: 0.131,
+        8: 0.131,
+        15: 0.141,
+        16: 0.167,
+        31: 0.182,
+        32: 0.210,
+        64: 0.281,
+    }
     keep, _ = TreeLookahead(costs=CostModel(staircase)).plan_tree(chain)
     assert 8 < len(keep) <= 15
     powers = {k: v for k, v in staircase.items() if k in (0, 1, 8, 16, 32, 64)}

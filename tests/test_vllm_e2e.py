@@ -17,7 +17,7 @@ import pytest
 from conftest import running_server
 from test_remote_server import complete_cli, inline_text, messages, remote
 from test_trained_model import AREA, DESCRIBE, MAX_TOKENS
-from vllmserver import VllmServer, module_server, free_port
+from vllmserver import VllmServer, free_port, module_server
 
 pytestmark = pytest.mark.vllm
 URI = "file:///w/shapes.py"
@@ -38,8 +38,9 @@ def remote_completer(trained_model_dir, vllm: VllmServer):
     from speclsp.completion.completer import Completer
     from speclsp.completion.loader import Choice, load_remote
 
-    return Completer(load_remote(Choice(model=str(trained_model_dir), backend="openai", endpoint=vllm.endpoint,
-                                        remote_model="tiny")))
+    return Completer(
+        load_remote(Choice(model=str(trained_model_dir), backend="openai", endpoint=vllm.endpoint, remote_model="tiny"))
+    )
 
 
 def request_at_end(text: str):
@@ -57,8 +58,11 @@ async def test_the_suggestion_is_what_vllm_returns_for_the_same_prompt(vllm, tra
     # vLLM asked directly, without streaming, with the prompt speclsp builds.
     completer = remote_completer(trained_model_dir, vllm)
     prompt, rules = completer.prompt_for(request_at_end(AREA[0]))
-    r = httpx.post(f"{vllm.endpoint}/completions", timeout=60, json={
-        "model": "tiny", "prompt": list(prompt.ids), "max_tokens": MAX_TOKENS, "temperature": 0})
+    r = httpx.post(
+        f"{vllm.endpoint}/completions",
+        timeout=60,
+        json={"model": "tiny", "prompt": list(prompt.ids), "max_tokens": MAX_TOKENS, "temperature": 0},
+    )
     assert rules.finalize(r.json()["choices"][0]["text"]) == shown
     # And the local engine (greedy, in process) agrees.
     from speclsp.completion.completer import Completer
@@ -80,8 +84,9 @@ async def test_streaming_grows_to_the_suggestion(vllm, trained_model_dir, tmp_pa
 
 
 async def test_a_wrong_model_name_or_endpoint_is_one_clear_message(vllm, trained_model_dir, tmp_path):
-    async with running_server(str(trained_model_dir), tmp_path, "vscode", options(vllm, remoteModel="tiny-7b"),
-                              wait_ready=False) as editor:
+    async with running_server(
+        str(trained_model_dir), tmp_path, "vscode", options(vllm, remoteModel="tiny-7b"), wait_ready=False
+    ) as editor:
         # The status first, then the message that explains it.
         await editor.wait_for(lambda: any("does not serve model" in m for m in messages(editor)), 30)
         assert any("does not serve model 'tiny-7b' (it serves: tiny)" in m for m in messages(editor))

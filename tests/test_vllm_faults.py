@@ -35,8 +35,8 @@ import time
 
 import pytest
 from conftest import running_server
-from test_remote_server import inline_text, messages, remote
 from slowproxy import SlowProxy
+from test_remote_server import inline_text, messages, remote
 from vllmserver import VllmServer, module_server
 
 from speclsp.backend import BackendError, CancelToken
@@ -84,8 +84,9 @@ def completer_for(model_dir, vllm: VllmServer):
     from speclsp.completion.completer import Completer
     from speclsp.completion.loader import Choice, load_remote
 
-    return Completer(load_remote(Choice(model=str(model_dir), backend="openai", endpoint=vllm.endpoint,
-                                        remote_model="tiny")))
+    return Completer(
+        load_remote(Choice(model=str(model_dir), backend="openai", endpoint=vllm.endpoint, remote_model="tiny"))
+    )
 
 
 def prompt_ids(completer, text: str = DOC) -> list[int]:
@@ -166,14 +167,18 @@ def through(proxy: SlowProxy, vllm: VllmServer) -> dict:
     return {**remote(proxy.endpoint, remoteModel="tiny"), "deadlineMs": 0, "maxTokens": MAX_TOKENS}
 
 
-async def test_cancelling_mid_stream_through_the_server_aborts_the_request_in_vllm(vllm, slow, random_model_dir,
-                                                                                   tmp_path):
+async def test_cancelling_mid_stream_through_the_server_aborts_the_request_in_vllm(
+    vllm, slow, random_model_dir, tmp_path
+):
     async with running_server(str(random_model_dir), tmp_path, "vscode", through(slow, vllm)) as editor:
         editor.open(URI, DOC)
         before = tokens(vllm)
         t = editor.t
-        pending = asyncio.wrap_future(editor.client.protocol.send_request(
-            t.TEXT_DOCUMENT_INLINE_COMPLETION, editor.inline_params(URI, invoked=True), msg_id="typed-over"))
+        pending = asyncio.wrap_future(
+            editor.client.protocol.send_request(
+                t.TEXT_DOCUMENT_INLINE_COMPLETION, editor.inline_params(URI, invoked=True), msg_id="typed-over"
+            )
+        )
         t0 = time.monotonic()
         await editor.wait_for(lambda: any(u["text"] for u in editor.updates), 60)  # it streams to the editor
         print(f"first text after {time.monotonic() - t0:.2f} s ({len(editor.updates)} updates)")

@@ -50,21 +50,38 @@ class VllmServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "VllmServer":
+    def start(self) -> VllmServer:
         t0 = time.monotonic()
         # One core kept from vLLM's OMP threads (on 2 cores its engine would spin both) for its
         # API server, the language server and the test.
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-               "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")}
+        env = {
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "1"),
+        }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["bash", str(ROOT / "scripts" / "serve-vllm.sh"), "serve", str(self.model_dir), str(self.port),
-                 "--served-model-name", self.name, *self.args],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                [
+                    "bash",
+                    str(ROOT / "scripts" / "serve-vllm.sh"),
+                    "serve",
+                    str(self.model_dir),
+                    str(self.port),
+                    "--served-model-name",
+                    self.name,
+                    *self.args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         while time.monotonic() - t0 < START_TIMEOUT_S:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {self.proc.returncode} while starting: see {self.log}\n"
-                                   + self.log.read_text()[-3000:])
+                raise RuntimeError(
+                    f"vLLM exited with {self.proc.returncode} while starting: see {self.log}\n"
+                    + self.log.read_text()[-3000:]
+                )
             try:
                 if httpx.get(f"{self.endpoint}/models", timeout=2).status_code == 200:
                     self.start_s = time.monotonic() - t0

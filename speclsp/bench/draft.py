@@ -52,13 +52,17 @@ def assistant_schedule(draft_lm) -> dict:
         adaptive = True
     except ImportError:
         adaptive = False
-    return {"num_assistant_tokens": pick("num_assistant_tokens"),
-            "num_assistant_tokens_schedule": pick("num_assistant_tokens_schedule"),
-            "assistant_confidence_threshold": pick("assistant_confidence_threshold"),
-            "threshold_adapts": adaptive}
+    return {
+        "num_assistant_tokens": pick("num_assistant_tokens"),
+        "num_assistant_tokens_schedule": pick("num_assistant_tokens_schedule"),
+        "assistant_confidence_threshold": pick("assistant_confidence_threshold"),
+        "threshold_adapts": adaptive,
+    }
 
 
-def run_one(completer: Completer, system: str, case: Case, prompt_ids, max_new: int, stop_text=None) -> tuple[Run, dict]:
+def run_one(
+    completer: Completer, system: str, case: Case, prompt_ids, max_new: int, stop_text=None
+) -> tuple[Run, dict]:
     """One system on one prompt from a cold cache; (run, draft-model figures)."""
     dm = completer.backend.model_drafter
     if system == "hf-assisted":
@@ -75,8 +79,9 @@ def run_one(completer: Completer, system: str, case: Case, prompt_ids, max_new: 
             drafter = dm
         else:
             ngram = completer.drafter_for(case.request(max_new))
-            drafter = completer.backend.speculation_drafter(ngram, {"dm": "model", "ws": "ngram", "hybrid": "hybrid"}[kind],
-                                                            policy, None)
+            drafter = completer.backend.speculation_drafter(
+                ngram, {"dm": "model", "ws": "ngram", "hybrid": "hybrid"}[kind], policy, None
+            )
         dm.reset()
         before = dm.stats.to_dict()
         r = engine.generate(prompt_ids, max_new_tokens=max_new, drafter=drafter, policy=policy, stop_text=stop_text)
@@ -88,8 +93,16 @@ def run_one(completer: Completer, system: str, case: Case, prompt_ids, max_new: 
             extra["acceptance_rate"] = round(dm.acceptance_rate, 3)
             extra["choices"] = dict(getattr(drafter, "choices", {}))
     s = r.stats
-    return Run(r.token_ids, s.total_ms / 1e3, s.forwards + s.prefill_forwards, s.ttft_ms / 1e3, s.drafted, s.accepted,
-               r.text, [(st.k, st.accepted) for st in r.steps]), extra
+    return Run(
+        r.token_ids,
+        s.total_ms / 1e3,
+        s.forwards + s.prefill_forwards,
+        s.ttft_ms / 1e3,
+        s.drafted,
+        s.accepted,
+        r.text,
+        [(st.k, st.accepted) for st in r.steps],
+    ), extra
 
 
 def main(args) -> dict:
@@ -105,11 +118,17 @@ def main(args) -> dict:
     # The backend checks that the tokenizers agree; calibrate before timing anything.
     completer = load_completer(Choice.of(args, model=target, draft_model=draft), progress=say, calibrate="full")
     dm = completer.backend.model_drafter
-    say(f"draft model: {dm.token_s * 1e3:.0f} ms per draft token, {dm.prefill_token_s * 1e3:.1f} ms per catch-up token; "
-        f"target verify cost(0) {completer.auto_policy().costs.cost(0) * 1e3:.0f} ms")
+    say(
+        f"draft model: {dm.token_s * 1e3:.0f} ms per draft token, "
+        f"{dm.prefill_token_s * 1e3:.1f} ms per catch-up token; "
+        f"target verify cost(0) {completer.auto_policy().costs.cost(0) * 1e3:.0f} ms"
+    )
     all_cases = [c for c in cases(False) if c.kind == "novel"][: 2 if quick else 3]
     if getattr(args, "repo", None):
-        all_cases = history_cases(args.repo, getattr(args, "commits", 20), 2 if quick else getattr(args, "max_cases", 24)) + all_cases
+        all_cases = (
+            history_cases(args.repo, getattr(args, "commits", 20), 2 if quick else getattr(args, "max_cases", 24))
+            + all_cases
+        )
     else:
         all_cases = [c for c in cases(quick) if c.kind == "edit"][: 2 if quick else 4] + all_cases
     # Quick runs keep prompts to 1024 tokens: on a 2-core CPU a 2k-token prefill of the
@@ -132,25 +151,49 @@ def main(args) -> dict:
             base = results["greedy"][0]
             for system, (r, extra) in results.items():
                 k = len(r.ids)
-                rows.append({
-                    "case": case.name, "kind": "edit-replay" if case.kind.startswith("edit") else case.kind,
-                    "system": system, "prompt_tokens": len(prompt.ids), "tokens": k, "seconds": r.seconds,
-                    "ttft_s": r.ttft_s, "tokens_per_s": k / r.seconds if r.seconds else 0.0,
-                    "forwards": r.forwards, "forwards_per_token": r.forwards / k if k else None,
-                    "drafted": r.drafted, "accepted": r.accepted,
-                    "acceptance": (r.accepted / r.drafted) if r.drafted else None,
-                    "accepted_per_forward": (r.accepted / r.forwards) if r.accepted is not None and r.forwards else None,
-                    "identical": r.ids == base.ids, "agreement": agreement(r.ids, base.ids),
-                    "quality": None, "steps": r.steps, "draft_model": extra or None,
-                })
+                rows.append(
+                    {
+                        "case": case.name,
+                        "kind": "edit-replay" if case.kind.startswith("edit") else case.kind,
+                        "system": system,
+                        "prompt_tokens": len(prompt.ids),
+                        "tokens": k,
+                        "seconds": r.seconds,
+                        "ttft_s": r.ttft_s,
+                        "tokens_per_s": k / r.seconds if r.seconds else 0.0,
+                        "forwards": r.forwards,
+                        "forwards_per_token": r.forwards / k if k else None,
+                        "drafted": r.drafted,
+                        "accepted": r.accepted,
+                        "acceptance": (r.accepted / r.drafted) if r.drafted else None,
+                        "accepted_per_forward": (r.accepted / r.forwards)
+                        if r.accepted is not None and r.forwards
+                        else None,
+                        "identical": r.ids == base.ids,
+                        "agreement": agreement(r.ids, base.ids),
+                        "quality": None,
+                        "steps": r.steps,
+                        "draft_model": extra or None,
+                    }
+                )
     lm, dlm = completer.backend.lm, dm.lm
-    report = {"model": lm.name, "draft_model": dlm.name, "device": str(lm.device),
-              "dtype": lm.precision, "max_new_tokens": max_new, "repeats": 1,
-              "threads": threads(), "prompt_budget": budget.max_prompt_tokens,
-              "draft_token_ms": round(dm.token_s * 1e3, 2), "draft_catchup_token_ms": round(dm.prefill_token_s * 1e3, 3),
-              "verify_costs_ms": {k: round(completer.auto_policy().costs.cost(k) * 1e3, 1) for k in (0, 1, 4, 8, 16)},
-              "hf_assisted_schedule": assistant_schedule(dlm), "rows": rows, "summary": summarise(rows),
-              "wall_s": round(time.perf_counter() - t0, 1)}
+    report = {
+        "model": lm.name,
+        "draft_model": dlm.name,
+        "device": str(lm.device),
+        "dtype": lm.precision,
+        "max_new_tokens": max_new,
+        "repeats": 1,
+        "threads": threads(),
+        "prompt_budget": budget.max_prompt_tokens,
+        "draft_token_ms": round(dm.token_s * 1e3, 2),
+        "draft_catchup_token_ms": round(dm.prefill_token_s * 1e3, 3),
+        "verify_costs_ms": {k: round(completer.auto_policy().costs.cost(k) * 1e3, 1) for k in (0, 1, 4, 8, 16)},
+        "hf_assisted_schedule": assistant_schedule(dlm),
+        "rows": rows,
+        "summary": summarise(rows),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
     print(render(report))
     write_report(getattr(args, "out", "bench-out"), "draft", report)
     return report
@@ -158,25 +201,43 @@ def main(args) -> dict:
 
 def render(report) -> str:
     s = report["hf_assisted_schedule"]
-    lines = [f"target {report['model']}, draft {report['draft_model']} on {report['device']} ({report['dtype']}, "
-             f"{report['threads']} threads), {report['max_new_tokens']} new tokens max, prompts <= {report['prompt_budget']} "
-             "tokens; times include prefill; every run cold",
-             f"draft model {report['draft_token_ms']:.0f} ms/token; target verify cost(k) ms: {report['verify_costs_ms']}; "
-             f"hf-assisted schedule: {s['num_assistant_tokens']} tokens, {s['num_assistant_tokens_schedule']}, "
-             f"confidence threshold {s['assistant_confidence_threshold']} ({'adaptive' if s['threshold_adapts'] else 'fixed: no scikit-learn'})",
-             "", "| workload | system | tokens/s | accepted/forward | forwards/token | acceptance | vs greedy | identical |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"target {report['model']}, draft {report['draft_model']} on {report['device']} ({report['dtype']}, "
+        f"{report['threads']} threads), {report['max_new_tokens']} new tokens max, "
+        f"prompts <= {report['prompt_budget']} "
+        "tokens; times include prefill; every run cold",
+        f"draft model {report['draft_token_ms']:.0f} ms/token; target verify cost(k) ms: {report['verify_costs_ms']}; "
+        f"hf-assisted schedule: {s['num_assistant_tokens']} tokens, {s['num_assistant_tokens_schedule']}, "
+        f"confidence threshold {s['assistant_confidence_threshold']} "
+        f"({'adaptive' if s['threshold_adapts'] else 'fixed: no scikit-learn'})",
+        "",
+        "| workload | system | tokens/s | accepted/forward | forwards/token | acceptance | vs greedy | identical |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for kind, per in report["summary"].items():
         for system, x in per.items():
-            lines.append(f"| {kind} | {system} | {x['tokens_per_s']:.2f} | {fmt(x['accepted_per_forward'])} | "
-                         f"{fmt(x['forwards_per_token'])} | {fmt(x['acceptance'])} | {fmt(x['vs_greedy'])}x | "
-                         f"{x['identical']}/{x['cases']} |")
-    lines += ["", "| case | system | prompt | tokens | s | forwards | accepted/drafted | draft model: fwd, s, choices | identical |",
-              "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+            lines.append(
+                f"| {kind} | {system} | {x['tokens_per_s']:.2f} | {fmt(x['accepted_per_forward'])} | "
+                f"{fmt(x['forwards_per_token'])} | {fmt(x['acceptance'])} | {fmt(x['vs_greedy'])}x | "
+                f"{x['identical']}/{x['cases']} |"
+            )
+    lines += [
+        "",
+        "| case | system | prompt | tokens | s | forwards | accepted/drafted "
+        "| draft model: fwd, s, choices | identical |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
     for r in report["rows"]:
         ad = "–" if r["drafted"] is None else f"{r['accepted']}/{r['drafted']}"
         d = r["draft_model"]
-        dd = "–" if not d else f"{d['forwards']}, {d['seconds']:.2f}, " + " ".join(f"{k}={v}" for k, v in d["choices"].items() if v)
-        lines.append(f"| {r['case']} | {r['system']} | {r['prompt_tokens']} | {r['tokens']} | {r['seconds']:.1f} | "
-                     f"{r['forwards']} | {ad} | {dd} | {'yes' if r['identical'] else 'no (%.0f%% agree)' % (100 * r['agreement'])} |")
+        dd = (
+            "–"
+            if not d
+            else f"{d['forwards']}, {d['seconds']:.2f}, " + " ".join(f"{k}={v}" for k, v in d["choices"].items() if v)
+        )
+        lines.append(
+            f"| {r['case']} | {r['system']} | {r['prompt_tokens']} | {r['tokens']} | {r['seconds']:.1f} | "
+            f"{r['forwards']} | {ad} | {dd} | "
+            f"{'yes' if r['identical'] else 'no (%.0f%% agree)' % (100 * r['agreement'])} |"
+        )
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from ..completion.completer import Completer, CompletionRequest
 from ..completion.context import OpenDocument
 from ..drafting.drafter import PromptLookupDrafter
 from ..drafting.folders import worth_remembering
-from .report import agreement, fmt, ratio, summarise, times, threads, write_report
+from .report import agreement, fmt, ratio, summarise, threads, times, write_report
 
 SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto", "ws:tree")
 
@@ -51,17 +51,28 @@ class Case:
     history: tuple[str, ...] = ()  # what the server would remember: the text the edit removed
 
     def request(self, max_new: int) -> CompletionRequest:
-        return CompletionRequest(self.path, self.text, self.line, self.character, self.others, max_tokens=max_new,
-                                 history=self.history)
+        return CompletionRequest(
+            self.path, self.text, self.line, self.character, self.others, max_tokens=max_new, history=self.history
+        )
 
 
 def history_cases(repo: str, commits: int, max_cases: int) -> list[Case]:
     from .history import edit_cases
 
-    return [Case(f"{c.name}", "edit-replay", c.path, c.text, c.line, c.character,
-                 tuple(OpenDocument(p, t) for p, t in c.others), c.expected,
-                 (c.removed,) if worth_remembering(c.removed) else ())
-            for c in edit_cases(repo, commits=commits, max_cases=max_cases)]
+    return [
+        Case(
+            f"{c.name}",
+            "edit-replay",
+            c.path,
+            c.text,
+            c.line,
+            c.character,
+            tuple(OpenDocument(p, t) for p, t in c.others),
+            c.expected,
+            (c.removed,) if worth_remembering(c.removed) else (),
+        )
+        for c in edit_cases(repo, commits=commits, max_cases=max_cases)
+    ]
 
 
 def _cursor_at_def(path: Path, nth_from_end: int = 1) -> Case | None:
@@ -135,19 +146,27 @@ def run_hf(lm, prompt_ids, max_new, **generate_kwargs) -> Run:
     lm.sync()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=False,
-                                eos_token_id=sorted(lm.end_ids), pad_token_id=sorted(lm.end_ids)[0], **generate_kwargs)
+        out = lm.model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=max_new,
+            do_sample=False,
+            eos_token_id=sorted(lm.end_ids),
+            pad_token_id=sorted(lm.end_ids)[0],
+            **generate_kwargs,
+        )
     lm.sync()
     dt = time.perf_counter() - t0
     counter.close()
-    ids = out[0, len(prompt_ids):].tolist()
+    ids = out[0, len(prompt_ids) :].tolist()
     while ids and ids[-1] in lm.end_ids:
         ids.pop()
     return Run(ids, dt, counter.n)
 
 
-def run_system(completer: Completer, system: str, req: CompletionRequest, prompt_ids, max_new, stop_text=None,
-               assistant=None) -> Run:
+def run_system(
+    completer: Completer, system: str, req: CompletionRequest, prompt_ids, max_new, stop_text=None, assistant=None
+) -> Run:
     """Run one system on one prompt, from a cold cache (every system pays the same prefill)."""
     if system == "hf-lookup":
         return run_hf(completer.backend.lm, prompt_ids, max_new, prompt_lookup_num_tokens=10)
@@ -162,15 +181,36 @@ def run_system(completer: Completer, system: str, req: CompletionRequest, prompt
     else:
         drafter_kind, lookahead = system.split(":", 1)
         drafter = PromptLookupDrafter() if drafter_kind == "lookup" else completer.drafter_for(req)
-        r = engine.generate(prompt_ids, max_new_tokens=max_new, drafter=drafter, policy=completer.policy_for(lookahead),
-                            stop_text=stop_text)
+        r = engine.generate(
+            prompt_ids,
+            max_new_tokens=max_new,
+            drafter=drafter,
+            policy=completer.policy_for(lookahead),
+            stop_text=stop_text,
+        )
     s = r.stats
-    return Run(r.token_ids, s.total_ms / 1e3, s.forwards + s.prefill_forwards, s.ttft_ms / 1e3, s.drafted, s.accepted,
-               r.text, [(st.k, st.accepted, int(st.depth > 0)) for st in r.steps])
+    return Run(
+        r.token_ids,
+        s.total_ms / 1e3,
+        s.forwards + s.prefill_forwards,
+        s.ttft_ms / 1e3,
+        s.drafted,
+        s.accepted,
+        r.text,
+        [(st.k, st.accepted, int(st.depth > 0)) for st in r.steps],
+    )
 
 
-def measure(completer: Completer, all_cases: list[Case], systems: tuple[str, ...], max_new: int, repeats: int = 1,
-            assistant=None, desc: str = "bench", keep_ids: bool = False) -> list[dict]:
+def measure(
+    completer: Completer,
+    all_cases: list[Case],
+    systems: tuple[str, ...],
+    max_new: int,
+    repeats: int = 1,
+    assistant=None,
+    desc: str = "bench",
+    keep_ids: bool = False,
+) -> list[dict]:
     """Every system on every case; one row per (case, system).
 
     `systems` starts with "greedy": its output, cut where the suggestion ends, fixes how many
@@ -209,19 +249,31 @@ def measure(completer: Completer, all_cases: list[Case], systems: tuple[str, ...
                 quality = {"exact_chars": chars, "exact_lines": lines, "expected_lines": case.expected.count("\n") + 1}
             for system, r in results.items():
                 n = len(r.ids)
-                rows.append({
-                    "case": case.name, "kind": case.kind, "system": system, "prompt_tokens": len(prompt.ids),
-                    "tokens": n, "seconds": r.seconds, "ttft_s": r.ttft_s, "tokens_per_s": n / r.seconds if r.seconds else 0.0,
-                    "forwards": r.forwards, "forwards_per_token": r.forwards / n if n else None,
-                    "drafted": r.drafted, "accepted": r.accepted,
-                    "acceptance": (r.accepted / r.drafted) if r.drafted else None,
-                    "accepted_per_forward": (r.accepted / r.forwards) if r.accepted is not None and r.forwards else None,
-                    "identical": r.ids == base.ids,
-                    "agreement": agreement(r.ids, base.ids),
-                    "quality": quality,
-                    "steps": r.steps,
-                    **({"ids": r.ids} if keep_ids else {}),  # to compare runs (bench precision)
-                })
+                rows.append(
+                    {
+                        "case": case.name,
+                        "kind": case.kind,
+                        "system": system,
+                        "prompt_tokens": len(prompt.ids),
+                        "tokens": n,
+                        "seconds": r.seconds,
+                        "ttft_s": r.ttft_s,
+                        "tokens_per_s": n / r.seconds if r.seconds else 0.0,
+                        "forwards": r.forwards,
+                        "forwards_per_token": r.forwards / n if n else None,
+                        "drafted": r.drafted,
+                        "accepted": r.accepted,
+                        "acceptance": (r.accepted / r.drafted) if r.drafted else None,
+                        "accepted_per_forward": (r.accepted / r.forwards)
+                        if r.accepted is not None and r.forwards
+                        else None,
+                        "identical": r.ids == base.ids,
+                        "agreement": agreement(r.ids, base.ids),
+                        "quality": quality,
+                        "steps": r.steps,
+                        **({"ids": r.ids} if keep_ids else {}),  # to compare runs (bench precision)
+                    }
+                )
     return rows
 
 
@@ -244,9 +296,14 @@ def prefix_reuse(completer: Completer, case: Case, repeats: int = 3) -> dict:
         reused = r.stats.reused_tokens
         engine.reset()
         cold.append(engine.generate(p2.ids, max_new_tokens=1).stats.ttft_ms)
-    return {"case": case.name, "prompt_tokens": len(p2.ids), "reused_tokens": reused,
-            "cold_ttft_ms": statistics.median(cold), "warm_ttft_ms": statistics.median(warm),
-            "speedup": ratio(statistics.median(cold), statistics.median(warm))}
+    return {
+        "case": case.name,
+        "prompt_tokens": len(p2.ids),
+        "reused_tokens": reused,
+        "cold_ttft_ms": statistics.median(cold),
+        "warm_ttft_ms": statistics.median(warm),
+        "speedup": ratio(statistics.median(cold), statistics.median(warm)),
+    }
 
 
 def main(args) -> dict:
@@ -255,49 +312,82 @@ def main(args) -> dict:
     quick = getattr(args, "quick", False)
     max_new = 48 if quick else getattr(args, "max_tokens", 96)
     repeats = max(1, getattr(args, "repeats", 1))
-    completer = load_completer(Choice.of(args, draft_model=""), progress=lambda m: print(f"speclsp: {m}", file=sys.stderr),
-                               calibrate="full")  # calibrate before timing anything
+    completer = load_completer(
+        Choice.of(args, draft_model=""), progress=lambda m: print(f"speclsp: {m}", file=sys.stderr), calibrate="full"
+    )  # calibrate before timing anything
     lm = completer.backend.lm
     all_cases = cases(quick)
     if getattr(args, "repo", None):
         all_cases = [c for c in all_cases if c.kind != "edit"] + history_cases(
-            args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24))
+            args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24)
+        )
     rows = measure(completer, all_cases, SYSTEMS, max_new, repeats, desc="bench engine")
     summary = summarise(rows)
     reuse = [prefix_reuse(completer, c) for c in all_cases if c.kind != "novel"][:2]
-    report = {"model": lm.name, "device": str(lm.device), "dtype": lm.precision,
-              "max_new_tokens": max_new, "repeats": repeats, "threads": threads(), "rows": rows, "summary": summary, "prefix_reuse": reuse}
+    report = {
+        "model": lm.name,
+        "device": str(lm.device),
+        "dtype": lm.precision,
+        "max_new_tokens": max_new,
+        "repeats": repeats,
+        "threads": threads(),
+        "rows": rows,
+        "summary": summary,
+        "prefix_reuse": reuse,
+    }
     print(render(report))
     write_report(getattr(args, "out", "bench-out"), "engine", report)
     return report
 
 
 def render(report) -> str:
-    lines = [f"model {report['model']} on {report['device']} ({report['dtype']}, {report['threads']} threads), "
-             f"{report['max_new_tokens']} new tokens max, best of {report['repeats']} run(s); tokens/s includes the prefill, decode tok/s is after the first token", ""]
-    lines.append("| workload | system | tokens/s | accepted/forward | verified/forward | forwards/token | acceptance | "
-                 "vs greedy | vs hf-lookup | vs ws:auto | decode tok/s | decode vs greedy | decode vs ws:auto | identical |")
+    lines = [
+        f"model {report['model']} on {report['device']} ({report['dtype']}, {report['threads']} threads), "
+        f"{report['max_new_tokens']} new tokens max, best of {report['repeats']} run(s); "
+        "tokens/s includes the prefill, decode tok/s is after the first token",
+        "",
+    ]
+    lines.append(
+        "| workload | system | tokens/s | accepted/forward | verified/forward | forwards/token | acceptance | "
+        "vs greedy | vs hf-lookup | vs ws:auto | decode tok/s | decode vs greedy | decode vs ws:auto | identical |"
+    )
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, per in report["summary"].items():
         for system, s in per.items():
-            lines.append(f"| {kind} | {system} | {s['tokens_per_s']:.1f} | {fmt(s['accepted_per_forward'])} | "
-                         f"{fmt(s.get('verified_per_forward'))} | {fmt(s['forwards_per_token'])} | {fmt(s['acceptance'])} | "
-                         f"{fmt(s['vs_greedy'])}x | {fmt(s['vs_hf_lookup'])}x | {fmt(s.get('vs_ws_auto'))}x | "
-                         f"{fmt(s.get('decode_tokens_per_s'), 1)} | {times(s.get('decode_vs_greedy'))} | "
-                         f"{times(s.get('decode_vs_ws_auto'))} | {s['identical']}/{s['cases']} |")
+            lines.append(
+                f"| {kind} | {system} | {s['tokens_per_s']:.1f} | {fmt(s['accepted_per_forward'])} | "
+                f"{fmt(s.get('verified_per_forward'))} | {fmt(s['forwards_per_token'])} | {fmt(s['acceptance'])} | "
+                f"{fmt(s['vs_greedy'])}x | {fmt(s['vs_hf_lookup'])}x | {fmt(s.get('vs_ws_auto'))}x | "
+                f"{fmt(s.get('decode_tokens_per_s'), 1)} | {times(s.get('decode_vs_greedy'))} | "
+                f"{times(s.get('decode_vs_ws_auto'))} | {s['identical']}/{s['cases']} |"
+            )
     for kind, per in report["summary"].items():
         if "exact_chars" in per["greedy"]:
             g = per["greedy"]
-            lines.append(f"\nquality on {kind} (same for every lossless system): {100 * g['exact_chars']:.0f}% of the "
-                         f"author's characters matched from the cursor on average, {100 * g['exact_lines']:.0f}% of lines exact")
-    lines += ["", "| case | system | tokens | tokens/s | forwards | accepted/drafted | identical |", "|---|---|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"\nquality on {kind} (same for every lossless system): {100 * g['exact_chars']:.0f}% of the "
+                f"author's characters matched from the cursor on average, {100 * g['exact_lines']:.0f}% of lines exact"
+            )
+    lines += [
+        "",
+        "| case | system | tokens | tokens/s | forwards | accepted/drafted | identical |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in report["rows"]:
         ad = "–" if r["drafted"] is None else f"{r['accepted']}/{r['drafted']}"
-        lines.append(f"| {r['case']} | {r['system']} | {r['tokens']} | {r['tokens_per_s']:.1f} | {r['forwards']} | {ad} | "
-                     f"{'yes' if r['identical'] else 'no (%.0f%% agree)' % (100 * r['agreement'])} |")
+        lines.append(
+            f"| {r['case']} | {r['system']} | {r['tokens']} | {r['tokens_per_s']:.1f} | {r['forwards']} | {ad} | "
+            f"{'yes' if r['identical'] else 'no (%.0f%% agree)' % (100 * r['agreement'])} |"
+        )
     if report["prefix_reuse"]:
-        lines += ["", "| prefix reuse: case | prompt tokens | reused | cold TTFT ms | warm TTFT ms | speedup |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| prefix reuse: case | prompt tokens | reused | cold TTFT ms | warm TTFT ms | speedup |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for p in report["prefix_reuse"]:
-            lines.append(f"| {p['case']} | {p['prompt_tokens']} | {p['reused_tokens']} | {p['cold_ttft_ms']:.0f} | "
-                         f"{p['warm_ttft_ms']:.0f} | {fmt(p['speedup'], 1)}x |")
+            lines.append(
+                f"| {p['case']} | {p['prompt_tokens']} | {p['reused_tokens']} | {p['cold_ttft_ms']:.0f} | "
+                f"{p['warm_ttft_ms']:.0f} | {fmt(p['speedup'], 1)}x |"
+            )
     return "\n".join(lines)

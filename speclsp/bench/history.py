@@ -37,8 +37,9 @@ class EditCase:
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
-                          encoding="utf-8", errors="replace").stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, encoding="utf-8", errors="replace"
+    ).stdout
 
 
 def _show(repo: Path, rev: str, path: str) -> str | None:
@@ -61,11 +62,15 @@ def _hunks(diff: str) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def cases_from_commit(repo: Path, commit: str, globs: tuple[str, ...], min_chars: int = 12,
-                      max_lines: int = 12) -> list[EditCase]:
+def cases_from_commit(
+    repo: Path, commit: str, globs: tuple[str, ...], min_chars: int = 12, max_lines: int = 12
+) -> list[EditCase]:
     parent = f"{commit}^"
-    names = [p for p in _git(repo, "diff", "--name-only", "--diff-filter=M", parent, commit).splitlines()
-             if any(fnmatch.fnmatch(p, g) for g in globs)]
+    names = [
+        p
+        for p in _git(repo, "diff", "--name-only", "--diff-filter=M", parent, commit).splitlines()
+        if any(fnmatch.fnmatch(p, g) for g in globs)
+    ]
     before = {p: _show(repo, parent, p) for p in names}
     out = []
     for path in names:
@@ -96,8 +101,14 @@ def cases_from_commit(repo: Path, commit: str, globs: tuple[str, ...], min_chars
     return out
 
 
-def edit_cases(repo: str | Path, commits: int = 20, globs: tuple[str, ...] = ("*.py",), max_cases: int = 50,
-               rev: str = "HEAD", per_commit: int = 3) -> list[EditCase]:
+def edit_cases(
+    repo: str | Path,
+    commits: int = 20,
+    globs: tuple[str, ...] = ("*.py",),
+    max_cases: int = 50,
+    rev: str = "HEAD",
+    per_commit: int = 3,
+) -> list[EditCase]:
     """Up to `max_cases` cases from the newest `commits` non-merge commits touching `globs`."""
     repo = Path(repo)
     shas = _git(repo, "log", "--no-merges", "--format=%H", f"-n{commits}", rev, "--", *globs).split()

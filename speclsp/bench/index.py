@@ -90,8 +90,14 @@ def main_thread_stall_ms(work: Any, repeats: int = 3) -> tuple[float, float]:
     return round((time.perf_counter() - t0) / repeats * 1e3, 1), round(worst * 1e3, 1)
 
 
-def run_index_bench(lines: int = 5000, keystrokes: int = 2000, lookups: int = 2000, seed: int = 0,
-                    tokenizer: Any = None, out: Any = sys.stdout) -> dict[str, Any]:
+def run_index_bench(
+    lines: int = 5000,
+    keystrokes: int = 2000,
+    lookups: int = 2000,
+    seed: int = 0,
+    tokenizer: Any = None,
+    out: Any = sys.stdout,
+) -> dict[str, Any]:
     """Run the micro-benchmarks, print a table to `out`, return the figures."""
     rnd = random.Random(seed)
     if tokenizer is None:
@@ -157,7 +163,7 @@ def run_index_bench(lines: int = 5000, keystrokes: int = 2000, lookups: int = 20
     drafted = 0
     for _ in range(lookups):
         end = rnd.randrange(64, len(toks))
-        q = toks[end - 64:end]
+        q = toks[end - 64 : end]
         t1 = time.perf_counter()
         got = drafter.lookup(q, 64)
         hit_t.append(time.perf_counter() - t1)
@@ -212,22 +218,32 @@ def run_index_bench(lines: int = 5000, keystrokes: int = 2000, lookups: int = 20
 
 def print_table(r: dict[str, Any], out: Any = sys.stdout) -> None:
     w = out.write
-    w(f"\nn-gram index on a {r['lines']}-line Python file ({r['chars']} chars, {r['tokens']} tokens, "
-      f"tokenizer {r['tokenizer']})\n\n")
+    w(
+        f"\nn-gram index on a {r['lines']}-line Python file ({r['chars']} chars, {r['tokens']} tokens, "
+        f"tokenizer {r['tokenizer']})\n\n"
+    )
     w("| operation | median | p95 | mean | max |\n|---|---:|---:|---:|---:|\n")
-    for key, label in (("keystroke", "keystroke edit"), ("lookup_hit", "lookup (match)"),
-                       ("lookup_miss", "lookup (no match)"), ("propose", "propose (64 tokens)")):
+    for key, label in (
+        ("keystroke", "keystroke edit"),
+        ("lookup_hit", "lookup (match)"),
+        ("lookup_miss", "lookup (no match)"),
+        ("propose", "propose (64 tokens)"),
+    ):
         s = r[key]
         w(f"| {label} | {s['median_us']} µs | {s['p95_us']} µs | {s['mean_us']} µs | {s['max_us']} µs |\n")
     w(f"\n- open (index from scratch): {r['open_ms']} ms\n")
     w(f"- begin (index a 2,048-token prompt): {r['begin_2048_ms']} ms\n")
-    w(f"- memory: {r['bytes_per_token_traced']} bytes/token (tracemalloc), "
-      f"{r['bytes_per_token_estimate']} bytes/token (index estimate)\n")
+    w(
+        f"- memory: {r['bytes_per_token_traced']} bytes/token (tracemalloc), "
+        f"{r['bytes_per_token_estimate']} bytes/token (index estimate)\n"
+    )
     w(f"- mean draft length for in-file queries: {r['mean_draft_tokens']} tokens\n")
     w(f"- tokens after the keystrokes equal a full re-tokenization: {r['keystroke_exact']}\n")
     for what, (work_ms, stall_ms) in r.get("main_thread_stall_40k_ms", {}).items():
-        w(f"- 40k characters, {what}, on another thread: {work_ms} ms of work, "
-          f"worst stall of this thread {stall_ms} ms\n")
+        w(
+            f"- 40k characters, {what}, on another thread: {work_ms} ms of work, "
+            f"worst stall of this thread {stall_ms} ms\n"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

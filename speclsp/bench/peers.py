@@ -10,8 +10,8 @@ sends every system the same prompts: the FIM prompt speclsp builds at each case'
 as token ids, so both tokenize nothing of their own. Every system generates up to the same
 number of tokens, with no stop rule; speclsp from a cold cache, llama-server with its own
 prompt cache as it runs by default (which can only shorten its time to first token on cases
-that share a file's start; decode speed is unaffected). Reported per system and thread count: median decode tokens/s after the
-first token (the speed of ghost text growing), median time to first token, and the ratio
+that share a file's start; decode speed is unaffected). Reported per system and thread count: median
+decode tokens/s after the first token (the speed of ghost text growing), median time to first token, and the ratio
 to llama.cpp's best n-gram mode. The systems go round in turn case by case, so a burst of
 load from another process slows one run of several systems, not every run of one.
 
@@ -28,9 +28,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..completion.completer import Completer
 from ..completion.loader import Choice, load_completer, load_remote
@@ -51,12 +52,31 @@ def free_port() -> int:
 
 
 @contextmanager
-def llama_server(binary: str, gguf: str, threads: int, extra: list[str], log: Path,
-                 say: Callable[[str], None]) -> Iterator[str]:
+def llama_server(
+    binary: str, gguf: str, threads: int, extra: list[str], log: Path, say: Callable[[str], None]
+) -> Iterator[str]:
     """A llama-server on loopback for the duration; yields its /v1 endpoint."""
     port = free_port()
-    cmd = [binary, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-tb", str(threads),
-           "-c", "8192", "-np", "1", "--poll", "0", *extra]  # --poll 0: no busy-waiting while another system runs
+    cmd = [
+        binary,
+        "-m",
+        gguf,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-t",
+        str(threads),
+        "-tb",
+        str(threads),
+        "-c",
+        "8192",
+        "-np",
+        "1",
+        "--poll",
+        "0",
+        *extra,
+    ]  # --poll 0: no busy-waiting while another system runs
     say(f"starting {' '.join(cmd[1:])}")
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -87,8 +107,12 @@ def run_local(completer: Completer, prompt_ids: list[int], req, max_new: int, sp
     engine = completer.backend.engine
     engine.reset()
     if speculate:
-        r = engine.generate(prompt_ids, max_new_tokens=max_new, drafter=completer.drafter_for(req),
-                            policy=completer.policy_for(req.lookahead))
+        r = engine.generate(
+            prompt_ids,
+            max_new_tokens=max_new,
+            drafter=completer.drafter_for(req),
+            policy=completer.policy_for(req.lookahead),
+        )
     else:
         r = engine.generate(prompt_ids, max_new_tokens=max_new)
     return _row(r)
@@ -100,8 +124,13 @@ def run_remote(remote: Any, prompt_ids: list[int], max_new: int) -> dict[str, An
 
 def _row(r) -> dict[str, Any]:
     s = r.stats
-    return {"tokens": s.new_tokens, "ttft_ms": s.ttft_ms, "decode_tps": s.tokens_per_s, "forwards": s.forwards,
-            "ids": list(r.token_ids)}
+    return {
+        "tokens": s.new_tokens,
+        "ttft_ms": s.ttft_ms,
+        "decode_tps": s.tokens_per_s,
+        "forwards": s.forwards,
+        "ids": list(r.token_ids),
+    }
 
 
 def main(args) -> dict[str, Any]:
@@ -112,7 +141,9 @@ def main(args) -> dict[str, Any]:
     say = lambda m: print(f"speclsp: {m}", file=sys.stderr)  # noqa: E731
     binary = getattr(args, "llama_server", None)
     if not binary or not Path(binary).is_file():
-        raise SystemExit("speclsp: error: bench peers needs --llama-server PATH (bash scripts/peers.sh llama prints it)")
+        raise SystemExit(
+            "speclsp: error: bench peers needs --llama-server PATH (bash scripts/peers.sh llama prints it)"
+        )
     model = getattr(args, "model", None) or registry.DEFAULT_MODEL
     gguf = getattr(args, "gguf", None) or str(registry.gguf(model, progress=say))
     quick = getattr(args, "quick", False)
@@ -128,7 +159,8 @@ def main(args) -> dict[str, Any]:
     all_cases: list[Case] = cases(quick)
     if getattr(args, "repo", None):
         all_cases = [c for c in all_cases if c.kind != "edit"] + history_cases(
-            args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24))
+            args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24)
+        )
     prompts = []
     for case in all_cases:
         req = case.request(max_new)
@@ -139,12 +171,18 @@ def main(args) -> dict[str, Any]:
         torch.set_num_threads(threads)
         systems: list[tuple[str, Callable[[Any, list[int]], dict[str, Any]]]] = [
             (f"speclsp greedy ({dtype})", lambda req, ids: run_local(completer, ids, req, max_new, False)),
-            (f"speclsp default: {req_lookahead(prompts)} ({dtype})",
-             lambda req, ids: run_local(completer, ids, req, max_new, True)),
+            (
+                f"speclsp default: {req_lookahead(prompts)} ({dtype})",
+                lambda req, ids: run_local(completer, ids, req, max_new, True),
+            ),
         ]
         if baseline is not None:
-            systems.append((f"speclsp greedy ({baseline.backend.dtype})",
-                            lambda req, ids: run_local(baseline, ids, req, max_new, False)))
+            systems.append(
+                (
+                    f"speclsp greedy ({baseline.backend.dtype})",
+                    lambda req, ids: run_local(baseline, ids, req, max_new, False),
+                )
+            )
         with _servers(binary, gguf, threads, modes, out_dir, say, model) as remotes:
             for mode, remote in remotes:
                 systems.append((f"llama.cpp {mode}", lambda req, ids, r=remote: run_remote(r, ids, max_new)))
@@ -154,9 +192,17 @@ def main(args) -> dict[str, Any]:
                     row = run(req, ids)
                     row.update(case=case.name, kind=case.kind, system=name, threads=threads, prompt_tokens=len(ids))
                     rows.append(row)
-    report = {"model": model, "gguf": Path(gguf).name, "dtype": dtype, "dtype_reason": completer.backend.dtype_reason,
-              "cpu_profile": _profile(), "max_new_tokens": max_new, "cases": [c.name for c in all_cases],
-              "rows": [{k: v for k, v in r.items() if k != "ids"} for r in rows], "summary": summarise(rows)}
+    report = {
+        "model": model,
+        "gguf": Path(gguf).name,
+        "dtype": dtype,
+        "dtype_reason": completer.backend.dtype_reason,
+        "cpu_profile": _profile(),
+        "max_new_tokens": max_new,
+        "cases": [c.name for c in all_cases],
+        "rows": [{k: v for k, v in r.items() if k != "ids"} for r in rows],
+        "summary": summarise(rows),
+    }
     markdown = render(report)
     print(markdown)
     write_report(str(out_dir), "peers", report, markdown)
@@ -176,8 +222,11 @@ def _servers(binary, gguf, threads, modes, out_dir, say, model) -> Iterator[list
         for mode in modes:
             if mode not in LLAMA_MODES:
                 raise SystemExit(f"speclsp: error: unknown llama mode {mode!r}: {', '.join(LLAMA_MODES)}")
-            url = stack.enter_context(llama_server(binary, gguf, threads, LLAMA_MODES[mode],
-                                                   out_dir / f"llama-server-{mode}-t{threads}.log", say))
+            url = stack.enter_context(
+                llama_server(
+                    binary, gguf, threads, LLAMA_MODES[mode], out_dir / f"llama-server-{mode}-t{threads}.log", say
+                )
+            )
             remote = load_remote(Choice(model=model, backend="openai", endpoint=url), progress=say)
             stack.callback(remote.close)
             remotes.append((mode, remote))
@@ -199,10 +248,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for key in dict.fromkeys(f"{r['threads']}|{r['system']}" for r in rows):
         t, system = key.split("|", 1)
         mine = [r for r in rows if r["threads"] == int(t) and r["system"] == system]
-        out[key] = {"threads": int(t), "system": system, "cases": len(mine),
-                    "decode_tps": statistics.median(r["decode_tps"] for r in mine),
-                    "ttft_ms": statistics.median(r["ttft_ms"] for r in mine),
-                    "tokens": sum(r["tokens"] for r in mine)}
+        out[key] = {
+            "threads": int(t),
+            "system": system,
+            "cases": len(mine),
+            "decode_tps": statistics.median(r["decode_tps"] for r in mine),
+            "ttft_ms": statistics.median(r["ttft_ms"] for r in mine),
+            "tokens": sum(r["tokens"] for r in mine),
+        }
     for t in {s["threads"] for s in out.values()}:
         peers = [s for s in out.values() if s["threads"] == t and s["system"].startswith("llama.cpp ngram")]
         best = max(peers, key=lambda s: s["decode_tps"]) if peers else None
@@ -213,26 +266,37 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"speclsp vs llama.cpp llama-server: {report['model']} ({report['gguf']} for llama.cpp; speclsp in "
-             f"{report['dtype']}), CPU {report['cpu_profile']}, up to {report['max_new_tokens']} tokens per case, "
-             f"{len(report['cases'])} cases, no stop rule, speclsp from a cold cache", "",
-             "| threads | system | decode tok/s (median) | vs best llama.cpp n-gram | TTFT ms (median) | tokens |",
-             "|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        f"speclsp vs llama.cpp llama-server: {report['model']} ({report['gguf']} for llama.cpp; speclsp in "
+        f"{report['dtype']}), CPU {report['cpu_profile']}, up to {report['max_new_tokens']} tokens per case, "
+        f"{len(report['cases'])} cases, no stop rule, speclsp from a cold cache",
+        "",
+        "| threads | system | decode tok/s (median) | vs best llama.cpp n-gram | TTFT ms (median) | tokens |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for s in report["summary"].values():
         ratio = s.get("vs_best_llama_ngram")
-        lines.append(f"| {s['threads']} | {s['system']} | {s['decode_tps']:.1f} | "
-                     f"{'-' if ratio is None else f'{ratio:.2f}x'} | {s['ttft_ms']:.0f} | {s['tokens']} |")
-    lines += ["", f"speclsp's precision: {report['dtype']} ({report['dtype_reason']})", "",
-              "| threads | case | " + " | ".join(dict.fromkeys(r["system"] for r in report["rows"])) + " |"]
+        lines.append(
+            f"| {s['threads']} | {s['system']} | {s['decode_tps']:.1f} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'} | {s['ttft_ms']:.0f} | {s['tokens']} |"
+        )
+    lines += [
+        "",
+        f"speclsp's precision: {report['dtype']} ({report['dtype_reason']})",
+        "",
+        "| threads | case | " + " | ".join(dict.fromkeys(r["system"] for r in report["rows"])) + " |",
+    ]
     systems = list(dict.fromkeys(r["system"] for r in report["rows"]))
     lines.append("|---:|---|" + "---:|" * len(systems))
     for t in dict.fromkeys(r["threads"] for r in report["rows"]):
         for case in report["cases"]:
             cells = []
             for system in systems:
-                r = next((r for r in report["rows"] if r["threads"] == t and r["case"] == case and r["system"] == system), None)
+                r = next(
+                    (r for r in report["rows"] if r["threads"] == t and r["case"] == case and r["system"] == system),
+                    None,
+                )
                 cells.append("-" if r is None else f"{r['decode_tps']:.1f} ({r['tokens']})")
             lines.append(f"| {t} | {case} | " + " | ".join(cells) + " |")
     lines += ["", "cells: decode tokens/s after the first token (tokens generated)."]
     return "\n".join(lines)
-

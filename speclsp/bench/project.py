@@ -25,8 +25,10 @@ class Costs:
 
     def __init__(self, table: dict):
         self.prefill = {int(c): float(v) for c, v in table["prefill_tok_s"].items()}
-        self.kinds = {kind: {int(c): {int(n): float(s) for n, s in per.items()} for c, per in table[kind].items()}
-                      for kind in ("chain", "tree")}
+        self.kinds = {
+            kind: {int(c): {int(n): float(s) for n, s in per.items()} for c, per in table[kind].items()}
+            for kind in ("chain", "tree")
+        }
 
     @staticmethod
     def _nearest(keys, x):
@@ -68,10 +70,18 @@ def main(args) -> dict:
     table = json.loads(Path(costs_file).read_text())
     report = json.loads(report_path.read_text())
     rows = report["rows"]
-    out = {"costs": str(costs_file), "device": table.get("device"), "trace": str(report_path),
-           "trace_model": report.get("model"), "models": {}}
-    lines = [f"predicted on {table.get('device')} from the per-step trace of {report.get('model')} on "
-             f"{report.get('device')} ({report_path})", ""]
+    out = {
+        "costs": str(costs_file),
+        "device": table.get("device"),
+        "trace": str(report_path),
+        "trace_model": report.get("model"),
+        "models": {},
+    }
+    lines = [
+        f"predicted on {table.get('device')} from the per-step trace of {report.get('model')} on "
+        f"{report.get('device')} ({report_path})",
+        "",
+    ]
     for name, per_model in table["models"].items():
         costs = Costs(per_model)
         summary: dict[tuple[str, str], list[float]] = {}
@@ -82,8 +92,12 @@ def main(args) -> dict:
             acc[1] += s
         result = {f"{k}|{s}": {"tokens_per_s": v[0] / v[1] if v[1] else 0.0} for (k, s), v in summary.items()}
         out["models"][name] = result
-        lines += [f"### costs of {name}", "", "| workload | system | predicted tokens/s | vs greedy | vs hf-lookup |",
-                  "|---|---|---:|---:|---:|"]
+        lines += [
+            f"### costs of {name}",
+            "",
+            "| workload | system | predicted tokens/s | vs greedy | vs hf-lookup |",
+            "|---|---|---:|---:|---:|",
+        ]
         for (kind, system), v in summary.items():
             tps = v[0] / v[1] if v[1] else 0.0
             g = result.get(f"{kind}|greedy", {}).get("tokens_per_s")

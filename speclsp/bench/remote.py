@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..completion.completer import Completer
 from ..completion.loader import Choice, load_completer, load_remote
@@ -33,8 +34,11 @@ from .report import fmt, percentile, write_report
 def _systems(args, say: Callable[[str], None]) -> list[tuple[str, Completer, dict[str, Any]]]:
     """(name, completer, request overrides) for the local model and each endpoint."""
     local = load_completer(Choice.of(args, backend="local", draft_model=""), progress=say, calibrate="full")
-    out = [("local greedy", local, {"speculate": False}), ("local ws:auto", local, {"lookahead": "auto"}),
-           ("local ws:tree", local, {"lookahead": "tree"})]
+    out = [
+        ("local greedy", local, {"speculate": False}),
+        ("local ws:auto", local, {"lookahead": "auto"}),
+        ("local ws:tree", local, {"lookahead": "tree"}),
+    ]
     for url in args.endpoint.split(","):
         remote = load_remote(Choice.of(args, endpoint=url.strip(), draft_model=""), progress=say)
         if remote.problem:
@@ -51,8 +55,14 @@ def complete_once(completer: Completer, case: Case, max_new: int, overrides: dic
         reset()  # a cold cache: the local engine pays the whole prefill, as a server seeing the prompt once does
     comp = completer.complete(replace(case.request(max_new), **overrides))
     s = comp.stats
-    return {"case": case.name, "ttft_ms": round(s.ttft_ms, 1), "tokens_per_s": round(s.tokens_per_s, 2),
-            "tokens": s.new_tokens, "total_ms": round(s.total_ms, 1), "text": comp.text}
+    return {
+        "case": case.name,
+        "ttft_ms": round(s.ttft_ms, 1),
+        "tokens_per_s": round(s.tokens_per_s, 2),
+        "tokens": s.new_tokens,
+        "total_ms": round(s.total_ms, 1),
+        "text": comp.text,
+    }
 
 
 def typing_replay(args, quick: bool, url: str | None) -> dict[str, Any]:
@@ -95,19 +105,33 @@ def main(args) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     rows, typing = report["rows"], report["typing"]
-    out = [f"speclsp local vs remote servers, same prompts, up to {report['max_new_tokens']} tokens, show rules on",
-           "", "| system | TTFT p50 ms | decode tok/s p50 | typing: request -> first text p50 ms | "
-           "typing: pause -> ghost text p50 ms | pauses with text |", "|---|---:|---:|---:|---:|---:|"]
+    out = [
+        f"speclsp local vs remote servers, same prompts, up to {report['max_new_tokens']} tokens, show rules on",
+        "",
+        "| system | TTFT p50 ms | decode tok/s p50 | typing: request -> first text p50 ms | "
+        "typing: pause -> ghost text p50 ms | pauses with text |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, runs in rows.items():
         t = typing.get(name, {})
         share = t.get("pause_text_share")
-        out.append(f"| {name} | {fmt(percentile([r['ttft_ms'] for r in runs], 0.5))} | "
-                   f"{fmt(percentile([r['tokens_per_s'] for r in runs], 0.5))} | {fmt(t.get('first_text_p50_ms'))} | "
-                   f"{fmt(t.get('pause_first_text_p50_ms'))} | {'-' if share is None else f'{share:.0%}'} |")
+        out.append(
+            f"| {name} | {fmt(percentile([r['ttft_ms'] for r in runs], 0.5))} | "
+            f"{fmt(percentile([r['tokens_per_s'] for r in runs], 0.5))} | {fmt(t.get('first_text_p50_ms'))} | "
+            f"{fmt(t.get('pause_first_text_p50_ms'))} | {'-' if share is None else f'{share:.0%}'} |"
+        )
     out += ["", "| case | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
     for i, case in enumerate(report["cases"]):
-        cells = [f"{r[i]['ttft_ms']:.0f} ms, {r[i]['tokens_per_s']:.1f} tok/s ({r[i]['tokens']})" for r in rows.values()]
+        cells = [
+            f"{r[i]['ttft_ms']:.0f} ms, {r[i]['tokens_per_s']:.1f} tok/s ({r[i]['tokens']})" for r in rows.values()
+        ]
         out.append(f"| {case} | " + " | ".join(cells) + " |")
-    same = [all(r[i]["text"] == next(iter(rows.values()))[i]["text"] for r in rows.values()) for i in range(len(report["cases"]))]
-    out += ["", f"cells: TTFT, decode tokens/s (tokens). Same suggestion from every system: {sum(same)}/{len(same)} cases."]
+    same = [
+        all(r[i]["text"] == next(iter(rows.values()))[i]["text"] for r in rows.values())
+        for i in range(len(report["cases"]))
+    ]
+    out += [
+        "",
+        f"cells: TTFT, decode tokens/s (tokens). Same suggestion from every system: {sum(same)}/{len(same)} cases.",
+    ]
     return "\n".join(out)

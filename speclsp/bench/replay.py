@@ -40,8 +40,20 @@ from ..drafting.drafter import MAX_DRAFT, NO_DRAFT, PromptLookupDrafter
 from ..drafting.tree import NO_TREE
 from .report import fmt, ratio, write_report
 
-POLICIES = ("lookup:fixed:10", "chain:fixed:10", "chain:fixed:64", "chain:auto", "tree:fixed:8", "tree:fixed:16", "tree:fixed:64",
-            "tree:auto", "tree:auto+next", "tree:oracle", "copy>=1", "copy")
+POLICIES = (
+    "lookup:fixed:10",
+    "chain:fixed:10",
+    "chain:fixed:64",
+    "chain:auto",
+    "tree:fixed:8",
+    "tree:fixed:16",
+    "tree:fixed:64",
+    "tree:auto",
+    "tree:auto+next",
+    "tree:oracle",
+    "copy>=1",
+    "copy",
+)
 
 
 @dataclass
@@ -126,7 +138,7 @@ def replay(completer, case_prompt, out: list[int], policy: str, cost: Costs, sta
         while i < len(out):
             hay = np.array(context + [-1] + out[:i])
             ids = prompt_ids + out[:i]
-            n = copy_length(hay, ids[-1] if prev_needed else None, out[i:i + min(MAX_DRAFT, len(out) - i - 1)])
+            n = copy_length(hay, ids[-1] if prev_needed else None, out[i : i + min(MAX_DRAFT, len(out) - i - 1)])
             t.forwards += 1
             t.nodes += n
             t.seconds += cost(n)
@@ -186,14 +198,16 @@ def main(args) -> dict:
 
     quick = getattr(args, "quick", False)
     max_new = 48 if quick else getattr(args, "max_tokens", 96)
-    completer = load_completer(Choice.of(args, draft_model=""), progress=lambda m: print(f"speclsp: {m}", file=sys.stderr),
-                               calibrate="full")
+    completer = load_completer(
+        Choice.of(args, draft_model=""), progress=lambda m: print(f"speclsp: {m}", file=sys.stderr), calibrate="full"
+    )
     lm = completer.backend.lm
     cost = Costs(completer.backend.step_costs())
     all_cases = cases(quick)
     if getattr(args, "repo", None):
         all_cases = [c for c in all_cases if c.kind != "edit"] + history_cases(
-            args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24))
+            args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24)
+        )
     engine = completer.backend.engine
     prepared = []
     for case in tqdm(all_cases, desc="greedy outputs", file=sys.stderr):
@@ -211,13 +225,28 @@ def main(args) -> dict:
         for case, cp, out in prepared:
             for policy in POLICIES:
                 t = replay(completer, cp, out, policy, cost, state)
-                rows.append({"case": case.name, "kind": case.kind, "policy": policy, "tokens": len(out),
-                             "forwards": t.forwards, "nodes": t.nodes, "seconds": t.seconds})
+                rows.append(
+                    {
+                        "case": case.name,
+                        "kind": case.kind,
+                        "policy": policy,
+                        "tokens": len(out),
+                        "forwards": t.forwards,
+                        "nodes": t.nodes,
+                        "seconds": t.seconds,
+                    }
+                )
                 bar.update(1)
     summary = summarise(rows, cost)
-    report = {"model": lm.name, "device": str(lm.device), "dtype": lm.precision,
-              "max_new_tokens": max_new, "costs": {str(k): v for k, v in cost.table.items()}, "rows": rows,
-              "summary": summary}
+    report = {
+        "model": lm.name,
+        "device": str(lm.device),
+        "dtype": lm.precision,
+        "max_new_tokens": max_new,
+        "costs": {str(k): v for k, v in cost.table.items()},
+        "rows": rows,
+        "summary": summary,
+    }
     text = render(report)
     print(text)
     write_report(getattr(args, "out", "bench-out"), "replay", report, text)
@@ -235,8 +264,11 @@ def summarise(rows: list[dict], cost: Costs) -> dict:
         for policy in POLICIES:
             mine = [r for r in rs if r["policy"] == policy]
             fw = sum(r["forwards"] for r in mine)
-            per[policy] = {"forwards": fw, "nodes_per_forward": sum(r["nodes"] for r in mine) / fw if fw else 0.0,
-                           "seconds": sum(r["seconds"] for r in mine)}
+            per[policy] = {
+                "forwards": fw,
+                "nodes_per_forward": sum(r["nodes"] for r in mine) / fw if fw else 0.0,
+                "seconds": sum(r["seconds"] for r in mine),
+            }
         for p in per.values():
             p["forwards_per_token"] = p["forwards"] / tokens if tokens else None
             p["vs_greedy"] = ratio(greedy_s, p["seconds"])
@@ -246,16 +278,25 @@ def summarise(rows: list[dict], cost: Costs) -> dict:
 
 
 def render(report: dict) -> str:
-    lines = [f"model {report['model']} on {report['device']} ({report['dtype']}), {report['max_new_tokens']} new tokens max; "
-             "drafting replayed against greedy output, model seconds from this machine's calibrated verify costs "
-             "(decode only); tree:auto+next, tree:oracle, copy>=1 and copy are bounds that know the future", "",
-             "verify pass over the pending token + k drafted, calibrated ms: "
-             + ", ".join(f"k={k} {float(v) * 1e3:.0f}" for k, v in sorted(report["costs"].items(), key=lambda kv: int(kv[0]))), "",
-             "| workload | policy | forwards | forwards/token | verified/forward | model s | vs greedy | vs chain:auto |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"model {report['model']} on {report['device']} ({report['dtype']}), "
+        f"{report['max_new_tokens']} new tokens max; "
+        "drafting replayed against greedy output, model seconds from this machine's calibrated verify costs "
+        "(decode only); tree:auto+next, tree:oracle, copy>=1 and copy are bounds that know the future",
+        "",
+        "verify pass over the pending token + k drafted, calibrated ms: "
+        + ", ".join(
+            f"k={k} {float(v) * 1e3:.0f}" for k, v in sorted(report["costs"].items(), key=lambda kv: int(kv[0]))
+        ),
+        "",
+        "| workload | policy | forwards | forwards/token | verified/forward | model s | vs greedy | vs chain:auto |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for kind, s in report["summary"].items():
         for policy, p in s["policies"].items():
-            lines.append(f"| {kind} | {policy} | {p['forwards']} | {fmt(p['forwards_per_token'])} | "
-                         f"{fmt(p['nodes_per_forward'], 1)} | {p['seconds']:.1f} | {fmt(p['vs_greedy'])}x | "
-                         f"{fmt(p['vs_chain_auto'])}x |")
+            lines.append(
+                f"| {kind} | {policy} | {p['forwards']} | {fmt(p['forwards_per_token'])} | "
+                f"{fmt(p['nodes_per_forward'], 1)} | {p['seconds']:.1f} | {fmt(p['vs_greedy'])}x | "
+                f"{fmt(p['vs_chain_auto'])}x |"
+            )
     return "\n".join(lines)

@@ -53,23 +53,36 @@ def summarise(rows):
             # prefill is the same work for every system); only where the first token's time is known.
             timed = [r for r in rs if r.get("ttft_s") is not None]
             dsecs = sum(r["seconds"] - r["ttft_s"] for r in timed)
-            decode = sum(r["tokens"] - 1 for r in timed) / dsecs if timed and len(timed) == len(rs) and dsecs > 0 else None
-            per[system] = {"tokens_per_s": toks / secs if secs else 0.0, "decode_tokens_per_s": decode,
-                           "forwards_per_token": fw / toks if toks else None,
-                           "accepted_per_forward": ac / fw if fw and not system.startswith(("greedy", "hf-")) else None,
-                           # drafted tokens, or tree nodes, sent to each verify pass
-                           "verified_per_forward": dr / fw if fw and not system.startswith(("greedy", "hf-")) else None,
-                           "acceptance": ac / dr if dr else None, "identical": sum(r["identical"] for r in rs), "cases": len(rs)}
+            decode = (
+                sum(r["tokens"] - 1 for r in timed) / dsecs if timed and len(timed) == len(rs) and dsecs > 0 else None
+            )
+            per[system] = {
+                "tokens_per_s": toks / secs if secs else 0.0,
+                "decode_tokens_per_s": decode,
+                "forwards_per_token": fw / toks if toks else None,
+                "accepted_per_forward": ac / fw if fw and not system.startswith(("greedy", "hf-")) else None,
+                # drafted tokens, or tree nodes, sent to each verify pass
+                "verified_per_forward": dr / fw if fw and not system.startswith(("greedy", "hf-")) else None,
+                "acceptance": ac / dr if dr else None,
+                "identical": sum(r["identical"] for r in rs),
+                "cases": len(rs),
+            }
             qs = [r["quality"] for r in rs if r["quality"]]
             if qs:
                 per[system]["exact_chars"] = sum(q["exact_chars"] for q in qs) / len(qs)
                 per[system]["exact_lines"] = sum(q["exact_lines"] for q in qs) / sum(q["expected_lines"] for q in qs)
         for system in per:
             per[system]["vs_greedy"] = ratio(per[system]["tokens_per_s"], per["greedy"]["tokens_per_s"])
-            per[system]["vs_hf_lookup"] = ratio(per[system]["tokens_per_s"], per.get("hf-lookup", {}).get("tokens_per_s"))
+            per[system]["vs_hf_lookup"] = ratio(
+                per[system]["tokens_per_s"], per.get("hf-lookup", {}).get("tokens_per_s")
+            )
             per[system]["vs_ws_auto"] = ratio(per[system]["tokens_per_s"], per.get("ws:auto", {}).get("tokens_per_s"))
-            per[system]["decode_vs_ws_auto"] = ratio(per[system]["decode_tokens_per_s"], per.get("ws:auto", {}).get("decode_tokens_per_s"))
-            per[system]["decode_vs_greedy"] = ratio(per[system]["decode_tokens_per_s"], per["greedy"].get("decode_tokens_per_s"))
+            per[system]["decode_vs_ws_auto"] = ratio(
+                per[system]["decode_tokens_per_s"], per.get("ws:auto", {}).get("decode_tokens_per_s")
+            )
+            per[system]["decode_vs_greedy"] = ratio(
+                per[system]["decode_tokens_per_s"], per["greedy"].get("decode_tokens_per_s")
+            )
         out[kind] = per
     return out
 

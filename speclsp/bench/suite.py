@@ -51,9 +51,16 @@ def latency_table(rows: list[dict]) -> list[dict]:
             rs = [r for r in rows if r["kind"] == kind and r["system"] == system]
             ttft = [r["ttft_s"] * 1e3 for r in rs if r["ttft_s"] is not None]
             final = [r["seconds"] * 1e3 for r in rs]
-            out.append({"kind": kind, "system": system,
-                        "ttft_p50_ms": percentile(ttft, 0.5), "ttft_p95_ms": percentile(ttft, 0.95),
-                        "final_p50_ms": percentile(final, 0.5), "final_p95_ms": percentile(final, 0.95)})
+            out.append(
+                {
+                    "kind": kind,
+                    "system": system,
+                    "ttft_p50_ms": percentile(ttft, 0.5),
+                    "ttft_p95_ms": percentile(ttft, 0.95),
+                    "final_p50_ms": percentile(final, 0.5),
+                    "final_p95_ms": percentile(final, 0.95),
+                }
+            )
     return out
 
 
@@ -75,8 +82,10 @@ def acceptance_by_k(rows: list[dict]) -> dict[str, dict[int, float]]:
 def peak_memory_mb(lm) -> dict:
     import torch
 
-    mem = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-           "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+    mem = {
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+    }
     if lm.device.type == "cuda":
         mem["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     return mem
@@ -146,11 +155,17 @@ def plot(report: dict, out: Path) -> list[str]:
 
 
 def render_suite(report: dict) -> str:
-    lines = [render(report), "", "| workload | system | TTFT p50 ms | TTFT p95 ms | final p50 ms | final p95 ms |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        render(report),
+        "",
+        "| workload | system | TTFT p50 ms | TTFT p95 ms | final p50 ms | final p95 ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in report["latency"]:
-        lines.append(f"| {r['kind']} | {r['system']} | {fmt(r['ttft_p50_ms'], 0)} | {fmt(r['ttft_p95_ms'], 0)} | "
-                     f"{fmt(r['final_p50_ms'], 0)} | {fmt(r['final_p95_ms'], 0)} |")
+        lines.append(
+            f"| {r['kind']} | {r['system']} | {fmt(r['ttft_p50_ms'], 0)} | {fmt(r['ttft_p95_ms'], 0)} | "
+            f"{fmt(r['final_p50_ms'], 0)} | {fmt(r['final_p95_ms'], 0)} |"
+        )
     t = report.get("typing")
     if t:
         lines += ["", t["markdown"]]
@@ -192,11 +207,21 @@ def main(args) -> dict:
         say("edit-replay skipped: no --repo and not inside a git repository")
     all_cases += [c for c in cases(quick) if c.kind == "novel"][: 1 if quick else 3]
     rows = measure(completer, all_cases, systems, max_new, max(1, getattr(args, "repeats", 1)), assistant, desc="bench")
-    report = {"model": lm.name, "device": str(lm.device), "dtype": lm.precision,
-              "draft_model": getattr(args, "draft_model", None), "repo": repo, "max_new_tokens": max_new,
-              "repeats": max(1, getattr(args, "repeats", 1)), "threads": threads(), "rows": rows,
-              "summary": summarise(rows), "latency": latency_table(rows), "acceptance_by_k": acceptance_by_k(rows),
-              "prefix_reuse": []}
+    report = {
+        "model": lm.name,
+        "device": str(lm.device),
+        "dtype": lm.precision,
+        "draft_model": getattr(args, "draft_model", None),
+        "repo": repo,
+        "max_new_tokens": max_new,
+        "repeats": max(1, getattr(args, "repeats", 1)),
+        "threads": threads(),
+        "rows": rows,
+        "summary": summarise(rows),
+        "latency": latency_table(rows),
+        "acceptance_by_k": acceptance_by_k(rows),
+        "prefix_reuse": [],
+    }
     del completer, assistant  # free the model before the server starts its own
     report["typing"] = run_typing(args, quick)
     report["memory"] = peak_memory_mb(lm)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 PAUSE_S = 0.5  # no keystroke for this long after one: the user stopped, a suggestion matters
 
+
 @dataclass
 class Request:
     id: str
@@ -88,8 +89,18 @@ def _units(s: str) -> int:
     return len(s.encode("utf-16-le")) // 2
 
 
-async def replay(text: str, start: int, n_keys: int, cps: float, server_cmd: list[str], options: dict,
-                 streaming: bool, path: str, env: dict[str, str] | None = None, line_pause: float = 0.0) -> Replay:
+async def replay(
+    text: str,
+    start: int,
+    n_keys: int,
+    cps: float,
+    server_cmd: list[str],
+    options: dict,
+    streaming: bool,
+    path: str,
+    env: dict[str, str] | None = None,
+    line_pause: float = 0.0,
+) -> Replay:
     from lsprotocol import types as T
     from pygls.lsp.client import LanguageClient
 
@@ -129,8 +140,9 @@ async def replay(text: str, start: int, n_keys: int, cps: float, server_cmd: lis
         experimental={"speclsp": {"inlineCompletionUpdate": True}} if streaming else None,
     )
     t_load = time.perf_counter()
-    await client.initialize_async(T.InitializeParams(capabilities=caps, process_id=os.getpid(),
-                                                     initialization_options=options))
+    await client.initialize_async(
+        T.InitializeParams(capabilities=caps, process_id=os.getpid(), initialization_options=options)
+    )
     client.initialized(T.InitializedParams())
     await asyncio.wait_for(ready.wait(), 600)
     rep.load_s = time.perf_counter() - t_load
@@ -178,18 +190,29 @@ async def replay(text: str, start: int, n_keys: int, cps: float, server_cmd: lis
         pos = T.Position(len(lines) - 1, _units(lines[-1]))
         doc += key
         version += 1
-        client.text_document_did_change(T.DidChangeTextDocumentParams(
-            T.VersionedTextDocumentIdentifier(version=version, uri=uri),
-            [T.TextDocumentContentChangePartial(range=T.Range(pos, pos), text=key)]))
+        client.text_document_did_change(
+            T.DidChangeTextDocumentParams(
+                T.VersionedTextDocumentIdentifier(version=version, uri=uri),
+                [T.TextDocumentContentChangePartial(range=T.Range(pos, pos), text=key)],
+            )
+        )
         lines = doc.split("\n")
         cursor = T.Position(len(lines) - 1, _units(lines[-1]))
         rid = f"k{i}"
         req = Request(rid, i, time.perf_counter())
         by_id[rid] = req
         rep.requests.append(req)
-        fut = asyncio.wrap_future(client.protocol.send_request(T.TEXT_DOCUMENT_INLINE_COMPLETION, T.InlineCompletionParams(
-            context=T.InlineCompletionContext(T.InlineCompletionTriggerKind.Automatic),
-            text_document=T.TextDocumentIdentifier(uri), position=cursor), msg_id=rid))
+        fut = asyncio.wrap_future(
+            client.protocol.send_request(
+                T.TEXT_DOCUMENT_INLINE_COMPLETION,
+                T.InlineCompletionParams(
+                    context=T.InlineCompletionContext(T.InlineCompletionTriggerKind.Automatic),
+                    text_document=T.TextDocumentIdentifier(uri),
+                    position=cursor,
+                ),
+                msg_id=rid,
+            )
+        )
         pending[rid] = fut
         fut.add_done_callback(lambda f, r=req: on_done(r, f))
     # Let the last request finish, as the user stops typing.
@@ -224,8 +247,13 @@ def pauses(rep: Replay) -> list[dict[str, Any]]:
         if gap is not None and gap < PAUSE_S:
             continue
         shown = r.first_text is not None and (nxt is None or r.first_text < nxt)
-        out.append({"keystroke": r.keystroke, "gap_s": None if gap is None else round(gap, 3),
-                    "first_text_ms": round((r.first_text - r.sent) * 1e3, 1) if shown else None})
+        out.append(
+            {
+                "keystroke": r.keystroke,
+                "gap_s": None if gap is None else round(gap, 3),
+                "first_text_ms": round((r.first_text - r.sent) * 1e3, 1) if shown else None,
+            }
+        )
     return out
 
 
@@ -272,15 +300,22 @@ def render(rep: Replay, s: dict[str, Any]) -> str:
         return "-" if v is None else f"{v:.0f}"
 
     st = rep.stats
-    head = (f"typing replay: {Path(rep.file).name}, {rep.keystrokes} keystrokes ({rep.typed_chars} chars) at "
-            f"{rep.cps:g} chars/s with {rep.line_pause:g} s pauses at line ends, streaming {'on' if rep.streaming else 'off'}; model {st.get('model')} on "
-            f"{st.get('device')} (loaded in {rep.load_s:.1f} s)")
+    head = (
+        f"typing replay: {Path(rep.file).name}, {rep.keystrokes} keystrokes ({rep.typed_chars} chars) at "
+        f"{rep.cps:g} chars/s with {rep.line_pause:g} s pauses at line ends, "
+        f"streaming {'on' if rep.streaming else 'off'}; model {st.get('model')} on "
+        f"{st.get('device')} (loaded in {rep.load_s:.1f} s)"
+    )
     rows = [
         (f"pauses (no key for >= {PAUSE_S:g} s, and the end)", s["pauses"]),
-        ("pauses that got ghost text before the next key", "-" if s["pause_text_share"] is None
-         else f"{100 * s['pause_text_share']:.0f}% ({s['pauses_with_text']})"),
-        ("last key -> first ghost text in a pause p50 / p95 (ms)",
-         f"{ms(s['pause_first_text_p50_ms'])} / {ms(s['pause_first_text_p95_ms'])}"),
+        (
+            "pauses that got ghost text before the next key",
+            "-" if s["pause_text_share"] is None else f"{100 * s['pause_text_share']:.0f}% ({s['pauses_with_text']})",
+        ),
+        (
+            "last key -> first ghost text in a pause p50 / p95 (ms)",
+            f"{ms(s['pause_first_text_p50_ms'])} / {ms(s['pause_first_text_p95_ms'])}",
+        ),
         ("keystrokes answered from the typed-through cache", f"{100 * s['keystrokes_from_cache']:.0f}%"),
         ("requests (one per keystroke)", s["requests"]),
         ("answered with text", s["with_text"]),
@@ -289,8 +324,10 @@ def render(rep: Replay, s: dict[str, Any]) -> str:
         ("request -> first text p50 / p95 (ms)", f"{ms(s['first_text_p50_ms'])} / {ms(s['first_text_p95_ms'])}"),
         ("request -> final text p50 / p95 (ms)", f"{ms(s['final_text_p50_ms'])} / {ms(s['final_text_p95_ms'])}"),
         ("model calls per keystroke", f"{s['model_calls_per_keystroke']:.2f} ({s['model_calls']} calls)"),
-        ("cache hit rate (typed-through)", "-" if s["cache_hit_rate"] is None
-         else f"{100 * s['cache_hit_rate']:.0f}% ({s['cache_hits']} hits)"),
+        (
+            "cache hit rate (typed-through)",
+            "-" if s["cache_hit_rate"] is None else f"{100 * s['cache_hit_rate']:.0f}% ({s['cache_hits']} hits)",
+        ),
         ("superseded / stale answers (server)", f"{s['superseded']} / {s['stale']}"),
         ("decode tokens/s, draft acceptance", f"{s['tokens_per_s']} / {s['acceptance']}"),
     ]
@@ -332,13 +369,30 @@ def run(args) -> dict[str, Any]:
         # The replayed copy lives elsewhere so the real file's folder does not matter.
         copy = Path(tmp) / path.name
         copy.write_text(text)
-        rep = asyncio.run(replay(text, start, n_keys, getattr(args, "cps", None) or 8.0, _server_cmd(args),
-                                 options, streaming, str(copy), line_pause=getattr(args, "line_pause", 0.0) or 0.0))
+        rep = asyncio.run(
+            replay(
+                text,
+                start,
+                n_keys,
+                getattr(args, "cps", None) or 8.0,
+                _server_cmd(args),
+                options,
+                streaming,
+                str(copy),
+                line_pause=getattr(args, "line_pause", 0.0) or 0.0,
+            )
+        )
     rep.file = str(path)
     s = summarise(rep)
-    return {"summary": s, "markdown": render(rep, s), "requests": [asdict(r) for r in rep.requests],
-            "pauses": pauses(rep),
-            "stats": rep.stats, "wall_s": round(rep.wall_s, 1), "load_s": round(rep.load_s, 1)}
+    return {
+        "summary": s,
+        "markdown": render(rep, s),
+        "requests": [asdict(r) for r in rep.requests],
+        "pauses": pauses(rep),
+        "stats": rep.stats,
+        "wall_s": round(rep.wall_s, 1),
+        "load_s": round(rep.load_s, 1),
+    }
 
 
 def run_for_suite(args, quick: bool = False) -> dict[str, Any]:

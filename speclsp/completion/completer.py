@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
 
 from ..backend import Backend, CancelToken, GenerationStats, Step
 from ..drafting.controller import CostAwareLookahead, LookaheadPolicy, TreeLookahead, parse_lookahead
@@ -26,8 +26,18 @@ from ..drafting.drafter import Drafter, parse_drafter
 from ..drafting.index import NgramIndex
 from ..drafting.tokens import make_tokenize
 from ..drafting.workspace import WorkspaceDrafter
-from .context import (FimTokens, OpenDocument, Prompt, PromptBudget, build_prompt, choose_other_documents, lf,
-                      line_ending, prompt_window, split_at)
+from .context import (
+    FimTokens,
+    OpenDocument,
+    Prompt,
+    PromptBudget,
+    build_prompt,
+    choose_other_documents,
+    lf,
+    line_ending,
+    prompt_window,
+    split_at,
+)
 from .fim import detect_fim
 from .postprocess import ShowRules
 
@@ -74,8 +84,16 @@ class Completion:
     prompt: Prompt
 
 
-def build_request(path: str, text: str, line_starts: Sequence[int], offset: int, *, others: Iterable[OpenDocument],
-                  budget: PromptBudget, **options) -> CompletionRequest:
+def build_request(
+    path: str,
+    text: str,
+    line_starts: Sequence[int],
+    offset: int,
+    *,
+    others: Iterable[OpenDocument],
+    budget: PromptBudget,
+    **options,
+) -> CompletionRequest:
     """The request for a cursor at character `offset` of a whole document.
 
     The prompt sees a window of the document around the cursor (the same prompt as from the
@@ -87,8 +105,15 @@ def build_request(path: str, text: str, line_starts: Sequence[int], offset: int,
     # split_at(text[start:end], line, col) splits exactly at `offset`.
     line = text.count("\n", start, offset)
     col = offset - max(start, text.rfind("\n", start, offset) + 1)
-    return CompletionRequest(path=path, text=text[start:end], line=line, character=col,
-                             other_documents=choose_other_documents(others), budget=budget, **options)
+    return CompletionRequest(
+        path=path,
+        text=text[start:end],
+        line=line,
+        character=col,
+        other_documents=choose_other_documents(others),
+        budget=budget,
+        **options,
+    )
 
 
 class Completer:
@@ -162,8 +187,11 @@ class Completer:
             index.open(req.path, req.text)
             for text in req.history:
                 index.add_history(self.backend.encode(text))
-        drafter = WorkspaceDrafter(index, fim_suffix_id=self.fim.suffix if self.fim else None,
-                                   fim_middle_id=self.fim.middle if self.fim else None)
+        drafter = WorkspaceDrafter(
+            index,
+            fim_suffix_id=self.fim.suffix if self.fim else None,
+            fim_middle_id=self.fim.middle if self.fim else None,
+        )
         prefix, _ = split_at(req.text, req.line, req.character)
         drafter.set_request(req.path, len(prefix))
         return drafter
@@ -226,5 +254,12 @@ class Completer:
         self.save_learned()
         if on_text is not None and text != shown[0]:
             on_text(text)
-        log.debug("completion %s:%d:%d -> %d chars, %s", req.path, req.line, req.character, len(text), result.stats.stop_reason)
+        log.debug(
+            "completion %s:%d:%d -> %d chars, %s",
+            req.path,
+            req.line,
+            req.character,
+            len(text),
+            result.stats.stop_reason,
+        )
         return Completion(text, result.text, tuple(result.token_ids), result.stats, tuple(result.steps), prompt)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Callable, Iterable, Sequence
 
 CHARS_PER_TOKEN = 3  # generous estimate used before tokenizing, so we tokenize little
 PREFIX_LINE_STEP = 16  # the prefix starts on a multiple of this many lines (cache-friendly)
@@ -104,7 +104,7 @@ def line_ending(prefix: str, suffix: str) -> str:
         if ch == "\n":
             return "\n"
         if ch == "\r":
-            return "\r\n" if suffix[j + 1:j + 2] == "\n" else "\r"
+            return "\r\n" if suffix[j + 1 : j + 2] == "\n" else "\r"
     return "\n"
 
 
@@ -147,7 +147,7 @@ def _bare_encoder(encode: Callable[[str], list[int]]) -> Callable[[str], list[in
 
     def bare(text: str) -> list[int]:
         ids = encode("\n" + text)
-        return ids[len(newline):] if ids[: len(newline)] == newline else encode(text)
+        return ids[len(newline) :] if ids[: len(newline)] == newline else encode(text)
 
     return bare
 
@@ -163,7 +163,9 @@ def _identifiers(text: str) -> set[str]:
     return set(_IDENT.findall(text))
 
 
-def select_snippets(others: Sequence[OpenDocument], around_cursor: str, budget_chars: int, lines_per_snippet: int) -> list[tuple[str, int, str]]:
+def select_snippets(
+    others: Sequence[OpenDocument], around_cursor: str, budget_chars: int, lines_per_snippet: int
+) -> list[tuple[str, int, str]]:
     """Chunks of other files that share the most identifiers with the code near the cursor.
 
     Returned in (path, start line) order, not score order, so the prompt stays the same as
@@ -234,8 +236,17 @@ def build_prompt(
     room = max(16, budget.max_prompt_tokens - len(ctx_ids) - len(suffix_ids) - 3 - extra)
     prefix, prefix_ids = _fit_prefix(prefix, room, encode_prefix)
     if fim:
-        ids = (head + ctx_ids + [fim.prefix] + prefix_ids + before_suffix + [fim.suffix] + suffix_ids
-               + before_middle + [fim.middle])
+        ids = (
+            head
+            + ctx_ids
+            + [fim.prefix]
+            + prefix_ids
+            + before_suffix
+            + [fim.suffix]
+            + suffix_ids
+            + before_middle
+            + [fim.middle]
+        )
     else:
         ids = ctx_ids + prefix_ids
     return Prompt(tuple(ids), prefix, suffix, tuple(suffix_ids), len(ctx_ids), tuple(names))

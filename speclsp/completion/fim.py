@@ -26,8 +26,8 @@ here is in `local.model.FIM_TOKENS`, the ones the local backend looks up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .context import FimTokens
 
@@ -48,19 +48,51 @@ class FimFamily:
     spaced: bool = False  # CodeLlama's spacing (FimTokens.spaced)
 
 
-QWEN = FimFamily("qwen", ("<|fim_prefix|>",), ("<|fim_suffix|>",), ("<|fim_middle|>",),
-                 file_sep=("<|file_sep|>",), repo_name=("<|repo_name|>",),
-                 end=("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>"))
-STARCODER = FimFamily("starcoder", ("<fim_prefix>",), ("<fim_suffix>",), ("<fim_middle>",),
-                      file_sep=("<file_sep>",), repo_name=("<repo_name>",),
-                      end=("<|endoftext|>", "<fim_pad>", "<file_sep>"))
-CODELLAMA = FimFamily("codellama", ("▁<PRE>", "<PRE>"), ("▁<SUF>", "<SUF>"), ("▁<MID>", "<MID>"),
-                      bos=("<s>",), end=("▁<EOT>", "<EOT>"), spaced=True)  # and its EOS </s>
-DEEPSEEK = FimFamily("deepseek", ("<｜fim▁begin｜>",), ("<｜fim▁hole｜>",), ("<｜fim▁end｜>",),
-                     bos=("<｜begin▁of▁sentence｜>",), end=("<｜end▁of▁sentence｜>", "<|EOT|>"))
-CODEGEMMA = FimFamily("codegemma", ("<|fim_prefix|>",), ("<|fim_suffix|>",), ("<|fim_middle|>",),
-                      file_sep=("<|file_separator|>",), bos=("<bos>",),
-                      end=("<|file_separator|>", "<eos>", "<end_of_turn>"), requires=("<|file_separator|>",))
+QWEN = FimFamily(
+    "qwen",
+    ("<|fim_prefix|>",),
+    ("<|fim_suffix|>",),
+    ("<|fim_middle|>",),
+    file_sep=("<|file_sep|>",),
+    repo_name=("<|repo_name|>",),
+    end=("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>"),
+)
+STARCODER = FimFamily(
+    "starcoder",
+    ("<fim_prefix>",),
+    ("<fim_suffix>",),
+    ("<fim_middle>",),
+    file_sep=("<file_sep>",),
+    repo_name=("<repo_name>",),
+    end=("<|endoftext|>", "<fim_pad>", "<file_sep>"),
+)
+CODELLAMA = FimFamily(
+    "codellama",
+    ("▁<PRE>", "<PRE>"),
+    ("▁<SUF>", "<SUF>"),
+    ("▁<MID>", "<MID>"),
+    bos=("<s>",),
+    end=("▁<EOT>", "<EOT>"),
+    spaced=True,
+)  # and its EOS </s>
+DEEPSEEK = FimFamily(
+    "deepseek",
+    ("<｜fim▁begin｜>",),
+    ("<｜fim▁hole｜>",),
+    ("<｜fim▁end｜>",),
+    bos=("<｜begin▁of▁sentence｜>",),
+    end=("<｜end▁of▁sentence｜>", "<|EOT|>"),
+)
+CODEGEMMA = FimFamily(
+    "codegemma",
+    ("<|fim_prefix|>",),
+    ("<|fim_suffix|>",),
+    ("<|fim_middle|>",),
+    file_sep=("<|file_separator|>",),
+    bos=("<bos>",),
+    end=("<|file_separator|>", "<eos>", "<end_of_turn>"),
+    requires=("<|file_separator|>",),
+)
 
 # Tried in this order: CodeGemma before Qwen (same markers, told apart by `requires`).
 FAMILIES: tuple[FimFamily, ...] = (CODEGEMMA, QWEN, STARCODER, CODELLAMA, DEEPSEEK)
@@ -104,7 +136,9 @@ def detect_fim(special: Mapping[str, int | None]) -> FimTokens | None:
             continue
         sep, repo, bos = _first(special, fam.file_sep), _first(special, fam.repo_name), _first(special, fam.bos)
         return FimTokens(
-            pre[1], suf[1], mid[1],
+            pre[1],
+            suf[1],
+            mid[1],
             file_sep=sep[1] if sep else None,
             repo_name=repo[1] if repo else None,
             family=fam.name,

@@ -9,8 +9,9 @@ where the tokenizer files are (the served model's tokenizer: prompt budgets and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from .completer import Completer
 
@@ -42,7 +43,7 @@ class Choice:
     api_key_env: str = ""
 
     @classmethod
-    def of(cls, args: Any, **overrides: Any) -> "Choice":
+    def of(cls, args: Any, **overrides: Any) -> Choice:
         """From an argparse namespace (absent or None attributes keep the defaults)."""
         names = ("model", "device", "dtype", "draft_model", "backend", "endpoint", "remote_model", "api_key_env")
         values = {f: getattr(args, f, None) for f in names}
@@ -50,8 +51,9 @@ class Choice:
         return cls(**{k: v for k, v in values.items() if v is not None})
 
 
-def load_completer(choice: ModelChoice, progress: Callable[[str], None] | None = None,
-                   calibrate: str = "") -> Completer:
+def load_completer(
+    choice: ModelChoice, progress: Callable[[str], None] | None = None, calibrate: str = ""
+) -> Completer:
     """Load `choice`'s model (and draft model) in this process. `calibrate` "probe": also
     build the controllers on the step costs known so far (cached, or a two-size probe;
     `Completer.calibrate_step` completes the calibration later, the server while idle);
@@ -65,7 +67,9 @@ def load_completer(choice: ModelChoice, progress: Callable[[str], None] | None =
         return Completer(load_remote(choice, progress))
     from ..local.backend import load_backend
 
-    backend = load_backend(choice.model or None, choice.device, choice.dtype, choice.draft_model or None, progress=progress)
+    backend = load_backend(
+        choice.model or None, choice.device, choice.dtype, choice.draft_model or None, progress=progress
+    )
     completer = Completer(backend)
     if calibrate:
         if progress is not None:
@@ -91,8 +95,10 @@ def load_remote(choice: ModelChoice, progress: Callable[[str], None] | None = No
         raise BackendError(str(e)) from None
     kind, directory = resolve(choice.model or DEFAULT_MODEL)
     if directory is None or (kind == "registry" and not is_ready(directory)):
-        raise BackendError(f"the tokenizer of {choice.model or DEFAULT_MODEL} is not on this machine: "
-                           "`speclsp models pull NAME`, or set `model` to a directory with its tokenizer.json")
+        raise BackendError(
+            f"the tokenizer of {choice.model or DEFAULT_MODEL} is not on this machine: "
+            "`speclsp models pull NAME`, or set `model` to a directory with its tokenizer.json"
+        )
     if progress is not None:
         progress(f"tokenizer from {directory}; asking {endpoint} for its models")
     settings = RemoteSettings(endpoint, choice.remote_model, choice.api_key_env)

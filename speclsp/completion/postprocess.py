@@ -32,7 +32,7 @@ class ShowRules:
     prev_line: str = ""  # the line above the cursor's line
 
     @classmethod
-    def at(cls, prefix: str, suffix: str, max_lines: int = 16) -> "ShowRules":
+    def at(cls, prefix: str, suffix: str, max_lines: int = 16) -> ShowRules:
         start = prefix.rfind("\n") + 1
         line_prefix = prefix[start:]
         prev_line = prefix[prefix.rfind("\n", 0, start - 1) + 1 : start - 1] if start else ""

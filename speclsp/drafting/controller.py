@@ -13,8 +13,9 @@ cost model, the acceptance estimates and the policies built on them) at ~440 lin
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from .drafter import MAX_DRAFT, Draft
 
@@ -290,7 +291,7 @@ class CostAwareLookahead:
     _steps: int = 0
 
     @classmethod
-    def calibrated(cls, table: Mapping[int, float], **kw) -> "CostAwareLookahead":
+    def calibrated(cls, table: Mapping[int, float], **kw) -> CostAwareLookahead:
         """From a calibration (`LoadedModel.step_costs()`: {k: seconds per verify pass})."""
         return cls(costs=CostModel(dict(table)), **kw)
 

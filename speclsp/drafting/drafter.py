@@ -13,8 +13,9 @@ The workspace drafter lives in `workspace.py`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 MAX_DRAFT = 64  # the longest draft any drafter proposes; the verify pass grows with it
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from .drafter import Drafter, PromptLookupDrafter
 from .index import DEFAULT_MAX_TOKENS, NgramIndex
@@ -76,8 +77,12 @@ class Folders:
 class WorkspaceIndexes:
     """One `NgramIndex` per workspace folder and a default one, once a tokenizer is known."""
 
-    def __init__(self, folders: Folders | None = None, tokenize: TokenizeFn | Any | None = None,
-                 max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+    def __init__(
+        self,
+        folders: Folders | None = None,
+        tokenize: TokenizeFn | Any | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
         self.folders = folders if folders is not None else Folders()
         self.max_tokens = max_tokens
         self.tokenize: TokenizeFn | None = None
@@ -91,8 +96,14 @@ class WorkspaceIndexes:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def attach(self, tokenizer: Any, encode: Callable[[str], list[int]], documents: Iterable[tuple[str, str]],
-               fim_suffix_id: int | None = None, fim_middle_id: int | None = None) -> None:
+    def attach(
+        self,
+        tokenizer: Any,
+        encode: Callable[[str], list[int]],
+        documents: Iterable[tuple[str, str]],
+        fim_suffix_id: int | None = None,
+        fim_middle_id: int | None = None,
+    ) -> None:
         """Index `documents` ((uri, text) pairs) with a new model's tokenizer, from scratch."""
         t0 = time.perf_counter()
         self._start(tokenizer)
@@ -125,8 +136,9 @@ class WorkspaceIndexes:
         if self.default is None:
             return
         old = [self.default, *self._by_folder.values()]
-        self._by_folder = {f: self._by_folder.get(f) or NgramIndex(self.tokenize, self.max_tokens)
-                           for f in self.folders}
+        self._by_folder = {
+            f: self._by_folder.get(f) or NgramIndex(self.tokenize, self.max_tokens) for f in self.folders
+        }
         for ix in old:
             for uri in ix.uris():
                 target = self.index_for(uri)

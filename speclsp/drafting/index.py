@@ -27,11 +27,27 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from .tokens import (CHUNK_TARGET, PIECE_CHARS, POS_MASK, SLOT_MASK, SLOT_SHIFT, STATIC, Chunk, IdsDoc, TextDoc,
-                     TokenizeFn, is_tokenize_fn, make_tokenize, replace_tokens, retokenize, split_at_lines)
+from .tokens import (
+    CHUNK_TARGET,
+    PIECE_CHARS,
+    POS_MASK,
+    SLOT_MASK,
+    SLOT_SHIFT,
+    STATIC,
+    Chunk,
+    IdsDoc,
+    TextDoc,
+    TokenizeFn,
+    is_tokenize_fn,
+    make_tokenize,
+    replace_tokens,
+    retokenize,
+    split_at_lines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +110,12 @@ class NgramIndex:
     thread and a lookup on the model thread never see a half-applied edit.
     """
 
-    def __init__(self, tokenize: TokenizeFn | Any | None = None, max_tokens: int = DEFAULT_MAX_TOKENS, max_history: int = 64):
-        self.tokenize: TokenizeFn | None = None if tokenize is None else (
-            tokenize if is_tokenize_fn(tokenize) else make_tokenize(tokenize))
+    def __init__(
+        self, tokenize: TokenizeFn | Any | None = None, max_tokens: int = DEFAULT_MAX_TOKENS, max_history: int = 64
+    ):
+        self.tokenize: TokenizeFn | None = (
+            None if tokenize is None else (tokenize if is_tokenize_fn(tokenize) else make_tokenize(tokenize))
+        )
         self.max_tokens = max_tokens
         self.max_history = max_history
         self.lock = threading.RLock()
@@ -129,9 +148,14 @@ class NgramIndex:
                 n = len(ids)
             if n > self.max_doc_tokens:
                 self._refused[uri] = Refused(len(text), read / n)
-                log.warning("not indexing %.200s: %s%d tokens, over the %d one document may hold (half of "
-                            "indexMaxTokens); completions in it work, drafting does not copy from it",
-                            uri, "" if ids and read == len(text) else "at least ", n, self.max_doc_tokens)
+                log.warning(
+                    "not indexing %.200s: %s%d tokens, over the %d one document may hold (half of "
+                    "indexMaxTokens); completions in it work, drafting does not copy from it",
+                    uri,
+                    "" if ids and read == len(text) else "at least ",
+                    n,
+                    self.max_doc_tokens,
+                )
                 return
             doc = TextDoc(uri, text, source, self._stamp(stamp))
             doc.has_lens = lens is not None
@@ -270,15 +294,16 @@ class NgramIndex:
             return []
         return [got] if isinstance(got, int) else list(got)
 
-    def resolve(self, uid: int, back: int, forward: int, current: str | None = None,
-                cursor_uids: frozenset[int] = frozenset()) -> Candidate:
+    def resolve(
+        self, uid: int, back: int, forward: int, current: str | None = None, cursor_uids: frozenset[int] = frozenset()
+    ) -> Candidate:
         """Context before and continuation after the position `uid`, with its source label."""
         if uid & STATIC:
             doc = self._slots[(uid >> SLOT_SHIFT) & SLOT_MASK]
             p = uid & POS_MASK
             ids = doc.ids
-            before = ids[max(0, p - back):p][::-1]
-            after = ids[p:p + forward]
+            before = ids[max(0, p - back) : p][::-1]
+            after = ids[p : p + forward]
             label = doc.source
             s0, s1 = doc.suffix_span
             if s0 <= p < s1:
@@ -286,13 +311,13 @@ class NgramIndex:
             return Candidate(before, after, label, self._rank(doc))
         chunk = self._where[uid]
         off = chunk.uids.index(uid)
-        before = chunk.ids[max(0, off - back):off][::-1]
+        before = chunk.ids[max(0, off - back) : off][::-1]
         c = chunk.prev
         while len(before) < back and c is not None:
             need = back - len(before)
             before += c.ids[-need:][::-1]
             c = c.prev
-        after = chunk.ids[off:off + forward]
+        after = chunk.ids[off : off + forward]
         c = chunk.next
         while len(after) < forward and c is not None:
             after += c.ids[: forward - len(after)]
@@ -334,7 +359,7 @@ class NgramIndex:
                     size += sys.getsizeof(doc.ids) + 32 * len(doc.ids)
             return IndexStats(len(self._docs), self._ntokens, size)
 
-    def rebuilt(self) -> "NgramIndex":
+    def rebuilt(self) -> NgramIndex:
         """A fresh index built from scratch from the same documents (tests, compaction)."""
         with self.lock:
             fresh = NgramIndex(self.tokenize, self.max_tokens, self.max_history)
@@ -368,8 +393,11 @@ class NgramIndex:
         if self._rank_cache is None:
             ranks: dict[str, int] = {}
             for kind in ("text", "history"):
-                docs = [d for d in self._docs.values()
-                        if (isinstance(d, TextDoc) if kind == "text" else d.source == "history")]
+                docs = [
+                    d
+                    for d in self._docs.values()
+                    if (isinstance(d, TextDoc) if kind == "text" else d.source == "history")
+                ]
                 docs.sort(key=lambda d: -d.stamp)
                 for r, d in enumerate(docs):
                     ranks[d.uri] = r
@@ -388,8 +416,9 @@ class NgramIndex:
             if not others:
                 break
             victim = min(others, key=lambda d: d.stamp)
-            log.info("n-gram index over %d tokens: evicting %.200s (%d tokens)", self.max_tokens, victim.uri,
-                     victim.ntokens)
+            log.info(
+                "n-gram index over %d tokens: evicting %.200s (%d tokens)", self.max_tokens, victim.uri, victim.ntokens
+            )
             self._remove_doc(victim.uri)
 
     def _remove_doc(self, uri: str) -> None:
@@ -402,7 +431,7 @@ class NgramIndex:
             for p in range(len(ids)):
                 for li, n in enumerate(LEVELS):
                     if p >= n:
-                        self._unpost(li, hash(tuple(ids[p - n:p])), doc.base | p)
+                        self._unpost(li, hash(tuple(ids[p - n : p])), doc.base | p)
             del self._slots[doc.slot]
         else:
             ids, _, uids = doc.slice(0, doc.ntokens)
@@ -427,7 +456,7 @@ class NgramIndex:
         for p in range(start, len(ids)):
             for li, n in enumerate(LEVELS):
                 if p >= n:
-                    self._putpost(li, hash(tuple(ids[p - n:p])), doc.base | p)
+                    self._putpost(li, hash(tuple(ids[p - n : p])), doc.base | p)
         self._ntokens += len(new)
 
     def _putpost(self, li: int, key: int, uid: int) -> None:
@@ -452,14 +481,15 @@ class NgramIndex:
             del d[key]
         elif isinstance(got, tuple):
             i = got.index(uid)
-            d[key] = got[0 if i else 1] if len(got) == 2 else got[:i] + got[i + 1:]
+            d[key] = got[0 if i else 1] if len(got) == 2 else got[:i] + got[i + 1 :]
         else:
             del got[uid]
             if len(got) <= BIG_BUCKET // 2:
                 d[key] = tuple(got)
 
-    def _post_range(self, ids: list[int], uids: list[int], base: int, lo: int, hi: int, full_hi: int,
-                    add: bool) -> None:
+    def _post_range(
+        self, ids: list[int], uids: list[int], base: int, lo: int, hi: int, full_hi: int, add: bool
+    ) -> None:
         """(Un)post positions lo..hi-1 of a flat window `ids` that starts at doc position `base`.
 
         Positions below `full_hi` get every level; a position p >= full_hi only the levels
@@ -475,7 +505,7 @@ class NgramIndex:
                     continue
                 if p - n < 0 or base + p - n < 0:
                     continue
-                op(li, hash(tuple(ids[p - n:p])), uid)
+                op(li, hash(tuple(ids[p - n : p])), uid)
 
     # --- internals: text documents -------------------------------------------------------
 
@@ -484,7 +514,7 @@ class NgramIndex:
         self._next_uid += len(ids)
         prev: Chunk | None = None
         for i in range(0, len(ids), CHUNK_TARGET):
-            c = Chunk(ids[i:i + CHUNK_TARGET], lens[i:i + CHUNK_TARGET], uids[i:i + CHUNK_TARGET], doc)
+            c = Chunk(ids[i : i + CHUNK_TARGET], lens[i : i + CHUNK_TARGET], uids[i : i + CHUNK_TARGET], doc)
             c.prev = prev
             if prev is not None:
                 prev.next = c
@@ -510,8 +540,8 @@ class NgramIndex:
         w0 = max(0, a - reach)
         hi_old = min(n_old, b + reach)
         ids_old, _, uids_old = doc.slice(w0, hi_old)
-        self._post_range(ids_old, uids_old[a - w0:], w0, a - w0, hi_old - w0, b - w0, add=False)
-        removed = uids_old[a - w0:b - w0]
+        self._post_range(ids_old, uids_old[a - w0 :], w0, a - w0, hi_old - w0, b - w0, add=False)
+        removed = uids_old[a - w0 : b - w0]
         new_uids = list(range(self._next_uid, self._next_uid + len(new_ids)))
         self._next_uid += len(new_ids)
         replace_tokens(doc, a, b, new_ids, new_lens, new_uids, removed, self._where)
@@ -519,4 +549,4 @@ class NgramIndex:
         m = len(new_ids)
         hi_new = min(doc.ntokens, a + m + reach)
         ids_new, _, uids_new = doc.slice(w0, hi_new)
-        self._post_range(ids_new, uids_new[a - w0:], w0, a - w0, hi_new - w0, a + m - w0, add=True)
+        self._post_range(ids_new, uids_new[a - w0 :], w0, a - w0, hi_new - w0, a + m - w0, add=True)

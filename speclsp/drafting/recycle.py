@@ -12,7 +12,7 @@ Treasure: Accelerating Inference of Large Language Models with Token Recycling" 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .tree import NO_TREE, DraftTree
 

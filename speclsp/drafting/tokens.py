@@ -24,8 +24,9 @@ proportional to the document:
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from itertools import accumulate
-from typing import Any, Callable, Sequence
+from typing import Any
 
 CHUNK_TARGET = 64  # tokens per chunk after a split
 CHUNK_MAX = 128  # a chunk longer than this is split
@@ -103,16 +104,20 @@ def make_tokenize(tokenizer: Any) -> TokenizeFn:
     if backend is None and hasattr(tokenizer, "encode_batch") and hasattr(tokenizer, "get_vocab_size"):
         backend = tokenizer  # a tokenizers.Tokenizer
     if backend is not None:
+
         def tokenize(text: str) -> tuple[list[int], list[int] | None]:
             # encode_batch releases the GIL while it runs (encode holds it: ~40 ms for 40k
             # characters, during which the server's event loop could not run). Long texts
             # come in pieces (NgramIndex.open), so turning its result into lists is short too.
             enc = backend.encode_batch([text], add_special_tokens=False)[0]
             return enc.ids, lengths_from_offsets(len(text), enc.offsets)
+
         return tokenize
     if hasattr(tokenizer, "encode"):
+
         def tokenize_plain(text: str) -> tuple[list[int], list[int] | None]:
             return list(tokenizer.encode(text)), None
+
         return tokenize_plain
     if callable(tokenizer):
         return tokenizer
@@ -127,7 +132,7 @@ class Chunk:
 
     __slots__ = ("ids", "lens", "uids", "nchars", "prev", "next", "doc")
 
-    def __init__(self, ids: list[int], lens: list[int], uids: list[int], doc: "TextDoc"):
+    def __init__(self, ids: list[int], lens: list[int], uids: list[int], doc: TextDoc):
         self.ids, self.lens, self.uids, self.doc = ids, lens, uids, doc
         self.nchars = sum(lens)
         self.prev: Chunk | None = None
@@ -233,22 +238,22 @@ class IdsDoc:
         return len(self.ids)
 
 
-
 def is_tokenize_fn(obj: Any) -> bool:
     return callable(obj) and not hasattr(obj, "encode") and not hasattr(obj, "backend_tokenizer")
 
 
-def trim(old_ids: list[int], old_lens: list[int], ids: list[int], lens: list[int], ti: int,
-          tj: int) -> tuple[int, int, list[int], list[int]]:
+def trim(
+    old_ids: list[int], old_lens: list[int], ids: list[int], lens: list[int], ti: int, tj: int
+) -> tuple[int, int, list[int], list[int]]:
     """Drop the common prefix and suffix of old and new tokens: [a, b) and what replaces it."""
     p = 0
     n = min(len(old_ids), len(ids))
     while p < n and old_ids[p] == ids[p] and old_lens[p] == lens[p]:
         p += 1
     s = 0
-    while (s < n - p and old_ids[-1 - s] == ids[-1 - s] and old_lens[-1 - s] == lens[-1 - s]):
+    while s < n - p and old_ids[-1 - s] == ids[-1 - s] and old_lens[-1 - s] == lens[-1 - s]:
         s += 1
-    return ti + p, tj - s, ids[p:len(ids) - s], lens[p:len(lens) - s]
+    return ti + p, tj - s, ids[p : len(ids) - s], lens[p : len(lens) - s]
 
 
 def _left_anchor(text: str, start: int, lines: int) -> int:
@@ -282,8 +287,9 @@ def _right_anchor(text: str, end: int, lines: int) -> int:
 # --- editing a text document ----------------------------------------------------------
 
 
-def retokenize(doc: TextDoc, tokenize: TokenizeFn, old: str, new: str, start: int, end: int,
-               delta: int) -> tuple[int, int, list[int], list[int]]:
+def retokenize(
+    doc: TextDoc, tokenize: TokenizeFn, old: str, new: str, start: int, end: int, delta: int
+) -> tuple[int, int, list[int], list[int]]:
     """Token range [a, b) of the old tokens to replace, and the new tokens for it."""
     if not doc.has_lens:  # no offsets: re-tokenize all, splice the differing middle
         ids, _ = tokenize(new)  # type: ignore[misc]
@@ -295,18 +301,25 @@ def retokenize(doc: TextDoc, tokenize: TokenizeFn, old: str, new: str, start: in
         hi_char = _right_anchor(old, end, lines)
         ti, cs = clean_boundary_before(doc, lo_char)
         tj, ce = clean_boundary_after(doc, hi_char)
-        window = new[cs:ce + delta]
+        window = new[cs : ce + delta]
         ids, lens = tokenize(window)  # type: ignore[misc]
         ids, lens = list(ids), list(lens or [0] * len(ids))
         old_ids, old_lens, _ = doc.slice(ti, tj)
         whole_left, whole_right = cs == 0, ce == len(old)
-        ok_left = whole_left or (bool(ids) and bool(old_ids) and ids[0] == old_ids[0]
-                                 and lens[0] == old_lens[0] and cs + lens[0] <= start)
-        ok_right = whole_right or (bool(ids) and bool(old_ids) and ids[-1] == old_ids[-1]
-                                   and lens[-1] == old_lens[-1] and ce - old_lens[-1] >= end)
+        ok_left = whole_left or (
+            bool(ids) and bool(old_ids) and ids[0] == old_ids[0] and lens[0] == old_lens[0] and cs + lens[0] <= start
+        )
+        ok_right = whole_right or (
+            bool(ids)
+            and bool(old_ids)
+            and ids[-1] == old_ids[-1]
+            and lens[-1] == old_lens[-1]
+            and ce - old_lens[-1] >= end
+        )
         if ok_left and ok_right:
             return trim(old_ids, old_lens, ids, lens, ti, tj)
         lines *= 4
+
 
 def clean_boundary_before(doc: TextDoc, x: int) -> tuple[int, int]:
     """(token index, char) of the last clean token boundary at or before char x."""
@@ -321,6 +334,7 @@ def clean_boundary_before(doc: TextDoc, x: int) -> tuple[int, int]:
     if ti == 0:
         return 0, 0
     return ti, cs
+
 
 def clean_boundary_after(doc: TextDoc, x: int) -> tuple[int, int]:
     """(token index, char) of the first clean token boundary at or after char x."""
@@ -343,8 +357,16 @@ def clean_boundary_after(doc: TextDoc, x: int) -> tuple[int, int]:
     return ti, cs
 
 
-def replace_tokens(doc: TextDoc, a: int, b: int, ids: list[int], lens: list[int], uids: list[int],
-                   removed: list[int], where: dict[int, Chunk]) -> None:
+def replace_tokens(
+    doc: TextDoc,
+    a: int,
+    b: int,
+    ids: list[int],
+    lens: list[int],
+    uids: list[int],
+    removed: list[int],
+    where: dict[int, Chunk],
+) -> None:
     """Replace tokens [a, b) of `doc` by new ones (re-chunking locally); `where` maps each
     token uid to its chunk and is kept up to date."""
     chunks = doc.chunks
@@ -374,8 +396,9 @@ def replace_tokens(doc: TextDoc, a: int, b: int, ids: list[int], lens: list[int]
             pieces.append(first)
     else:
         for i in range(0, len(m_ids), CHUNK_TARGET):
-            pieces.append(Chunk(m_ids[i:i + CHUNK_TARGET], m_lens[i:i + CHUNK_TARGET],
-                                 m_uids[i:i + CHUNK_TARGET], doc))
+            pieces.append(
+                Chunk(m_ids[i : i + CHUNK_TARGET], m_lens[i : i + CHUNK_TARGET], m_uids[i : i + CHUNK_TARGET], doc)
+            )
     prev = before
     for p in pieces:
         p.prev = prev
@@ -389,12 +412,12 @@ def replace_tokens(doc: TextDoc, a: int, b: int, ids: list[int], lens: list[int]
     if after is not None:
         after.prev = prev
     kept = {id(p) for p in pieces}
-    for c in chunks[ci:cj + 1]:
+    for c in chunks[ci : cj + 1]:
         if id(c) not in kept:  # unlinked, it is freed at once, not left to the cyclic GC
             c.prev = c.next = None
-    chunks[ci:cj + 1] = pieces
-    doc.sizes[ci:cj + 1] = [len(p.ids) for p in pieces]
-    doc.nchars[ci:cj + 1] = [p.nchars for p in pieces]
+    chunks[ci : cj + 1] = pieces
+    doc.sizes[ci : cj + 1] = [len(p.ids) for p in pieces]
+    doc.nchars[ci : cj + 1] = [p.nchars for p in pieces]
     doc.changed()
     delta = len(ids) - (b - a)
     doc.ntokens += delta

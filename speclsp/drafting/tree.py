@@ -21,8 +21,8 @@ would have produced.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .drafter import Draft
 
@@ -63,7 +63,7 @@ class DraftTree:
         has_child = set(self.parents)
         return sum(1 for i in range(len(self)) if i not in has_child)
 
-    def select(self, keep: Sequence[int]) -> "DraftTree":
+    def select(self, keep: Sequence[int]) -> DraftTree:
         """The subtree of nodes `keep` (ancestor-closed), renumbered in their order here."""
         keep = sorted(keep)
         new = {old: i for i, old in enumerate(keep)}
@@ -73,10 +73,15 @@ class DraftTree:
             if p >= 0 and p not in new:
                 raise ValueError(f"node {i}'s parent {p} is not kept")
             parents.append(new[p] if p >= 0 else -1)
-        return DraftTree(tuple(self.tokens[i] for i in keep), tuple(parents), tuple(self.shares[i] for i in keep),
-                         tuple(self.sources[i] for i in keep), tuple(self.match_lens[i] for i in keep))
+        return DraftTree(
+            tuple(self.tokens[i] for i in keep),
+            tuple(parents),
+            tuple(self.shares[i] for i in keep),
+            tuple(self.sources[i] for i in keep),
+            tuple(self.match_lens[i] for i in keep),
+        )
 
-    def chain(self) -> "DraftTree":
+    def chain(self) -> DraftTree:
         """The main branch: from the root, always the child with the largest share."""
         keep, at = [], -1
         kids = self.children()
@@ -92,7 +97,7 @@ class DraftTree:
         return kids
 
     @classmethod
-    def from_draft(cls, draft: Draft) -> "DraftTree":
+    def from_draft(cls, draft: Draft) -> DraftTree:
         """A linear draft as a one-branch tree."""
         n = len(draft.tokens)
         shares = tuple(draft.agreement[i] if i < len(draft.agreement) else 1.0 for i in range(n))

@@ -17,9 +17,9 @@ fixed order of sources.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .drafter import MAX_DRAFT, NO_DRAFT, Draft
 from .index import LEVELS, MAX_MATCH, NgramIndex
@@ -144,9 +144,11 @@ class WorkspaceDrafter:
             live = [c for c in live if len(c[3]) > j and c[3][j] == tok]
             if j == 0:
                 by_source: dict[str, int] = {}
-                for w, m, label, _ in live:
+                for w, _m, label, _ in live:
                     by_source[label] = by_source.get(label, 0) + w
-                source = max(by_source, key=lambda s: (by_source[s], -SOURCE_ORDER.index(s) if s in SOURCE_ORDER else -99))
+                source = max(
+                    by_source, key=lambda s: (by_source[s], -SOURCE_ORDER.index(s) if s in SOURCE_ORDER else -99)
+                )
                 match_len = max(m for _, m, _, _ in live)
             toks.append(tok)
             agr.append(share)
@@ -154,8 +156,9 @@ class WorkspaceDrafter:
             return None
         return toks, agr, source, match_len, exhausted
 
-    def _candidates(self, indexes: list[NgramIndex], tail: Sequence[int], limit: int,
-                    per_index: bool) -> list[tuple[int, int, str, list[int]]]:
+    def _candidates(
+        self, indexes: list[NgramIndex], tail: Sequence[int], limit: int, per_index: bool
+    ) -> list[tuple[int, int, str, list[int]]]:
         """(weight, match length, label, continuation) of every occurrence of the longest
         indexed context that ends `tail`. `per_index`: each index at its own longest level
         (so the request's own tokens are heard even where the workspace matches longer),
@@ -165,15 +168,15 @@ class WorkspaceDrafter:
         if per_index:
             for ix in indexes:
                 for li in range(len(LEVELS) - 1, -1, -1):
-                    if len(tail) >= LEVELS[li] and (got := ix.bucket(li, hash(tuple(tail[-LEVELS[li]:])))):
-                        found += [(ix, u) for u in got[-self.max_candidates:]]
+                    if len(tail) >= LEVELS[li] and (got := ix.bucket(li, hash(tuple(tail[-LEVELS[li] :])))):
+                        found += [(ix, u) for u in got[-self.max_candidates :]]
                         level[id(ix)] = LEVELS[li]
                         break
         else:  # the longest level with a hit in any index, all indexes' hits there
             for li in range(len(LEVELS) - 1, -1, -1):
                 if len(tail) < LEVELS[li]:
                     continue
-                key = hash(tuple(tail[-LEVELS[li]:]))
+                key = hash(tuple(tail[-LEVELS[li] :]))
                 for ix in indexes:
                     found += [(ix, u) for u in ix.bucket(li, key)]
                     level[id(ix)] = LEVELS[li]
@@ -239,10 +242,14 @@ class WorkspaceDrafter:
         t, n = ids[-1], self._prompt_len
         s0, s1 = self._suffix
         out = []
-        for lo, hi, label in ((s0, s1, "suffix"), (max(0, n - ANCHOR_WINDOW), n, "prompt"), (n, len(ids) - 1, "generated")):
+        for lo, hi, label in (
+            (s0, s1, "suffix"),
+            (max(0, n - ANCHOR_WINDOW), n, "prompt"),
+            (n, len(ids) - 1, "generated"),
+        ):
             for j in range(lo, hi - 1):
                 if ids[j] == t:
-                    out.append((SOURCE_WEIGHT.get(label, 5), 1, "anchor", list(ids[j + 1: min(j + 1 + limit, hi)])))
+                    out.append((SOURCE_WEIGHT.get(label, 5), 1, "anchor", list(ids[j + 1 : min(j + 1 + limit, hi)])))
                     if len(out) >= ANCHOR_MAX:
                         return out
         return out
@@ -256,7 +263,7 @@ class WorkspaceDrafter:
             self.begin(list(ids))  # not a continuation of the prompt we began with
             return
         if n > self._generated:
-            self._own.append_ids("generated", list(ids[self._prompt_len + self._generated:]))
+            self._own.append_ids("generated", list(ids[self._prompt_len + self._generated :]))
             self._generated = n
 
 

@@ -9,7 +9,7 @@ and acceptance models.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..backend import CancelToken, GenerationResult
 from ..drafting.controller import CostAwareLookahead, LookaheadPolicy
@@ -85,8 +85,9 @@ class LocalBackend:
             out["draft_model"] = self.model_drafter.stats.to_dict()
         return out
 
-    def speculation_drafter(self, ngram: Drafter | None, kind: str, policy: LookaheadPolicy | None,
-                 step_budget_s: float | None) -> Drafter | None:
+    def speculation_drafter(
+        self, ngram: Drafter | None, kind: str, policy: LookaheadPolicy | None, step_budget_s: float | None
+    ) -> Drafter | None:
         """`ngram` itself for kind "ngram"; for "model" and "hybrid" a `HybridDrafter` over the
         draft model (and `ngram` for "hybrid")."""
         kind = parse_drafter(kind)
@@ -101,8 +102,9 @@ class LocalBackend:
             if self._auto is None:
                 self._auto = CostAwareLookahead.calibrated(self.step_costs())
             lookahead = self._auto
-        return HybridDrafter(self.model_drafter, ngram if kind == "hybrid" else None, lookahead,
-                             step_budget_s=step_budget_s)
+        return HybridDrafter(
+            self.model_drafter, ngram if kind == "hybrid" else None, lookahead, step_budget_s=step_budget_s
+        )
 
     def generate(
         self,
@@ -120,14 +122,25 @@ class LocalBackend:
         stop: Sequence[str] = (),  # the engine checks `stop_text` after every step instead
     ) -> GenerationResult:
         return self.engine.generate(
-            prompt_ids, max_new_tokens=max_new_tokens,
+            prompt_ids,
+            max_new_tokens=max_new_tokens,
             drafter=self.speculation_drafter(drafter, drafter_kind, policy, step_budget_s) or NullDrafter(),
-            policy=policy if drafter is not None else None, deadline=deadline, cancel=cancel, on_text=on_text,
-            stop_text=stop_text, step_budget_s=step_budget_s)
+            policy=policy if drafter is not None else None,
+            deadline=deadline,
+            cancel=cancel,
+            on_text=on_text,
+            stop_text=stop_text,
+            step_budget_s=step_budget_s,
+        )
 
 
-def load_backend(model: str, device: str | None, dtype: str | None, draft_model: str | None = None,
-                 progress: Callable[[str], None] | None = None) -> LocalBackend:
+def load_backend(
+    model: str,
+    device: str | None,
+    dtype: str | None,
+    draft_model: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> LocalBackend:
     """Load the model (and the draft model) and wrap them."""
     lm = load(model, device=device, dtype=dtype, progress=progress)
     draft_lm = load(draft_model, device=device, dtype=dtype, progress=progress) if draft_model else None

@@ -32,9 +32,10 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class Probe:
         return {**{str(k): v for k, v in self.costs.items()}, "prefill": self.prefill_s}
 
     @classmethod
-    def from_json(cls, raw: Any) -> "Probe | None":
+    def from_json(cls, raw: Any) -> Probe | None:
         costs = parse_costs(raw)
         try:
             prefill = float(raw["prefill"])
@@ -171,8 +172,9 @@ class Probe:
         return cls(costs, prefill) if set(PROBE_KS) <= set(costs) and math.isfinite(prefill) and prefill > 0 else None
 
 
-def probe(lm: Any, repeats: int = 3, give_up_s: float | None = None,
-          give_up_prefill_s: float | None = None) -> Probe | None:
+def probe(
+    lm: Any, repeats: int = 3, give_up_s: float | None = None, give_up_prefill_s: float | None = None
+) -> Probe | None:
     """Costs of k = 0 and k = 15, fastest of `repeats`, and a prefill's. None if the first
     16 tokens took longer than `give_up_s`, or the first prefill longer than
     `give_up_prefill_s` (a precision that slow is out of the running: stop measuring it)."""
@@ -215,8 +217,16 @@ class Calibration:
     predicted pass is longer (a request waits at most that for an idle-time step).
     """
 
-    def __init__(self, lm: Any, cache_root: Path, threads: int, known: Mapping[int, float] | None = None,
-                 budget_s: float = 5.0, max_pass_s: float = 1.0, repeats: int = 3):
+    def __init__(
+        self,
+        lm: Any,
+        cache_root: Path,
+        threads: int,
+        known: Mapping[int, float] | None = None,
+        budget_s: float = 5.0,
+        max_pass_s: float = 1.0,
+        repeats: int = 3,
+    ):
         self.lm = lm
         self.fingerprint = fingerprint(lm, threads)
         self.path = cache_root / "calibration" / (key_of(self.fingerprint) + ".json")
@@ -307,7 +317,17 @@ class Calibration:
         self.done = True
         self._kv = None
         costs = self.table()
-        log.info("calibrated verify cost per draft length (%.1fs of passes): %s", self.spent_s,
-                 {k: round(v * 1e3, 1) for k, v in costs.items()})
-        write_json(self.path, {"grid": list(CALIBRATED_KS), "fingerprint": self.fingerprint,
-                               "costs": {str(k): v for k, v in costs.items()}}, "the calibration")
+        log.info(
+            "calibrated verify cost per draft length (%.1fs of passes): %s",
+            self.spent_s,
+            {k: round(v * 1e3, 1) for k, v in costs.items()},
+        )
+        write_json(
+            self.path,
+            {
+                "grid": list(CALIBRATED_KS),
+                "fingerprint": self.fingerprint,
+                "costs": {str(k): v for k, v in costs.items()},
+            },
+            "the calibration",
+        )

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 from ..drafting.controller import DRAFT_MODEL_SOURCE, CostAwareLookahead
 from ..drafting.drafter import MAX_DRAFT, NO_DRAFT, Draft, Drafter
@@ -49,7 +49,8 @@ def check_vocab(draft: LoadedModel, target: LoadedModel) -> None:
     raise ModelError(
         f"draft model {draft.name} does not share the tokenizer of {target.name} "
         f"({only_draft} tokens only in the draft's, {only_target} only in the target's, {moved} with other ids); "
-        "use a smaller model of the same family (e.g. qwen2.5-coder-0.5b for qwen2.5-coder-1.5b)")
+        "use a smaller model of the same family (e.g. qwen2.5-coder-0.5b for qwen2.5-coder-1.5b)"
+    )
 
 
 @dataclass
@@ -119,9 +120,16 @@ class DraftModelDrafter:
 
     source = DRAFT_MODEL_SOURCE
 
-    def __init__(self, draft_lm: LoadedModel, target_lm: LoadedModel | None = None, *,
-                 threshold: ConfidenceThreshold | None = None, max_tokens: int = 16,
-                 acceptance_prior: float = 0.6, profile: bool = True):
+    def __init__(
+        self,
+        draft_lm: LoadedModel,
+        target_lm: LoadedModel | None = None,
+        *,
+        threshold: ConfidenceThreshold | None = None,
+        max_tokens: int = 16,
+        acceptance_prior: float = 0.6,
+        profile: bool = True,
+    ):
         if target_lm is not None:
             check_vocab(draft_lm, target_lm)
         self.lm = draft_lm
@@ -274,8 +282,15 @@ class ModelPlan:
     rate: float
 
 
-def plan_model_draft(acceptance: float, token_s: float, catchup_s: float, verify_cost, room: int,
-                     max_tokens: int, step_budget_s: float | None = None) -> ModelPlan:
+def plan_model_draft(
+    acceptance: float,
+    token_s: float,
+    catchup_s: float,
+    verify_cost,
+    room: int,
+    max_tokens: int,
+    step_budget_s: float | None = None,
+) -> ModelPlan:
     """Best draft length n for the draft model, before drafting (pure, unit-tested).
 
     rate(n) = (1 + E[n]) / (verify(n) + n * token_s + catchup_s * (1 + E[n]) / room),
@@ -329,15 +344,22 @@ class HybridDrafter:
         ngram = self.ngram.propose(ids, max_tokens) if self.ngram is not None else NO_DRAFT
         k_ng, rate_ng = self.lookahead.plan(ngram, self.step_budget_s)
         m = self.model
-        plan = plan_model_draft(m.acceptance_rate, m.token_s, m.catchup_cost(ids), self.lookahead.costs.cost,
-                                room=max_tokens + 1, max_tokens=min(max_tokens, m.max_tokens),
-                                step_budget_s=self.step_budget_s)
+        plan = plan_model_draft(
+            m.acceptance_rate,
+            m.token_s,
+            m.catchup_cost(ids),
+            self.lookahead.costs.cost,
+            room=max_tokens + 1,
+            max_tokens=min(max_tokens, m.max_tokens),
+            step_budget_s=self.step_budget_s,
+        )
         self._steps += 1
         n, kind = plan.n, "model"
         if not (n and plan.rate > rate_ng):
             n, kind = 0, "ngram" if k_ng else "none"
-            if (self.probe_every and self._steps % self.probe_every == 0 and max_tokens > 0
-                    and m.gap(ids) <= 8):  # probe a warm cache only: a cold one costs a prefill
+            if (
+                self.probe_every and self._steps % self.probe_every == 0 and max_tokens > 0 and m.gap(ids) <= 8
+            ):  # probe a warm cache only: a cold one costs a prefill
                 n, kind = min(self.probe_tokens, max_tokens), "probe"
         if n:
             draft = m.propose(ids, n)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..backend import CancelToken, GenerationResult, GenerationStats, Step, stop_requested
 from ..drafting.controller import FixedLookahead, LookaheadPolicy
@@ -55,8 +55,9 @@ class Engine:
 
     # --- ladder -------------------------------------------------------------------------
 
-    def prefill(self, prompt_ids: Sequence[int], cancel: CancelToken | None,
-                deadline: float | None = None) -> tuple[int, int, int]:
+    def prefill(
+        self, prompt_ids: Sequence[int], cancel: CancelToken | None, deadline: float | None = None
+    ) -> tuple[int, int, int]:
         """Bring the cache to `prompt_ids` and return (first token, reused, forwards).
 
         The cache keeps its longest common prefix with the prompt, short of the last token:
@@ -106,21 +107,49 @@ class Engine:
         policy = policy or FixedLookahead(0)
         lm = self.lm
         stats = GenerationStats(
-            prompt_tokens=len(prompt_ids), lookahead=policy.name, model=lm.name,
-            device=str(lm.device), dtype=lm.precision,
+            prompt_tokens=len(prompt_ids),
+            lookahead=policy.name,
+            model=lm.name,
+            device=str(lm.device),
+            dtype=lm.precision,
         )
         steps: list[Step] = []
         with self._lock:
             t_start = time.perf_counter()
             try:
-                return self._generate(prompt_ids, max_new_tokens, drafter, policy, deadline, cancel,
-                                      on_text, stop_text, step_budget_s, stats, steps, t_start)
+                return self._generate(
+                    prompt_ids,
+                    max_new_tokens,
+                    drafter,
+                    policy,
+                    deadline,
+                    cancel,
+                    on_text,
+                    stop_text,
+                    step_budget_s,
+                    stats,
+                    steps,
+                    t_start,
+                )
             except BaseException:
                 self.kv = KVState()  # a half-done forward may have left the cache unknown
                 raise
 
-    def _generate(self, prompt_ids, max_new_tokens, drafter, policy, deadline, cancel,
-                  on_text, stop_text, step_budget_s, stats: GenerationStats, steps: list[Step], t_start: float):
+    def _generate(
+        self,
+        prompt_ids,
+        max_new_tokens,
+        drafter,
+        policy,
+        deadline,
+        cancel,
+        on_text,
+        stop_text,
+        step_budget_s,
+        stats: GenerationStats,
+        steps: list[Step],
+        t_start: float,
+    ):
         lm = self.lm
         prompt_ids = list(prompt_ids)
         first, stats.reused_tokens, stats.prefill_forwards = self.prefill(prompt_ids, cancel, deadline)
@@ -170,7 +199,12 @@ class Engine:
                 text = self._emit(generated, on_text)
         if not stats.stop_reason:
             stats.stop_reason = "max_tokens"
-        if generated and stats.stop_reason != "stop_text" and stop_text is not None and (cut := stop_text(text)) is not None:
+        if (
+            generated
+            and stats.stop_reason != "stop_text"
+            and stop_text is not None
+            and (cut := stop_text(text)) is not None
+        ):
             text = text[:cut]
         # The cache may hold the pending token's predecessor chain only; make sure it does
         # not run ahead of what we report (an EOS step may have accepted past it).
@@ -183,7 +217,9 @@ class Engine:
         stats.tokens_per_s = (len(generated) - 1) / decode_s if decode_s > 0 and len(generated) > 1 else 0.0
         return GenerationResult(generated, text, stats, steps)
 
-    def _chain_step(self, drafter, policy, ids, room, step_budget_s, stats: GenerationStats, steps: list[Step]) -> list[int]:
+    def _chain_step(
+        self, drafter, policy, ids, room, step_budget_s, stats: GenerationStats, steps: list[Step]
+    ) -> list[int]:
         """Draft a chain, verify k of it (the policy's choice), keep what the model agrees with."""
         lm = self.lm
         draft = drafter.propose(ids, min(MAX_DRAFT, room - 1))
@@ -208,7 +244,9 @@ class Engine:
             src["accepted"] += n
         return new
 
-    def _tree_step(self, drafter, policy, ids, room, step_budget_s, stats: GenerationStats, steps: list[Step]) -> list[int]:
+    def _tree_step(
+        self, drafter, policy, ids, room, step_budget_s, stats: GenerationStats, steps: list[Step]
+    ) -> list[int]:
         """Draft a token tree, keep the nodes the policy sizes for this step, verify them in
         one forward (a tree mask), keep the longest path the model agrees with."""
         lm = self.lm
@@ -233,8 +271,16 @@ class Engine:
         lm.sync()
         dt = time.perf_counter() - t0
         policy.record_tree(tree, path, dt)
-        steps.append(Step(len(tree), len(path), dt, tree.source if len(tree) else "none", tree.match_len,
-                          depth=0 if chain else max(tree.depths())))
+        steps.append(
+            Step(
+                len(tree),
+                len(path),
+                dt,
+                tree.source if len(tree) else "none",
+                tree.match_len,
+                depth=0 if chain else max(tree.depths()),
+            )
+        )
         stats.forwards += 1
         stats.drafted += len(tree)
         stats.accepted += len(path)

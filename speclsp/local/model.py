@@ -19,9 +19,10 @@ import inspect
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
@@ -70,11 +71,29 @@ END_TOKENS = (
 # detect the FIM family: every token string `completion.fim.token_strings()` names (a test
 # checks that; this layer does not import the completion layer).
 FIM_TOKENS = (
-    "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>", "<|repo_name|>",  # Qwen
-    "<|file_separator|>", "<bos>",  # CodeGemma (with Qwen's markers)
-    "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<file_sep>", "<repo_name>",  # StarCoder(2)
-    "▁<PRE>", "<PRE>", "▁<SUF>", "<SUF>", "▁<MID>", "<MID>", "<s>",  # CodeLlama
-    "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<｜begin▁of▁sentence｜>",  # DeepSeek-Coder
+    "<|fim_prefix|>",
+    "<|fim_suffix|>",
+    "<|fim_middle|>",
+    "<|file_sep|>",
+    "<|repo_name|>",  # Qwen
+    "<|file_separator|>",
+    "<bos>",  # CodeGemma (with Qwen's markers)
+    "<fim_prefix>",
+    "<fim_suffix>",
+    "<fim_middle>",
+    "<file_sep>",
+    "<repo_name>",  # StarCoder(2)
+    "▁<PRE>",
+    "<PRE>",
+    "▁<SUF>",
+    "<SUF>",
+    "▁<MID>",
+    "<MID>",
+    "<s>",  # CodeLlama
+    "<｜fim▁begin｜>",
+    "<｜fim▁hole｜>",
+    "<｜fim▁end｜>",
+    "<｜begin▁of▁sentence｜>",  # DeepSeek-Coder
 ) + END_TOKENS
 
 
@@ -94,8 +113,12 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
-          "int8": torch.float32}  # int8: int8 weights, float32 everything else (quant.py)
+DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+    "int8": torch.float32,
+}  # int8: int8 weights, float32 everything else (quant.py)
 # int8 is quantized from bf16 weights (half the bytes to load; the registry's models are
 # bf16 on disk anyway, and bf16 rounding is far below an int8 step).
 LOAD_DTYPES = {"int8": torch.bfloat16}
@@ -135,8 +158,16 @@ class KVState:
 class LoadedModel:
     """A causal LM on a device, with its tokenizer and what ends a completion."""
 
-    def __init__(self, model, tokenizer, device: torch.device, dtype: torch.dtype, name: str,
-                 precision: str | None = None, reason: str = ""):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        device: torch.device,
+        dtype: torch.dtype,
+        name: str,
+        precision: str | None = None,
+        reason: str = "",
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -167,8 +198,9 @@ class LoadedModel:
     # --- tensors ---------------------------------------------------------------------
 
     @torch.inference_mode()
-    def forward(self, kv: KVState, new_ids: Sequence[int], last_only: bool = False,
-                logits: bool = True) -> torch.Tensor | None:
+    def forward(
+        self, kv: KVState, new_ids: Sequence[int], last_only: bool = False, logits: bool = True
+    ) -> torch.Tensor | None:
         """Append `new_ids` to the cache; returns their logits: [T, vocab] fp32 ([1, vocab]
         if `last_only`; None without `logits`)."""
         if kv.cache is None:
@@ -205,8 +237,9 @@ class LoadedModel:
             kv.cache = DynamicCache(config=self.model.config)
         pos, mask = tree_inputs(len(kv.ids), parents, self.dtype, self.device)  # [1, 1 + n], [1, 1, 1 + n, KV]
         x = torch.tensor([[pending, *tokens]], dtype=torch.long, device=self.device)  # [1, 1 + n]
-        out = self.model(input_ids=x, position_ids=pos, attention_mask=mask, use_cache=True,
-                         **{self._cache_arg: kv.cache})
+        out = self.model(
+            input_ids=x, position_ids=pos, attention_mask=mask, use_cache=True, **{self._cache_arg: kv.cache}
+        )
         kv.ids.extend([pending, *tokens])
         return out.logits[0].float()  # [1 + n, V]
 
@@ -222,8 +255,9 @@ class LoadedModel:
                 kv.ids[base + j] = kv.ids[r]
         self.crop(kv, base + len(rows))
 
-    def prefill(self, kv: KVState, ids: Sequence[int], cancel: Any = None,
-                deadline: float | None = None) -> tuple[int, int] | None:
+    def prefill(
+        self, kv: KVState, ids: Sequence[int], cancel: Any = None, deadline: float | None = None
+    ) -> tuple[int, int] | None:
         """Bring `kv` to hold exactly `ids`: keep its longest common prefix with them and feed
         the rest in chunks of PREFILL_CHUNK (logits unused). Returns (reused tokens,
         forwards), or None if `cancel` (a CancelToken) was set or the `deadline`
@@ -292,8 +326,9 @@ class LoadedModel:
     def calibration(self) -> calibration.Calibration:
         """The verify-pass costs here, measured in slices (calibration.py), cached by CPU."""
         if self._calibration is None:
-            self._calibration = calibration.Calibration(self, models.cache_dir(), torch.get_num_threads(),
-                                                        known=self.probe_costs)
+            self._calibration = calibration.Calibration(
+                self, models.cache_dir(), torch.get_num_threads(), known=self.probe_costs
+            )
         return self._calibration
 
     def step_costs(self) -> dict[int, float]:
@@ -302,7 +337,7 @@ class LoadedModel:
         return self.calibration.table()
 
 
-def load_learned(lm: "LoadedModel") -> dict:
+def load_learned(lm: LoadedModel) -> dict:
     """What the tree controller learnt about acceptance with this model in earlier runs
     (any unreadable content: nothing learnt, one warning)."""
     saved = calibration.read_json(lm.calibration.learned_path)
@@ -317,7 +352,7 @@ def load_learned(lm: "LoadedModel") -> dict:
     return out
 
 
-def save_learned(lm: "LoadedModel", learned: dict) -> None:
+def save_learned(lm: LoadedModel, learned: dict) -> None:
     calibration.write_json(lm.calibration.learned_path, learned, "what the controller learnt")
 
 
@@ -376,8 +411,9 @@ def load(
     elif dev.type != "cpu":
         lm = build(rule_precision(dev), f"the rule for {dev.type}")
     else:
-        lm = precision.choose_cpu_precision(build, lambda lm: to_int8(lm, src, kwargs.get("gguf_file")),
-                                            name_or_path, say)
+        lm = precision.choose_cpu_precision(
+            build, lambda lm: to_int8(lm, src, kwargs.get("gguf_file")), name_or_path, say
+        )
     if warm_up:
         say("warming up")
         log.info("warm-up took %.2fs", lm.warm_up())

@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -47,6 +48,7 @@ def pick(rates: dict[str, float]) -> str:
     if rates.get("int8", 0.0) > (1 + INT8_MARGIN) * floats[best_float]:
         return "int8"
     return best_float
+
 
 # A precision whose first 16 tokens, prefill or prefill-sized matmul take this many times
 # the best measured is out of the running (bf16 without bf16 hardware: seconds per pass).
@@ -101,8 +103,12 @@ def expected_rate(p: calibration.Probe) -> float:
     return TYPICAL_TOKENS / (prefill + TYPICAL_TOKENS / decode_rate)
 
 
-def choose_cpu_precision(build: Callable[[str, str], "LoadedModel"], quantize: Callable[["LoadedModel"], None],
-                         name: str, say: Callable[[str], None]) -> "LoadedModel":
+def choose_cpu_precision(
+    build: Callable[[str, str], LoadedModel],
+    quantize: Callable[[LoadedModel], None],
+    name: str,
+    say: Callable[[str], None],
+) -> LoadedModel:
     """The precision with the best expected speculative throughput on this CPU, by
     measurement: a one-token step, a 16-token pass and a prefill (`calibration.probe`) in
     float32, int8 weights and bfloat16, priced by the controller's own cost model for a
@@ -139,21 +145,28 @@ def choose_cpu_precision(build: Callable[[str, str], "LoadedModel"], quantize: C
     log.info("a prefill-sized bfloat16 matmul takes %.2fx float32's here", slow_bf16)
     if slow_bf16 <= GIVE_UP:
         other = build("bfloat16", "")
-        probes["bfloat16"] = calibration.probe(other, repeats=2, give_up_s=GIVE_UP * best_c15,
-                                               give_up_prefill_s=GIVE_UP * best_prefill)
+        probes["bfloat16"] = calibration.probe(
+            other, repeats=2, give_up_s=GIVE_UP * best_c15, give_up_prefill_s=GIVE_UP * best_prefill
+        )
     else:
         probes["bfloat16"] = None
         log.info("bfloat16 not loaded: over %.0fx", GIVE_UP)
     rates = {p: expected_rate(c) if c else 0.0 for p, c in probes.items()}
     best = pick(rates)
     cap = torch.backends.cpu.get_cpu_capability()
-    why = "fastest measured here" if rates[best] == max(rates.values()) else \
-        f"int8 not {INT8_MARGIN:.0%} faster than the best float precision measured here"
+    why = (
+        "fastest measured here"
+        if rates[best] == max(rates.values())
+        else f"int8 not {INT8_MARGIN:.0%} faster than the best float precision measured here"
+    )
     reason = f"{why} ({cap}, {threads} threads); tok/s of a typical request: " + ", ".join(
-        f"{p} {r:.1f}" if probes[p] else
-        f"{p} given up (its prefill-sized matmul {slow_bf16:.1f}x float32's)" if slow_bf16 > GIVE_UP else
-        f"{p} given up (prefill too slow)" for p, r in
-        sorted(rates.items(), key=lambda pr: -pr[1]))
+        f"{p} {r:.1f}"
+        if probes[p]
+        else f"{p} given up (its prefill-sized matmul {slow_bf16:.1f}x float32's)"
+        if slow_bf16 > GIVE_UP
+        else f"{p} given up (prefill too slow)"
+        for p, r in sorted(rates.items(), key=lambda pr: -pr[1])
+    )
     log.info("precision on this CPU: %s; %s", best, reason)
     if best == "bfloat16" and other is not None:
         lm = other
@@ -163,9 +176,16 @@ def choose_cpu_precision(build: Callable[[str, str], "LoadedModel"], quantize: C
     del other
     lm.reason = reason
     lm.probe_costs = dict(probes[best].costs) if probes[best] else {}
-    calibration.write_json(path, {"precision": best, "reason": reason, "fingerprint": fp,
-                                  "probes": {p: c.to_json() if c else None for p, c in probes.items()}},
-                          "the precision chosen")
+    calibration.write_json(
+        path,
+        {
+            "precision": best,
+            "reason": reason,
+            "fingerprint": fp,
+            "probes": {p: c.to_json() if c else None for p, c in probes.items()},
+        },
+        "the precision chosen",
+    )
     return lm
 
 

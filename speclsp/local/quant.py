@@ -50,8 +50,9 @@ def supported(linear: nn.Linear) -> bool:
 class Int8Linear(nn.Module):
     """y = x W^T + b with W stored as int8 rows times a bf16 scale per row."""
 
-    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
-                 out_features: int | None = None):
+    def __init__(
+        self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, out_features: int | None = None
+    ):
         super().__init__()
         self.register_buffer("qweight", qweight)  # [N', K] int8, N' = N padded to a multiple of 16
         self.register_buffer("scales", scales)  # [N'] bf16
@@ -60,7 +61,7 @@ class Int8Linear(nn.Module):
         self.out_features = out_features or qweight.shape[0]
 
     @classmethod
-    def quantize(cls, linear: nn.Linear) -> "Int8Linear":
+    def quantize(cls, linear: nn.Linear) -> Int8Linear:
         w = linear.weight.detach()  # [N, K]
         n = w.shape[0]
         if n % 16:  # zero rows the output drops again

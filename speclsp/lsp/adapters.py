@@ -8,7 +8,6 @@ from pygls.uris import to_fs_path
 from .session import Answer
 
 
-
 def _first_line(text: str) -> str:
     return next((s.strip() for s in text.split("\n") if s.strip()), text.strip())
 
@@ -22,8 +21,7 @@ def inline_items(answer: Answer, invoked: bool) -> types.InlineCompletionList:
     if invoked and "\n" in answer.text.strip("\n") and answer.text.split("\n", 1)[0].strip():
         texts.append(answer.text.split("\n", 1)[0])
     items = [
-        types.InlineCompletionItem(insert_text=answer.word + t, range=rng, filter_text=answer.word + t)
-        for t in texts
+        types.InlineCompletionItem(insert_text=answer.word + t, range=rng, filter_text=answer.word + t) for t in texts
     ]
     return types.InlineCompletionList(items=items)
 

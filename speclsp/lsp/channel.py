@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
@@ -23,7 +24,7 @@ STATUS = "speclsp/status"
 class EditorChannel:
     """The session's way to the editor (`session.ClientChannel`): notifications and progress."""
 
-    def __init__(self, ls: "SpeclspServer"):
+    def __init__(self, ls: SpeclspServer):
         self.ls = ls
         self.supports_progress = False
         self._token: str | None = None
@@ -36,19 +37,30 @@ class EditorChannel:
         # After any progress messages queued before it, so "ready" follows the progress end.
         self._then(lambda: self.ls.protocol.notify(STATUS, payload))
 
-    def inline_update(self, uri: str, version: int, line: int, character: int, text: str, done: bool,
-                      request_id: Any) -> None:
-        self.ls.protocol.notify(INLINE_UPDATE, {
-            "uri": uri, "version": version, "position": {"line": line, "character": character},
-            "text": text, "done": done, "requestId": request_id,
-        })
+    def inline_update(
+        self, uri: str, version: int, line: int, character: int, text: str, done: bool, request_id: Any
+    ) -> None:
+        self.ls.protocol.notify(
+            INLINE_UPDATE,
+            {
+                "uri": uri,
+                "version": version,
+                "position": {"line": line, "character": character},
+                "text": text,
+                "done": done,
+                "requestId": request_id,
+            },
+        )
 
     def warn(self, message: str) -> None:
         """A message shown to the user; in order with the status (the state first, then what
         explains it: an editor that sees the message has the status)."""
         log.warning("%s", message)
-        self._then(lambda: self.ls.window_show_message(
-            types.ShowMessageParams(type=types.MessageType.Warning, message=message)))
+        self._then(
+            lambda: self.ls.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Warning, message=message)
+            )
+        )
 
     def progress(self, kind: str, message: str) -> None:
         """$/progress for model loading, in order, if the client supports it."""
@@ -65,7 +77,8 @@ class EditorChannel:
                 return
             self._token = token
             self.ls.work_done_progress.begin(
-                token, types.WorkDoneProgressBegin(title="speclsp", message=message, cancellable=False))
+                token, types.WorkDoneProgressBegin(title="speclsp", message=message, cancellable=False)
+            )
 
         def update() -> None:
             if self._token is None:

@@ -9,8 +9,9 @@ Unknown keys are warned about too, so a typo does not silently do nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from ..drafting.controller import parse_lookahead
 from ..drafting.drafter import parse_drafter
@@ -71,8 +72,16 @@ class Config:
     @property
     def model_key(self) -> tuple[str, ...]:
         """What decides which model is loaded: a change means a reload."""
-        return (self.model, self.device, self.dtype, self.draft_model, self.backend, self.endpoint,
-                self.remote_model, self.api_key_env)
+        return (
+            self.model,
+            self.device,
+            self.dtype,
+            self.draft_model,
+            self.backend,
+            self.endpoint,
+            self.remote_model,
+            self.api_key_env,
+        )
 
     @property
     def drafter_kind(self) -> str:
@@ -143,7 +152,9 @@ def _check(key: str, value: Any) -> Any:
             raise ValueError(f"expected an integer in {low}..{high}")
         return value
     if key == "languages":
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, bool) for k, v in value.items()):
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, bool) for k, v in value.items()
+        ):
             raise ValueError('expected an object of language id -> true/false, e.g. {"markdown": false}')
         return dict(value)
     raise AssertionError(key)

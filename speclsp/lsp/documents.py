@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 from ..drafting.folders import Folders
 from .positions import UTF16, Lines, to_codepoints
@@ -72,7 +72,7 @@ def _apply_on_lines(text: str, changes: Sequence[tuple[Range | None, str]], enco
         if line >= len(lines):
             return len(lines) - 1, _body_len(lines[-1])
         line = max(0, line)
-        body = lines[line][:_body_len(lines[line])]
+        body = lines[line][: _body_len(lines[line])]
         return line, to_codepoints(body, units, encoding)
 
     for rng, new_text in changes:
@@ -151,8 +151,12 @@ class DocumentStore:
         doc = Document(uri, path, language_id, version, text, self.folders.folder_for(uri))
         doc.too_large = len(text) > self.max_chars
         if doc.too_large:
-            log.info("%s has %d characters, over maxDocumentChars %d: kept in sync, not indexed or completed",
-                     brief(uri), len(text), self.max_chars)
+            log.info(
+                "%s has %d characters, over maxDocumentChars %d: kept in sync, not indexed or completed",
+                brief(uri),
+                len(text),
+                self.max_chars,
+            )
         self._docs[uri] = doc
         return doc
 
@@ -194,8 +198,12 @@ class DocumentStore:
             return None
         doc.too_large = too_large
         if too_large:
-            log.info("%s grew to %d characters, over maxDocumentChars %d: no longer indexed or completed",
-                     brief(doc.uri), len(doc.text), self.max_chars)
+            log.info(
+                "%s grew to %d characters, over maxDocumentChars %d: no longer indexed or completed",
+                brief(doc.uri),
+                len(doc.text),
+                self.max_chars,
+            )
         else:
             log.info("%s is down to %d characters: indexed and completed again", brief(doc.uri), len(doc.text))
         return too_large
@@ -207,5 +215,7 @@ class DocumentStore:
     def others(self, doc: Document) -> list[Document]:
         """The other documents of `doc`'s folder that may give prompt context, most recently
         edited first."""
-        return sorted((d for d in self._docs.values() if d is not doc and d.folder == doc.folder and not d.too_large),
-                      key=lambda d: -d.edited_at)
+        return sorted(
+            (d for d in self._docs.values() if d is not doc and d.folder == doc.folder and not d.too_large),
+            key=lambda d: -d.edited_at,
+        )

@@ -19,8 +19,9 @@ The session (`session.py`) wakes waiters through `Generation.notify`, a hook it 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..backend import CancelToken
 
@@ -80,20 +81,19 @@ class Generation:
         """
         if suffix != self.suffix or len(prefix) < len(self.prefix) or not prefix.startswith(self.prefix):
             return None
-        typed = prefix[len(self.prefix):]
+        typed = prefix[len(self.prefix) :]
         if not self.text.startswith(typed):
-            if (ahead and not self.done and typed.startswith(self.text)
-                    and len(typed) - len(self.text) <= AHEAD_MAX):
+            if ahead and not self.done and typed.startswith(self.text) and len(typed) - len(self.text) <= AHEAD_MAX:
                 return len(typed)
             return None
-        if self.done and not self.text[len(typed):].strip():
+        if self.done and not self.text[len(typed) :].strip():
             return None  # nothing left to show: a fresh completion is needed
         return len(typed)
 
     def visible(self, sub: Subscriber) -> str:
         """What `sub` is shown: the suggestion past what it typed ("" while the user is
         ahead of the model, or where the model wrote something else)."""
-        return self.text[sub.typed:] if self.text.startswith(sub.typed_text) else ""
+        return self.text[sub.typed :] if self.text.startswith(sub.typed_text) else ""
 
     def diverged(self, sub: Subscriber) -> bool:
         """The model wrote something other than what `sub`'s user typed ahead."""
@@ -152,7 +152,7 @@ class Generations:
     def add(self, gen: Generation) -> None:
         gens = self._by_uri.setdefault(gen.uri, [])
         gens.append(gen)
-        del gens[:-self.per_document]
+        del gens[: -self.per_document]
 
     def of(self, uri: str) -> list[Generation]:
         return list(self._by_uri.get(uri, ()))
@@ -183,5 +183,10 @@ class Generations:
     def idle_elsewhere(self, uri: str) -> list[Generation]:
         """Running generations of other documents that only fill the cache (every request
         they served is answered): a new generation for `uri` should not wait behind them."""
-        return [g for u, gens in self._by_uri.items() if u != uri for g in gens
-                if not g.done and all(s.answered for s in g.subscribers)]
+        return [
+            g
+            for u, gens in self._by_uri.items()
+            if u != uri
+            for g in gens
+            if not g.done and all(s.answered for s in g.subscribers)
+        ]

@@ -11,8 +11,9 @@ what the model worker runs, and what the log can say of it), run by `run_job`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..backend import CancelToken
 from ..completion.completer import Completion, CompletionRequest
@@ -47,8 +48,9 @@ class Cursor:
 
     def where(self) -> dict:
         """The answer's position fields (`session.Answer`)."""
-        return dict(line=self.line, character=self.character, version=self.version, word=self.word,
-                    word_start=self.word_start)
+        return dict(
+            line=self.line, character=self.character, version=self.version, word=self.word, word_start=self.word_start
+        )
 
 
 def locate(doc: Document, line: int, character: int, encoding: str) -> Cursor:
@@ -58,8 +60,16 @@ def locate(doc: Document, line: int, character: int, encoding: str) -> Cursor:
     line_text = lines.line(line)
     col = offset - lines.starts[line]
     word = word_before(line_text, col)
-    return Cursor(offset, doc.text[:offset], doc.text[offset:], line, from_codepoints(line_text, col, encoding),
-                  word, from_codepoints(line_text, col - len(word), encoding), doc.version)
+    return Cursor(
+        offset,
+        doc.text[:offset],
+        doc.text[offset:],
+        line,
+        from_codepoints(line_text, col, encoding),
+        word,
+        from_codepoints(line_text, col - len(word), encoding),
+        doc.version,
+    )
 
 
 @dataclass(frozen=True)
@@ -75,12 +85,15 @@ class GenerationJob:
 
     def describe(self) -> str:
         r = self.request
-        return (f"gen {self.gen_id}: {len(r.text)} chars of context, max {r.max_tokens} tokens, "
-                f"lookahead {r.lookahead}, drafter {r.drafter}")
+        return (
+            f"gen {self.gen_id}: {len(r.text)} chars of context, max {r.max_tokens} tokens, "
+            f"lookahead {r.lookahead}, drafter {r.drafter}"
+        )
 
 
-def run_job(job: GenerationJob, completer: Any, indexer: Any, indexes: Any, on_text: Callable[[str], None],
-            cancel: CancelToken) -> Completion:
+def run_job(
+    job: GenerationJob, completer: Any, indexer: Any, indexes: Any, on_text: Callable[[str], None], cancel: CancelToken
+) -> Completion:
     """On the model worker: wait for the index as of the request (at most INDEX_WAIT_S),
     build the drafter there (it takes the index's lock, which the loop must never wait
     for), and complete."""

@@ -24,7 +24,8 @@ import asyncio
 import gc
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..backend import CancelToken
 from . import testhooks

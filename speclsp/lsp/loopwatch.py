@@ -24,7 +24,8 @@ import gc
 import logging
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,19 @@ class LoopWatch:
             if was_paused or self.paused():  # a load began or ended during the stall
                 continue
             if lag > STALL_LOG_S:
-                log.warning("the event loop stalled %.0f ms (garbage collection: %.0f ms of it)", lag * 1e3,
-                            min(lag, self._gc_since_wake) * 1e3)
+                log.warning(
+                    "the event loop stalled %.0f ms (garbage collection: %.0f ms of it)",
+                    lag * 1e3,
+                    min(lag, self._gc_since_wake) * 1e3,
+                )
             self.lags.append(lag)
             self.worst_s = max(self.worst_s, lag)
 
     def figures(self) -> dict[str, Any]:
         lags = sorted(self.lags)
         p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else 0.0
-        return {"loopLagMaxMs": round(self.worst_s * 1e3, 1), "loopLagP99Ms": round(p99 * 1e3, 1),
-                "gcMaxMs": round(self.gc_worst_s * 1e3, 1)}
+        return {
+            "loopLagMaxMs": round(self.worst_s * 1e3, 1),
+            "loopLagP99Ms": round(p99 * 1e3, 1),
+            "gcMaxMs": round(self.gc_worst_s * 1e3, 1),
+        }

@@ -23,15 +23,16 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from .. import __version__
 from .adapters import completion_items, folders_of, inline_items, path_of, streaming_capability
-from .config import Config, camel, parse_options, settings_section
 from .channel import ClientWriter, EditorChannel
+from .config import Config, camel, parse_options, settings_section
 from .loopwatch import LoopWatch
 from .positions import ENCODINGS, UTF16
 from .session import Session
@@ -101,14 +102,18 @@ class SpeclspServer(LanguageServer):
             peer = writer.get_extra_info("peername")
             try:
                 first = await asyncio.wait_for(reader.read(MAX_HEADER_LINE), FIRST_BYTES_S)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 first = b""
             if not first or served:
                 # Silent for too long, gone, or a client already speaks here: a second one
                 # must never share the first one's protocol (its answers, its exit).
-                log.warning("connection from %s dropped: %s", peer,
-                            f"this server already serves {served[0]}" if served else
-                            f"nothing sent within {FIRST_BYTES_S:.0f} s")
+                log.warning(
+                    "connection from %s dropped: %s",
+                    peer,
+                    f"this server already serves {served[0]}"
+                    if served
+                    else f"nothing sent within {FIRST_BYTES_S:.0f} s",
+                )
                 writer.close()
                 return
             served.append(peer)
@@ -172,8 +177,11 @@ class SpeclspServer(LanguageServer):
         if pid is None or pid == os.getpid():
             return
         if not 0 < pid <= PID_MAX:
-            log.warning("initialize: processId %s is not a process id: the server will not watch for the editor "
-                        "exiting (it ends on `exit` or when its input closes)", str(pid)[:40])
+            log.warning(
+                "initialize: processId %s is not a process id: the server will not watch for the editor "
+                "exiting (it ends on `exit` or when its input closes)",
+                str(pid)[:40],
+            )
             return
 
         async def watch() -> None:
@@ -254,8 +262,12 @@ async def did_change_configuration(ls: SpeclspServer, params: types.DidChangeCon
     if options is None and ls.supports_pull_configuration:
         # Pull-model clients (e.g. VS Code) send an empty notification: ask for the section.
         try:
-            got = await asyncio.wait_for(ls.workspace_configuration_async(
-                types.ConfigurationParams(items=[types.ConfigurationItem(section="speclsp")])), 10)
+            got = await asyncio.wait_for(
+                ls.workspace_configuration_async(
+                    types.ConfigurationParams(items=[types.ConfigurationItem(section="speclsp")])
+                ),
+                10,
+            )
             options = got[0] if got else None
         except Exception as e:
             log.info("workspace/configuration failed: %s", e)
@@ -267,15 +279,25 @@ async def did_change_configuration(ls: SpeclspServer, params: types.DidChangeCon
 
 async def inline_completion(ls: SpeclspServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
     invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-    answer = await ls.session.complete(params.text_document.uri, params.position.line, params.position.character,
-                                       request_id=ls.protocol.msg_id, invoked=invoked)
+    answer = await ls.session.complete(
+        params.text_document.uri,
+        params.position.line,
+        params.position.character,
+        request_id=ls.protocol.msg_id,
+        invoked=invoked,
+    )
     return inline_items(answer, invoked)
 
 
 async def completion(ls: SpeclspServer, params: types.CompletionParams) -> types.CompletionList:
     invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-    answer = await ls.session.complete(params.text_document.uri, params.position.line, params.position.character,
-                                       request_id=ls.protocol.msg_id, invoked=invoked)
+    answer = await ls.session.complete(
+        params.text_document.uri,
+        params.position.line,
+        params.position.character,
+        request_id=ls.protocol.msg_id,
+        invoked=invoked,
+    )
     return completion_items(answer)
 
 

@@ -99,8 +99,9 @@ class Session:
         self._log_answer(request_id, answer, gen, ms)
         return answer
 
-    async def _complete(self, uri: str, line: int, character: int, request_id: Any,
-                        invoked: bool) -> tuple[Answer, Generation | None]:
+    async def _complete(
+        self, uri: str, line: int, character: int, request_id: Any, invoked: bool
+    ) -> tuple[Answer, Generation | None]:
         st = self.state
         doc = st.documents.get(uri)
         refused = self._refuse(doc, uri, line, request_id)
@@ -127,12 +128,18 @@ class Session:
         if not st.config.enabled_for(doc.language_id):
             return replace(EMPTY, reason="disabled")
         if doc.too_large:
-            log.info("req %s: %s is over maxDocumentChars (%d > %d): no completion", request_id, brief(uri),
-                     len(doc.text), st.config.max_document_chars)
+            log.info(
+                "req %s: %s is over maxDocumentChars (%d > %d): no completion",
+                request_id,
+                brief(uri),
+                len(doc.text),
+                st.config.max_document_chars,
+            )
             return replace(EMPTY, reason="too_large")
         if line >= len(doc.lines):
-            log.warning("req %s: line %d is past the end of %s (%d lines)", request_id, line, brief(uri),
-                        len(doc.lines))
+            log.warning(
+                "req %s: line %d is past the end of %s (%d lines)", request_id, line, brief(uri), len(doc.lines)
+            )
             return replace(EMPTY, reason="bad_position")
         return None
 
@@ -141,12 +148,13 @@ class Session:
         gen = self.state.generations.find(uri, cur.prefix, cur.suffix)
         if gen is not None:
             sub.typed = len(cur.prefix) - len(gen.prefix)
-            sub.typed_text = cur.prefix[len(gen.prefix):]
+            sub.typed_text = cur.prefix[len(gen.prefix) :]
             gen.subscribers.append(sub)
         return gen
 
-    async def _debounce(self, doc: Document, sub: Subscriber, request_id: Any, invoked: bool,
-                        cur: Cursor) -> Answer | None:
+    async def _debounce(
+        self, doc: Document, sub: Subscriber, request_id: Any, invoked: bool, cur: Cursor
+    ) -> Answer | None:
         """Before a model call: no model yet, or a newer request or edit during the
         debounce, answers at once (returned); None: start the generation."""
         st = self.state
@@ -161,15 +169,21 @@ class Session:
             return replace(EMPTY, reason=f"model_{st.model.state}")
         return None
 
-    async def _wait_or_restart(self, gen: Generation, sub: Subscriber, doc: Document, cur: Cursor, request_id: Any,
-                               invoked: bool, reason: str) -> tuple[Generation, Subscriber, str]:
+    async def _wait_or_restart(
+        self, gen: Generation, sub: Subscriber, doc: Document, cur: Cursor, request_id: Any, invoked: bool, reason: str
+    ) -> tuple[Generation, Subscriber, str]:
         """Wait for text to answer with; a cached generation the user typed ahead of that
         then wrote something else is replaced by a generation of this request's own."""
         st = self.state
         try:
             await self._wait(gen, sub, doc, repeat=reason == "cache")
-            if (reason == "cache" and gen.diverged(sub) and not self._outdated(sub, doc)
-                    and st.latest_request.get(doc.uri) == request_id and st.model.ready):
+            if (
+                reason == "cache"
+                and gen.diverged(sub)
+                and not self._outdated(sub, doc)
+                and st.latest_request.get(doc.uri) == request_id
+                and st.model.ready
+            ):
                 gen = self._start_generation(doc, cur.offset, invoked)
                 sub.answered = True
                 sub = replace(sub, typed=0, typed_text="", answered=False)
@@ -190,8 +204,9 @@ class Session:
             gen.subscribers = [s for s in gen.subscribers if not s.answered or s is gen.latest]
         return gen, sub, reason
 
-    def _answer(self, gen: Generation, sub: Subscriber, doc: Document, cur: Cursor, request_id: Any,
-                reason: str) -> Answer:
+    def _answer(
+        self, gen: Generation, sub: Subscriber, doc: Document, cur: Cursor, request_id: Any, reason: str
+    ) -> Answer:
         """The text this request gets now, or why none."""
         st = self.state
         where = cur.where()
@@ -237,7 +252,7 @@ class Session:
             return
         try:
             await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _wait(self, gen: Generation, sub: Subscriber, doc: Document, repeat: bool) -> None:
@@ -273,7 +288,10 @@ class Session:
         # While the user types, steps must fit between keystrokes and completions are
         # short (so they finish and the typed-through cache can serve the next keys).
         req = build_request(
-            doc.path, doc.text, doc.lines.starts, offset,
+            doc.path,
+            doc.text,
+            doc.lines.starts,
+            offset,
             others=(OpenDocument(d.path, d.text) for d in st.documents.others(doc)),
             max_tokens=cfg.max_tokens if invoked else min(cfg.max_tokens, st.clock.max_tokens(doc.uri, now)),
             lookahead=cfg.lookahead,
@@ -364,8 +382,18 @@ class Session:
         log.info(
             "req %s gen %d: %s, %d chars, %s in %.1f ms (first text %s ms, prefill %s ms, tokens %s, "
             "forwards %s, accepted %s/%s, stop %s)",
-            request_id, gen.id, answer.reason, len(answer.text), "done" if gen.done else "partial", ms,
-            f"{first:.0f}" if first is not None else "-", s.get("prefill_ms", "-"), s.get("new_tokens", "-"),
-            s.get("forwards", "-"), s.get("accepted", "-"), s.get("drafted", "-"), gen.stop_reason or "running",
+            request_id,
+            gen.id,
+            answer.reason,
+            len(answer.text),
+            "done" if gen.done else "partial",
+            ms,
+            f"{first:.0f}" if first is not None else "-",
+            s.get("prefill_ms", "-"),
+            s.get("new_tokens", "-"),
+            s.get("forwards", "-"),
+            s.get("accepted", "-"),
+            s.get("drafted", "-"),
+            gen.stop_reason or "running",
         )
         log.debug("req %s text: %r", request_id, answer.text)

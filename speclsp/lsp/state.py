@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from .. import __version__
 from ..drafting.clock import KeystrokeClock
@@ -40,8 +41,9 @@ class ClientChannel(Protocol):
     def progress(self, kind: str, message: str) -> None:
         """kind: "begin", "report" or "end"."""
 
-    def inline_update(self, uri: str, version: int, line: int, character: int, text: str, done: bool,
-                      request_id: Any) -> None: ...
+    def inline_update(
+        self, uri: str, version: int, line: int, character: int, text: str, done: bool, request_id: Any
+    ) -> None: ...
 
     def warn(self, message: str) -> None: ...
 
@@ -86,16 +88,26 @@ class ServerState:
         explicit = isinstance(options, dict) and options.get("streaming") is True
         self.streaming_opt_in = streaming_capability or explicit
         self.change_folders(added=folders)
-        log.info("initialize: encoding=%s streaming=%s folders=%d model=%s", encoding,
-                 self.streaming_opt_in, len(folders), self.config.model)
+        log.info(
+            "initialize: encoding=%s streaming=%s folders=%d model=%s",
+            encoding,
+            self.streaming_opt_in,
+            len(folders),
+            self.config.model,
+        )
         return warnings
 
     def change_configuration(self, options: Any) -> list[str]:
         """Overlay new options; reload the model if model, device or dtype changed."""
         warnings = self._apply(options)
-        log.info("configuration changed: model=%s maxTokens=%d lookahead=%s streaming=%s enabled=%s",
-                 self.config.model, self.config.max_tokens, self.config.lookahead, self.config.streaming,
-                 self.config.enabled)
+        log.info(
+            "configuration changed: model=%s maxTokens=%d lookahead=%s streaming=%s enabled=%s",
+            self.config.model,
+            self.config.max_tokens,
+            self.config.lookahead,
+            self.config.streaming,
+            self.config.enabled,
+        )
         if self.model.needs_reload(self.config):
             self.start_loading()
         return warnings
@@ -127,9 +139,15 @@ class ServerState:
         backend = completer.backend
         fim = completer.fim  # the detected family's markers: its suffix part is labelled
         documents = [(d.uri, d.text) for d in self.documents if not d.too_large]
-        self.indexer.submit(lambda: self.indexes.attach(
-            backend.tokenizer, backend.encode, documents,
-            fim_suffix_id=fim.suffix if fim else None, fim_middle_id=fim.middle if fim else None))
+        self.indexer.submit(
+            lambda: self.indexes.attach(
+                backend.tokenizer,
+                backend.encode,
+                documents,
+                fim_suffix_id=fim.suffix if fim else None,
+                fim_middle_id=fim.middle if fim else None,
+            )
+        )
 
     def shutdown(self) -> None:
         for gen in self.generations:
@@ -165,8 +183,12 @@ class ServerState:
         if version <= doc.version:
             # Out of order: the changes still apply in the order they came (the stream is
             # ordered; the number is only a label), but no cached suggestion can be trusted.
-            log.warning("didChange for %s goes from version %d back to %d: applied, suggestions dropped",
-                        brief(uri), doc.version, version)
+            log.warning(
+                "didChange for %s goes from version %d back to %d: applied, suggestions dropped",
+                brief(uri),
+                doc.version,
+                version,
+            )
             self.worker.cancel(document_key(uri))
             self.generations.drop(uri)
         was_indexed = not doc.too_large
@@ -224,11 +246,20 @@ class ServerState:
         kinds = self.model.completer.backend.drafter_kinds if self.model.ready else ("ngram",)
         with_model = "model" in kinds
         remote = self.config.backend == "openai"
-        d.update(model=(self.config.remote_model or "(server's first)") if remote else self.config.model,
-                 backend=self.config.backend, device=self.model.device, state=self.model.state, version=__version__,
-                 dtype=self.model.dtype, dtypeReason=self.model.dtype_reason,
-                 draftModel=self.config.draft_model if with_model else "",
-                 drafter=self.config.drafter_kind if with_model else "ngram",
-                 workerSuperseded=self.worker.superseded, workerPeakPending=self.worker.peak_pending,
-                 documents=len(self.documents), indexedTokens=self.indexes.ntokens(), notIndexed=[brief(u) for u in self.indexes.refused()[:10]])
+        d.update(
+            model=(self.config.remote_model or "(server's first)") if remote else self.config.model,
+            backend=self.config.backend,
+            device=self.model.device,
+            state=self.model.state,
+            version=__version__,
+            dtype=self.model.dtype,
+            dtypeReason=self.model.dtype_reason,
+            draftModel=self.config.draft_model if with_model else "",
+            drafter=self.config.drafter_kind if with_model else "ngram",
+            workerSuperseded=self.worker.superseded,
+            workerPeakPending=self.worker.peak_pending,
+            documents=len(self.documents),
+            indexedTokens=self.indexes.ntokens(),
+            notIndexed=[brief(u) for u in self.indexes.refused()[:10]],
+        )
         return d

@@ -58,11 +58,15 @@ class ServerStats:
             "tokensPerSecond": round(self.new_tokens / self.decode_s, 2) if self.decode_s > 0 else 0.0,
             "acceptance": round(self.accepted / self.drafted, 4) if self.drafted else 0.0,
             # per verify pass: drafted tokens or tree nodes verified, and how many were kept
-            "perForward": {"verified": round(self.drafted / self.forwards, 2) if self.forwards else 0.0,
-                           "accepted": round(self.accepted / self.forwards, 2) if self.forwards else 0.0,
-                           "treeForwards": self.tree_forwards},
-            "bySource": {src: {**d, "acceptance": round(d["accepted"] / d["drafted"], 4) if d["drafted"] else 0.0}
-                         for src, d in sorted(self.sources.items())},
+            "perForward": {
+                "verified": round(self.drafted / self.forwards, 2) if self.forwards else 0.0,
+                "accepted": round(self.accepted / self.forwards, 2) if self.forwards else 0.0,
+                "treeForwards": self.tree_forwards,
+            },
+            "bySource": {
+                src: {**d, "acceptance": round(d["accepted"] / d["drafted"], 4) if d["drafted"] else 0.0}
+                for src, d in sorted(self.sources.items())
+            },
             "latencyMs": {"p50": pct(0.5), "p95": pct(0.95)},
             "last": self.last,
         }

@@ -17,14 +17,20 @@ import json
 import logging
 import re
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from cattrs import transform_error
 from lsprotocol import types
 from pygls.protocol import LanguageServerProtocol
-from pygls.protocol.json_rpc import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCResponseMessage,
-                                     RPCNotification, RPCRequest)
+from pygls.protocol.json_rpc import (
+    JsonRPCNotification,
+    JsonRPCRequestMessage,
+    JsonRPCResponseMessage,
+    RPCNotification,
+    RPCRequest,
+)
 from pygls.protocol.language_server import lsp_method
 
 from .. import __version__
@@ -55,6 +61,7 @@ def _header_in(data: bytes) -> int:
         at = low.find(b"content-length", at + 1)
     return -1
 
+
 PARSE_ERROR = types.ErrorCodes.ParseError.value  # -32700
 INVALID_REQUEST = types.ErrorCodes.InvalidRequest.value  # -32600
 METHOD_NOT_FOUND = types.ErrorCodes.MethodNotFound.value  # -32601
@@ -83,6 +90,7 @@ def _strict_scalars(converter: Any) -> None:
             if not isinstance(value, accept):
                 raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
             return kind(value) if kind is float else value
+
         return structure
 
     converter.register_structure_hook(int, strict(int, (int,)))
@@ -156,8 +164,9 @@ class SpeclspProtocol(LanguageServerProtocol):
         if not self.initialized and method != types.INITIALIZE:
             return SERVER_NOT_INITIALIZED, f"{method[:80]}: the server is not initialized yet"
         if self.is_notification_method(method):
-            return METHOD_NOT_FOUND, (f"Method not found: {method[:80]} is a notification and was sent with an id; "
-                                      "not applied")
+            return METHOD_NOT_FOUND, (
+                f"Method not found: {method[:80]} is a notification and was sent with an id; not applied"
+            )
         if method not in self.fm.features and method not in self.fm.builtin_features:
             return METHOD_NOT_FOUND, f"Method not found: {method[:80]}"
         return None
@@ -186,17 +195,25 @@ class SpeclspProtocol(LanguageServerProtocol):
         method, msg_id = data.get("method"), data.get("id")
         good_id = isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool)
         notification = "id" not in data and isinstance(method, str)
-        if data.get("jsonrpc") != "2.0" or ("method" in data and not isinstance(method, str)) \
-                or ("id" in data and not good_id) \
-                or ("method" not in data and not ("id" in data and ("result" in data or "error" in data))):
+        if (
+            data.get("jsonrpc") != "2.0"
+            or ("method" in data and not isinstance(method, str))
+            or ("id" in data and not good_id)
+            or ("method" not in data and not ("id" in data and ("result" in data or "error" in data)))
+        ):
             if notification:
                 log.warning("malformed %s notification dropped (not JSON-RPC 2.0)", method[:80])
                 self.rejected += 1
             else:
-                log.warning("invalid request (id %r): not a JSON-RPC 2.0 request, notification or response",
-                            msg_id if good_id else None)
-                self.reply_error(msg_id if good_id else None, INVALID_REQUEST,
-                                 "Invalid Request: not a JSON-RPC 2.0 request, notification or response")
+                log.warning(
+                    "invalid request (id %r): not a JSON-RPC 2.0 request, notification or response",
+                    msg_id if good_id else None,
+                )
+                self.reply_error(
+                    msg_id if good_id else None,
+                    INVALID_REQUEST,
+                    "Invalid Request: not a JSON-RPC 2.0 request, notification or response",
+                )
             return
         if "method" in data and "id" in data and (refusal := self._refusal(method)) is not None:
             code, text = refusal
@@ -249,7 +266,9 @@ class SpeclspProtocol(LanguageServerProtocol):
         if isinstance(message, RPCRequest):
             if not self.initialized and method != types.INITIALIZE:
                 log.warning("req %s: %s before initialize", message.id, method[:80])
-                self.reply_error(message.id, SERVER_NOT_INITIALIZED, f"{method[:80]}: the server is not initialized yet")
+                self.reply_error(
+                    message.id, SERVER_NOT_INITIALIZED, f"{method[:80]}: the server is not initialized yet"
+                )
                 return
             if self.initialized and method == types.INITIALIZE and self._workspace is not None:
                 log.warning("req %s: a second initialize refused", message.id)
@@ -308,15 +327,15 @@ class _Input:
         self.pos = 0  # what of `buf` is consumed
 
     def unread(self, data: bytes) -> None:
-        self.buf, self.pos = data + self.buf[self.pos:], 0
+        self.buf, self.pos = data + self.buf[self.pos :], 0
 
     async def _fill(self, at_least: int = 0) -> bool:
         chunk = await self.reader.read_some(max(READ_CHUNK, at_least))
-        self.buf, self.pos = self.buf[self.pos:] + chunk, 0
+        self.buf, self.pos = self.buf[self.pos :] + chunk, 0
         return bool(chunk)
 
     def _take(self, end: int) -> bytes:
-        got = self.buf[self.pos:end]
+        got = self.buf[self.pos : end]
         self.pos = end
         if self.pos >= len(self.buf):
             self.buf, self.pos = b"", 0
@@ -402,11 +421,19 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
             window = seen + chunk
             if (at := _header_in(window)) >= 0:
                 inp.unread(window[at:])  # the next message starts there
-                log.warning("Content-Length %d runs past the next header (at byte %d of the body): "
-                            "message dropped, reading on from that header", length, got - len(seen) + at)
+                log.warning(
+                    "Content-Length %d runs past the next header (at byte %d of the body): "
+                    "message dropped, reading on from that header",
+                    length,
+                    got - len(seen) + at,
+                )
                 protocol.received += 1
-                protocol.reply_error(None, PARSE_ERROR, "Parse error: the message's Content-Length runs into the "
-                                     "next message's header; the message was dropped")
+                protocol.reply_error(
+                    None,
+                    PARSE_ERROR,
+                    "Parse error: the message's Content-Length runs into the "
+                    "next message's header; the message was dropped",
+                )
                 resynced = True
                 break
             got += len(chunk)
@@ -417,8 +444,11 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
             continue
         if too_big:
             protocol.received += 1
-            protocol.reply_error(None, INVALID_REQUEST, f"Invalid Request: a message of {length} bytes is over the "
-                                 f"{MAX_MESSAGE_BYTES}-byte limit; skipped")
+            protocol.reply_error(
+                None,
+                INVALID_REQUEST,
+                f"Invalid Request: a message of {length} bytes is over the {MAX_MESSAGE_BYTES}-byte limit; skipped",
+            )
             continue
         try:
             protocol.receive(bytes(body))

@@ -30,9 +30,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -97,7 +98,9 @@ def load_tokenizer(directory: Path) -> Any:
 
     path = Path(directory) / "tokenizer.json"
     if not path.is_file():
-        raise BackendError(f"no tokenizer.json in {directory}: set `model` to a directory with the served model's tokenizer")
+        raise BackendError(
+            f"no tokenizer.json in {directory}: set `model` to a directory with the served model's tokenizer"
+        )
     return Tokenizer.from_file(str(path))
 
 
@@ -120,8 +123,9 @@ class OpenAIBackend:
     backend = "openai"
     drafter_kinds: tuple[str, ...] = ()  # the server speculates on its own side
 
-    def __init__(self, settings: RemoteSettings, tokenizer: Any, special_tokens: Sequence[str],
-                 end_tokens: Sequence[str] = ()):
+    def __init__(
+        self, settings: RemoteSettings, tokenizer: Any, special_tokens: Sequence[str], end_tokens: Sequence[str] = ()
+    ):
         self.settings = settings
         self.endpoint = check_endpoint(settings.endpoint)
         self.host = endpoint_host(self.endpoint)
@@ -134,7 +138,9 @@ class OpenAIBackend:
         self.stop_ids = sorted({i for t in end_tokens if (i := tokenizer.token_to_id(t)) is not None})
         # What ends a completion when it shows up in the streamed text: the family's special
         # tokens that this tokenizer has (a server may stream them as text).
-        self.markers = tuple(t for t in dict.fromkeys([*special_tokens, *end_tokens]) if tokenizer.token_to_id(t) is not None)
+        self.markers = tuple(
+            t for t in dict.fromkeys([*special_tokens, *end_tokens]) if tokenizer.token_to_id(t) is not None
+        )
         self.problem = ""  # why the server cannot be used now ("" = none known)
         self._problem_kind = "unreachable"  # its BackendError kind
         self._backoff = 0.0
@@ -199,8 +205,9 @@ class OpenAIBackend:
             log.warning("apiKeyEnv names %s, which is not set: sending no key", s.api_key_env)
         try:
             status, content = asyncio.run_coroutine_threadsafe(
-                asyncio.wait_for(self._get_models(), s.probe_timeout_s), self._loop).result()
-        except (TimeoutError, asyncio.TimeoutError, httpx.ReadTimeout):
+                asyncio.wait_for(self._get_models(), s.probe_timeout_s), self._loop
+            ).result()
+        except (TimeoutError, httpx.ReadTimeout):
             self._mark_down(f"{self.endpoint}/models did not answer within {s.probe_timeout_s:.0f} s")
             return
         except httpx.HTTPError as e:
@@ -258,11 +265,13 @@ class OpenAIBackend:
         """Run the request; put ("up"|"chunk"|"usage"|"done"|"down"|"error", value) on `out`."""
         s = self.settings
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(s.stall_timeout_s, connect=s.connect_timeout_s),
-                                             follow_redirects=False)
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(s.stall_timeout_s, connect=s.connect_timeout_s), follow_redirects=False
+            )
         try:
-            async with self._client.stream("POST", f"{self.endpoint}/completions", json=body,
-                                           headers=self._headers()) as resp:
+            async with self._client.stream(
+                "POST", f"{self.endpoint}/completions", json=body, headers=self._headers()
+            ) as resp:
                 if resp.status_code != 200:
                     message = self._http_message(resp.status_code, await read_capped(resp, MAX_ERROR_BYTES))
                     wait = retry_after(resp.headers.get("retry-after")) if resp.status_code in (429, 503) else None
@@ -272,8 +281,16 @@ class OpenAIBackend:
                 reader, finished = EventReader(), False
                 async for line in capped_lines(resp):
                     if line is None:
-                        out.put(("error", ("stream", f"{self.host} sent a stream line over {MAX_LINE_BYTES} bytes, "
-                                                     f"or over {MAX_STREAM_BYTES} bytes in all: not read")))
+                        out.put(
+                            (
+                                "error",
+                                (
+                                    "stream",
+                                    f"{self.host} sent a stream line over {MAX_LINE_BYTES} bytes, "
+                                    f"or over {MAX_STREAM_BYTES} bytes in all: not read",
+                                ),
+                            )
+                        )
                         return
                     data = reader.feed(line)
                     if data is None:
@@ -289,8 +306,11 @@ class OpenAIBackend:
                         finished |= item[0] == "chunk" and item[1][2] is not None
                         out.put(item)
                 # The stream ended without [DONE]: fine after a finish reason, else cut off.
-                out.put(("done", None) if finished else
-                        ("error", ("stream", f"{self.host} closed the stream mid-completion")))
+                out.put(
+                    ("done", None)
+                    if finished
+                    else ("error", ("stream", f"{self.host} closed the stream mid-completion"))
+                )
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             out.put(("down", f"cannot reach {self.endpoint}: {type(e).__name__}"))
         except httpx.ReadTimeout:
@@ -316,14 +336,26 @@ class OpenAIBackend:
         t0 = time.monotonic()
         if t0 < self._down_until:
             raise BackendError(f"{self.problem}; next try in {self._down_until - t0:.1f} s", self._problem_kind)
-        stats = GenerationStats(prompt_tokens=len(prompt_ids), model=self.name, device=self.host,
-                                backend=self.backend, endpoint=self.host, lookahead="server")
+        stats = GenerationStats(
+            prompt_tokens=len(prompt_ids),
+            model=self.name,
+            device=self.host,
+            backend=self.backend,
+            endpoint=self.host,
+            lookahead="server",
+        )
         body: dict[str, Any] = {
-            "model": self.name, "prompt": list(prompt_ids), "max_tokens": max_new_tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True},
+            "model": self.name,
+            "prompt": list(prompt_ids),
+            "max_tokens": max_new_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
             # vLLM's extensions (other servers ignore them): stop on the family's end and FIM
             # tokens, keep a matched stop string (the show rules read it), return token ids.
-            "stop_token_ids": self.stop_ids, "include_stop_str_in_output": True, "return_token_ids": True,
+            "stop_token_ids": self.stop_ids,
+            "include_stop_str_in_output": True,
+            "return_token_ids": True,
         }
         if stop:
             body["stop"] = list(stop)
@@ -372,7 +404,9 @@ class OpenAIBackend:
                         if stop_text is not None and (cut := stop_text(text)) is not None:
                             text, stats.stop_reason = text[:cut], "stop_text"
                     if reason is not None:  # the usage event and [DONE] follow
-                        finish = {"length": "max_tokens"}.get(reason, "stop_text" if isinstance(stopped_by, str) else "eos")
+                        finish = {"length": "max_tokens"}.get(
+                            reason, "stop_text" if isinstance(stopped_by, str) else "eos"
+                        )
         finally:
             task.cancel()  # a no-op when the stream is over; else it closes the connection
         if stats.stop_reason != "stop_text" and stop_text is not None and (cut := stop_text(text)) is not None:
@@ -382,8 +416,14 @@ class OpenAIBackend:
         stats.new_tokens = usage if usage is not None else (len(ids) if ids else len(self.encode(text)) if text else 0)
         decode_s = (stats.total_ms - stats.ttft_ms) / 1e3
         stats.tokens_per_s = (stats.new_tokens - 1) / decode_s if stats.new_tokens > 1 and decode_s > 0 else 0.0
-        log.debug("remote: %d prompt tokens -> %d tokens, first %.0f ms, total %.0f ms, %s", len(prompt_ids),
-                  stats.new_tokens, stats.ttft_ms, stats.total_ms, stats.stop_reason)
+        log.debug(
+            "remote: %d prompt tokens -> %d tokens, first %.0f ms, total %.0f ms, %s",
+            len(prompt_ids),
+            stats.new_tokens,
+            stats.ttft_ms,
+            stats.total_ms,
+            stats.stop_reason,
+        )
         return GenerationResult(ids or self.encode(text), text, stats, [])
 
 

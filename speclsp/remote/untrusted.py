@@ -11,7 +11,8 @@ decide what of the text may be shown (`untrusted_text`).
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 MAX_LINE_BYTES = 1 << 20  # one SSE line (a token's event is ~300 bytes)
 MAX_STREAM_BYTES = 16 << 20  # a whole completion's stream
@@ -36,8 +37,8 @@ def retry_after(value: str | None) -> float | None:
     import datetime
 
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 async def read_capped(resp: Any, cap: int) -> bytes:
@@ -88,8 +89,9 @@ def untrusted_text(raw: str, markers: Sequence[str]) -> tuple[str, bool]:
     cut = min((i for m in markers if (i := raw.find(m)) >= 0), default=-1)
     text = raw[:cut] if cut >= 0 else raw
     if cut < 0:  # hold back the start of a marker still arriving ("<|fim_" of "<|fim_middle|>")
-        held = max((n for m in markers for n in range(min(len(m) - 1, len(text)), 0, -1) if text.endswith(m[:n])),
-                   default=0)
+        held = max(
+            (n for m in markers for n in range(min(len(m) - 1, len(text)), 0, -1) if text.endswith(m[:n])), default=0
+        )
         text = text[: len(text) - held]
         if esc := _ESCAPE_ARRIVING.search(text):  # "\x1b[3" shows "3" until "1m" completes it
             text = text[: esc.start()]

@@ -31,16 +31,40 @@ from ..local.treeattn import tree_inputs
 
 CONFIGS = {
     # Qwen2.5-Coder-0.5B and -1.5B as published (config.json); vocabulary 151,936.
-    "qwen2.5-coder-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                               num_key_value_heads=2, tie_word_embeddings=True),
-    "qwen2.5-coder-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                               num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen2.5-coder-0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-coder-1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
     # For testing the script itself on a CPU.
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, tie_word_embeddings=True),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
 }
-COMMON = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6,
-              use_sliding_window=False, attn_implementation="sdpa")
+COMMON = dict(
+    vocab_size=151936,
+    max_position_embeddings=32768,
+    rope_theta=1e6,
+    rms_norm_eps=1e-6,
+    use_sliding_window=False,
+    attn_implementation="sdpa",
+)
 # Drafted nodes per pass (the pending token makes one more): powers of two and the size
 # just below each 16/32/64/128-token edge, since kernels work in tiles of rows and a pass
 # can cost the same up to a tile's end and jump after it (as on the CPU; see calibration.CALIBRATED_KS).
@@ -117,7 +141,7 @@ def profile(name: str, device: torch.device, dtype: torch.dtype, contexts, sizes
         out["prefill_tok_s"][ctx] = ctx / secs
         chain, tree = {}, {}
         for n in sizes:
-            x = ids[:, ctx:ctx + 1 + n]
+            x = ids[:, ctx : ctx + 1 + n]
 
             # crop takes minus the tokens to drop (transformers 5.24; 5.17 takes it too)
             def step_chain():
@@ -133,9 +157,11 @@ def profile(name: str, device: torch.device, dtype: torch.dtype, contexts, sizes
             chain[n] = t.timed(step_chain, repeats)
             tree[n] = t.timed(step_tree, repeats)
         out["chain"][ctx], out["tree"][ctx] = chain, tree
-        say(f"{name} ctx {ctx}: prefill {out['prefill_tok_s'][ctx]:.0f} tok/s, chain 1/64/128 "
+        say(
+            f"{name} ctx {ctx}: prefill {out['prefill_tok_s'][ctx]:.0f} tok/s, chain 1/64/128 "
             f"{chain[sizes[0]] * 1e3:.1f}/{chain.get(64, chain[sizes[-1]]) * 1e3:.1f}/{chain[sizes[-1]] * 1e3:.1f} ms, "
-            f"tree 64 {tree.get(64, tree[sizes[-1]]) * 1e3:.1f} ms")
+            f"tree 64 {tree.get(64, tree[sizes[-1]]) * 1e3:.1f} ms"
+        )
     return out
 
 
@@ -157,9 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda m: print(f"gpu-profile: {m}", file=sys.stderr, flush=True)  # noqa: E731
     import transformers
 
-    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
-              "dtype": args.dtype, "torch": torch.__version__, "transformers": transformers.__version__,
-              "models": {}}
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "dtype": args.dtype,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "models": {},
+    }
     t0 = time.perf_counter()
     for name in args.models.split(","):
         report["models"][name] = profile(name, device, dtype, contexts, sizes, args.repeats, say)

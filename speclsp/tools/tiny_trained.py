@@ -88,8 +88,18 @@ class Inventory:
 '''
 
 RECIPE = {
-    "vocab": 512, "hidden": 128, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 256,
-    "seed": 0, "lr": 6e-3, "warmup": 20, "max_steps": 600, "window": 48, "margin": 2.0,
+    "vocab": 512,
+    "hidden": 128,
+    "layers": 2,
+    "heads": 4,
+    "kv_heads": 2,
+    "intermediate": 256,
+    "seed": 0,
+    "lr": 6e-3,
+    "warmup": 20,
+    "max_steps": 600,
+    "window": 48,
+    "margin": 2.0,
 }
 WINDOW = RECIPE["window"]  # tokens of corpus each example must continue with
 PATH = "corpus.py"  # the document's name in training prompts (not part of a FIM prompt)
@@ -119,8 +129,16 @@ def recipe_hash(corpus: str = CORPUS, recipe: dict | None = None) -> str:
 
     here = Path(__file__).parent.parent  # the speclsp package
     h = hashlib.sha256()
-    h.update(json.dumps({"corpus": corpus, "recipe": recipe or RECIPE, "versions": [
-        torch.__version__, transformers.__version__, tokenizers.__version__]}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "corpus": corpus,
+                "recipe": recipe or RECIPE,
+                "versions": [torch.__version__, transformers.__version__, tokenizers.__version__],
+            },
+            sort_keys=True,
+        ).encode()
+    )
     for name in ("tools/tiny_trained.py", "local/tiny.py"):
         h.update((here / name).read_bytes())
     h.update((here / "completion" / "context.py").read_bytes())  # the prompt builder
@@ -174,7 +192,7 @@ def _examples(tok, corpus: str, fim):
         while lcp < len(prompt) - 1 and full[lcp] == trunk[lcp]:
             lcp += 1
         seg = full[lcp:-1]
-        labels = [t if i + lcp + 1 >= len(prompt) else -100 for i, t in enumerate(full[lcp + 1:])]
+        labels = [t if i + lcp + 1 >= len(prompt) else -100 for i, t in enumerate(full[lcp + 1 :])]
         out.append((lcp, seg, labels))
     return trunk, out
 
@@ -220,8 +238,9 @@ def _misses(logits, labels, margin: float) -> int:
     return int((right - other < margin).sum())
 
 
-def build_trained(out_dir: str | Path, corpus: str = CORPUS, recipe: dict | None = None, *,
-                  require: bool = True) -> Path:
+def build_trained(
+    out_dir: str | Path, corpus: str = CORPUS, recipe: dict | None = None, *, require: bool = True
+) -> Path:
     """Train the model on `corpus` and write it, with its tokenizer, to `out_dir`.
 
     Raises RuntimeError if greedy decoding does not reproduce the corpus at every cursor
@@ -238,15 +257,25 @@ def build_trained(out_dir: str | Path, corpus: str = CORPUS, recipe: dict | None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    split = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
-                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    split = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     trained_tok = train_tokenizer([corpus], r["vocab"], split, normalizers.NFC())
     trained_tok.save_pretrained(str(out))
     sid = {t: trained_tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2Config(
-        vocab_size=len(trained_tok), hidden_size=r["hidden"], intermediate_size=r["intermediate"],
-        num_hidden_layers=r["layers"], num_attention_heads=r["heads"], num_key_value_heads=r["kv_heads"],
-        max_position_embeddings=4096, eos_token_id=sid["<|endoftext|>"], tie_word_embeddings=True,
+        vocab_size=len(trained_tok),
+        hidden_size=r["hidden"],
+        intermediate_size=r["intermediate"],
+        num_hidden_layers=r["layers"],
+        num_attention_heads=r["heads"],
+        num_key_value_heads=r["kv_heads"],
+        max_position_embeddings=4096,
+        eos_token_id=sid["<|endoftext|>"],
+        tie_word_embeddings=True,
     )
     config.save_pretrained(str(out))
     # Examples are encoded by the tokenizer as the server will load it, whatever class
@@ -254,8 +283,9 @@ def build_trained(out_dir: str | Path, corpus: str = CORPUS, recipe: dict | None
     tok = AutoTokenizer.from_pretrained(str(out))
     if tok.encode(corpus, add_special_tokens=False) != trained_tok.encode(corpus, add_special_tokens=False):
         log.warning("tiny-trained: the loaded tokenizer splits the corpus differently from the trained one")
-    fim = FimTokens(sid["<|fim_prefix|>"], sid["<|fim_suffix|>"], sid["<|fim_middle|>"], sid["<|file_sep|>"],
-                    sid["<|repo_name|>"])
+    fim = FimTokens(
+        sid["<|fim_prefix|>"], sid["<|fim_suffix|>"], sid["<|fim_middle|>"], sid["<|file_sep|>"], sid["<|repo_name|>"]
+    )
     trunk, examples = _examples(tok, corpus, fim)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
@@ -279,7 +309,8 @@ def build_trained(out_dir: str | Path, corpus: str = CORPUS, recipe: dict | None
             if misses == 0 or step >= r["max_steps"]:
                 break
             loss = ce(t_logits.flatten(0, 1), trunk_labels.flatten(), ignore_index=-100) + ce(
-                s_logits.flatten(0, 1), batch[1].flatten(), ignore_index=-100)
+                s_logits.flatten(0, 1), batch[1].flatten(), ignore_index=-100
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -298,8 +329,18 @@ def build_trained(out_dir: str | Path, corpus: str = CORPUS, recipe: dict | None
         torch.use_deterministic_algorithms(deterministic)
     seconds = time.perf_counter() - t0
     model.save_pretrained(str(out), safe_serialization=True)
-    (out / READY_MARKER).write_text(json.dumps({"name": "tiny-trained", "recipe": r, "steps": step, "misses": misses,
-                                                "train_seconds": round(seconds, 2), "cursors": len(examples)}))
+    (out / READY_MARKER).write_text(
+        json.dumps(
+            {
+                "name": "tiny-trained",
+                "recipe": r,
+                "steps": step,
+                "misses": misses,
+                "train_seconds": round(seconds, 2),
+                "cursors": len(examples),
+            }
+        )
+    )
     log.info("tiny-trained: %d steps, %.1f s", step, seconds)
     return out
 
@@ -312,7 +353,7 @@ def _check(model, tok, corpus: str, fim) -> list[int]:
     bad = []
     with torch.no_grad():
         for c, prompt, target in _prompts(tok, corpus, fim):
-            logits = model(input_ids=torch.tensor([prompt + target[:-1]])).logits[0, len(prompt) - 1:]
+            logits = model(input_ids=torch.tensor([prompt + target[:-1]])).logits[0, len(prompt) - 1 :]
             if logits.argmax(-1).tolist() != target:
                 bad.append(c)
     return bad

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import at_body
 
 pynvim = pytest.importorskip("pynvim")
@@ -93,13 +92,26 @@ class Editor:
         self.nvim.command("stopinsert")
         self.nvim.command(f"edit! {path}")
         buf = self.nvim.current.buffer.number
-        wait_for(lambda: self.lua("return require('speclsp.util').client(0) ~= nil and "
-                                  "require('speclsp.util').client(0).initialized == true"),
-                 timeout=90, what="speclsp to attach and initialize")
-        wait_for(lambda: self.lua("local c = require('speclsp.util').client(0); "
-                                  "local s = require('speclsp').server_status[c.id]; "
-                                  "return s and s.state") == "ready",
-                 timeout=120, what="the model to be ready (speclsp/status)")
+        wait_for(
+            lambda: self.lua(
+                "return require('speclsp.util').client(0) ~= nil and "
+                "require('speclsp.util').client(0).initialized == true"
+            ),
+            timeout=90,
+            what="speclsp to attach and initialize",
+        )
+        wait_for(
+            lambda: (
+                self.lua(
+                    "local c = require('speclsp.util').client(0); "
+                    "local s = require('speclsp').server_status[c.id]; "
+                    "return s and s.state"
+                )
+                == "ready"
+            ),
+            timeout=120,
+            what="the model to be ready (speclsp/status)",
+        )
         return buf
 
     def start(self, text: str, name: str | None = None) -> int:
@@ -131,8 +143,11 @@ class Editor:
 
     def wait_shown(self, want: str, what: str = "the expected ghost text") -> None:
         """Wait until the plugin and the extmark both show exactly `want`."""
-        wait_for(lambda: self.ghost() == want and self.shown() == want, timeout=WAIT,
-                 what=f"{what} {want!r} (ghost {self.ghost()!r}, extmark {self.shown()!r})")
+        wait_for(
+            lambda: self.ghost() == want and self.shown() == want,
+            timeout=WAIT,
+            what=f"{what} {want!r} (ghost {self.ghost()!r}, extmark {self.shown()!r})",
+        )
 
     def text(self) -> str:
         return "\n".join(self.nvim.current.buffer[:])
@@ -161,8 +176,7 @@ def editor(request, trained_model_dir, tmp_path_factory):
     (workspace / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
     log_file = workspace.parent / f"speclsp-nvim-{version}.log"
     server = os.environ.get("SPECLSP_NVIM_TEST_SERVER")
-    cmd = server.split() if server else [sys.executable, "-m", "speclsp", "--stdio", "-v",
-                                         "--log-file", str(log_file)]
+    cmd = server.split() if server else [sys.executable, "-m", "speclsp", "--stdio", "-v", "--log-file", str(log_file)]
     nvim = pynvim.attach("child", argv=[binary, "--embed", "--headless", "--clean", "-n"])
     try:
         nvim.command(f"set rtp^={PLUGIN}")
@@ -179,7 +193,9 @@ def editor(request, trained_model_dir, tmp_path_factory):
               debug = true,
             })
             """,
-            cmd, str(trained_model_dir), str(log_file),
+            cmd,
+            str(trained_model_dir),
+            str(log_file),
         )
         yield Editor(version, nvim, workspace)
     finally:
@@ -214,8 +230,11 @@ def test_multi_line_ghost_text_is_the_corpus_lines(editor: Editor):
 def test_streaming_grows_the_ghost_text_in_place_to_the_corpus_line(editor: Editor):
     editor.reset_debug()
     editor.start(DESCRIBE[0])
-    wait_for(lambda: editor.lua("return require('speclsp')._updates_done"), timeout=WAIT,
-             what="the last streaming update (done: true)")
+    wait_for(
+        lambda: editor.lua("return require('speclsp')._updates_done"),
+        timeout=WAIT,
+        what="the last streaming update (done: true)",
+    )
     editor.wait_shown(DESCRIBE[1])
     assert len(editor.extmarks()) == 1
     # The server streamed the line as it grew and the ghost text followed: every state drawn
@@ -266,10 +285,10 @@ def test_accept_word_then_line_take_exactly_the_first_word_and_line(editor: Edit
     editor.type("<M-Right>")
     wait_for(lambda: editor.text() == SCALE[0] + word, timeout=WAIT, what="one word accepted")
     # The rest is shown at once, from the same suggestion.
-    editor.wait_shown(SCALE[1][len(word):], "the rest after the word")
+    editor.wait_shown(SCALE[1][len(word) :], "the rest after the word")
     editor.type("<M-C-Right>")
     wait_for(lambda: editor.text() == SCALE[0] + first_line, timeout=WAIT, what="the rest of the line accepted")
-    editor.wait_shown(SCALE[1][len(first_line):], "the other lines after the line")
+    editor.wait_shown(SCALE[1][len(first_line) :], "the other lines after the line")
     editor.type("<Esc>")
 
 
@@ -303,8 +322,11 @@ def test_dismissed_while_streaming_stays_dismissed(editor: Editor):
     # suggestion come back when the answer arrived after <C-]>).
     before = editor.stats()
     editor.start(DESCRIBE[0])
-    wait_for(lambda: editor.ghost() and DESCRIBE[1].startswith(editor.ghost()), timeout=WAIT,
-             what="the first part of the streamed line")
+    wait_for(
+        lambda: editor.ghost() and DESCRIBE[1].startswith(editor.ghost()),
+        timeout=WAIT,
+        what="the first part of the streamed line",
+    )
     editor.type("<C-]>")
     wait_for(lambda: not editor.extmarks() and editor.ghost() == "", timeout=WAIT, what="dismissed")
     assert_nothing_shown_once_the_server_is_done(editor, before, DESCRIBE[0])
@@ -348,8 +370,11 @@ def test_cursor_move_and_escape_clear_the_ghost_text(editor: Editor):
         wait_for(lambda: not editor.extmarks(), timeout=WAIT, what="ghost text cleared on cursor move")
     else:
         # Neovim's own inline completion asks again at the new position instead.
-        wait_for(lambda: all(m[2] < col for m in editor.extmarks()), timeout=WAIT,
-                 what="ghost text gone from the old position")
+        wait_for(
+            lambda: all(m[2] < col for m in editor.extmarks()),
+            timeout=WAIT,
+            what="ghost text gone from the old position",
+        )
     editor.type("<End>")
     # Typing the suggestion's next character at the end shows exactly the rest again.
     editor.type(AREA[1][0])
@@ -392,8 +417,11 @@ def test_native_completion_inserts_the_whole_multi_line_item(editor: Editor):
     editor.start(SCALE[0])
     editor.wait_shown(SCALE[1])
     editor.lua("vim.lsp.completion.get()")
-    items = wait_for(lambda: editor.nvim.call("complete_info", ["items"]).get("items"),
-                     timeout=WAIT, what="completion items in complete_info()")
+    items = wait_for(
+        lambda: editor.nvim.call("complete_info", ["items"]).get("items"),
+        timeout=WAIT,
+        what="completion items in complete_info()",
+    )
     assert len(items) == 1
     item = items[0]
     assert item["menu"] == "speclsp" and item["kind"] == "Text"
@@ -411,8 +439,11 @@ def test_native_completion_inserts_the_whole_multi_line_item(editor: Editor):
     wait_for(lambda: editor.text() == SCALE[0] + item["word"], timeout=WAIT, what="the selected item's word")
     editor.type("<C-y>")
     want = SCALE[0] + SCALE[1]
-    wait_for(lambda: editor.text() == want, timeout=WAIT,
-             what=f"the whole item inserted (want {want!r}, have {editor.lines()!r})")
+    wait_for(
+        lambda: editor.text() == want,
+        timeout=WAIT,
+        what=f"the whole item inserted (want {want!r}, have {editor.lines()!r})",
+    )
     assert editor.mode() == "i"
     row, col = editor.nvim.current.window.cursor
     assert (row, col) == (len(editor.lines()), len(SCALE[1].split("\n")[-1]))  # after the item
@@ -495,17 +526,20 @@ def test_nvim_cmp_shows_the_speclsp_entry(editor: Editor):
     editor.wait_shown(AREA[1])
     before = "\n".join(editor.lines())
     editor.lua("require('cmp').complete()")
-    entries = wait_for(lambda: editor.lua("""
+    entries = wait_for(
+        lambda: editor.lua("""
         local out = {}
         for _, e in ipairs(require('cmp').get_entries() or {}) do
           out[#out + 1] = { source = e.source.name, label = e:get_completion_item().label }
         end
-        return out"""), timeout=30, what="nvim-cmp entries")
+        return out"""),
+        timeout=30,
+        what="nvim-cmp entries",
+    )
     assert entries[0]["source"] == "speclsp"
     text = editor.lua("return require('cmp').get_entries()[1]:get_completion_item().textEdit.newText")
     editor.lua("require('cmp').confirm({ select = true })")
-    wait_for(lambda: "\n".join(editor.lines()) == before + text, timeout=5,
-             what="the cmp entry inserted at the cursor")
+    wait_for(lambda: "\n".join(editor.lines()) == before + text, timeout=5, what="the cmp entry inserted at the cursor")
     editor.type("<Esc>")
 
 
@@ -524,16 +558,23 @@ def test_blink_cmp_shows_the_speclsp_item(editor: Editor):
     editor.wait_shown(AREA[1])
     before = "\n".join(editor.lines())
     editor.lua("require('blink.cmp').show()")
-    items = wait_for(lambda: editor.lua("""
+    items = wait_for(
+        lambda: editor.lua("""
         local out = {}
         for _, i in ipairs(require('blink.cmp').get_items() or {}) do
           out[#out + 1] = { source = i.source_id, text = i.textEdit and i.textEdit.newText or i.insertText or i.label }
         end
-        return out"""), timeout=30, what="blink.cmp items")
+        return out"""),
+        timeout=30,
+        what="blink.cmp items",
+    )
     assert items[0]["source"] == "speclsp"
     editor.lua("require('blink.cmp.completion.list').accept({ index = 1 })")
-    wait_for(lambda: "\n".join(editor.lines()) == before + items[0]["text"], timeout=5,
-             what=f"the blink item inserted at the cursor {before!r} + {items[0]['text']!r} got {editor.lines()!r}")
+    wait_for(
+        lambda: "\n".join(editor.lines()) == before + items[0]["text"],
+        timeout=5,
+        what=f"the blink item inserted at the cursor {before!r} + {items[0]['text']!r} got {editor.lines()!r}",
+    )
     editor.type("<Esc>")
 
 
@@ -545,8 +586,9 @@ def test_a_second_root_shares_the_server_as_a_workspace_folder(editor: Editor):
     editor.open("b = 2\n", name="other-project/b.py")
     assert editor.lua("return require('speclsp.util').client(0).id") == first
     assert editor.lua("return #require('speclsp.util').clients()") == 1
-    folders = editor.lua("return vim.tbl_map(function(f) return f.name end, "
-                         "require('speclsp.util').client(0).workspace_folders or {})")
+    folders = editor.lua(
+        "return vim.tbl_map(function(f) return f.name end, require('speclsp.util').client(0).workspace_folders or {})"
+    )
     assert str(editor.workspace) in folders and str(other) in folders, folders
 
 
@@ -561,14 +603,17 @@ def test_extmark_ghost_text_is_multi_line_follows_typing_and_cycles(editor: Edit
     nvim.command("normal! $")
     editor.type("A")
     wait_for(lambda: editor.mode() == "i", timeout=5, what="insert mode")
-    editor.lua("""
+    editor.lua(
+        """
       local b = ...
       local g = require('speclsp.ghost')
       g.attach(b)
       g.states[b] = { index = 1, done = true, row = 0, col = 4, text = 'foo(1)\\n  bar\\nbaz',
         items = { { row = 0, col = 4, text = 'foo(1)\\n  bar\\nbaz' }, { row = 0, col = 4, text = 'other' } } }
       g.render(b)
-    """, buf)
+    """,
+        buf,
+    )
     ns = nvim.api.create_namespace("speclsp.ghost")
     marks = nvim.api.buf_get_extmarks(buf, ns, 0, -1, {"details": True})
     assert len(marks) == 1
@@ -587,8 +632,11 @@ def test_extmark_ghost_text_is_multi_line_follows_typing_and_cycles(editor: Edit
     assert editor.lua("return require('speclsp.ghost').remaining(...)", buf) == "foo(1)\n  bar\nbaz"
     # Typing what the suggestion says keeps it, moved along, same extmark.
     editor.type("fo")
-    wait_for(lambda: editor.lua("return require('speclsp.ghost').remaining(...)", buf) == "o(1)\n  bar\nbaz",
-             timeout=5, what="the suggestion after typing into it")
+    wait_for(
+        lambda: editor.lua("return require('speclsp.ghost').remaining(...)", buf) == "o(1)\n  bar\nbaz",
+        timeout=5,
+        what="the suggestion after typing into it",
+    )
     marks = nvim.api.buf_get_extmarks(buf, ns, 0, -1, {"details": True})
     assert [m[0] for m in marks] == [mark_id] and marks[0][2] == 6 and marks[0][3]["virt_text"][0][0] == "o(1)"
     # Accept one line, then the rest.
@@ -598,12 +646,16 @@ def test_extmark_ghost_text_is_multi_line_follows_typing_and_cycles(editor: Edit
     assert nvim.current.buffer[:] == ["x = foo(1)", "  bar", "baz"]
     assert tuple(nvim.current.window.cursor) == (3, 3)
     # Typing something else drops it.
-    editor.lua("""
+    editor.lua(
+        """
       local b = ...
       local g = require('speclsp.ghost')
-      g.states[b] = { index = 1, done = true, row = 2, col = 3, text = '()', items = { { row = 2, col = 3, text = '()' } } }
+      g.states[b] = { index = 1, done = true, row = 2, col = 3, text = '()',
+                      items = { { row = 2, col = 3, text = '()' } } }
       g.render(b)
-    """, buf)
+    """,
+        buf,
+    )
     assert nvim.api.buf_get_extmarks(buf, ns, 0, -1, {})
     editor.type("!")
     wait_for(lambda: not nvim.api.buf_get_extmarks(buf, ns, 0, -1, {}), timeout=5, what="dropped on a mismatch")
@@ -627,13 +679,23 @@ def test_a_model_that_fails_to_load_is_one_message_not_two(version, tmp_path):
             local cmd, model = ...
             require('speclsp').setup({ cmd = cmd, server = { model = model, device = 'cpu' } })
             """,
-            [sys.executable, "-m", "speclsp", "--stdio"], str(tmp_path / "no-such-model"),
+            [sys.executable, "-m", "speclsp", "--stdio"],
+            str(tmp_path / "no-such-model"),
         )
         (tmp_path / "a.py").write_text("x = 1\n")
         nvim.command(f"edit {tmp_path / 'a.py'}")
-        wait_for(lambda: nvim.exec_lua("local c = require('speclsp.util').client(0); "
-                                       "local s = c and require('speclsp').server_status[c.id]; return s and s.state")
-                 == "error", timeout=WAIT, what="the error status")
+        wait_for(
+            lambda: (
+                nvim.exec_lua(
+                    "local c = require('speclsp.util').client(0); "
+                    "local s = c and require('speclsp').server_status[c.id]; return s and s.state"
+                )
+                == "error"
+            ),
+            timeout=WAIT,
+            what="the error status",
+        )
+
         # The server's message: vim.notify on 0.12, the message history (nvim_echo) on 0.11.
         def shown() -> list[str]:
             notes = [str(n["msg"]) for n in nvim.exec_lua("return _G.notes")]

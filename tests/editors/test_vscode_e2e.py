@@ -54,8 +54,16 @@ STEP_DELAY_S = "0.05"  # the describe line (~50 tokens) then streams for a few s
 
 
 def _need_tools() -> None:
-    missing = [str(p) for p in (E2E / "node_modules" / ".bin" / "code-server", E2E / "node_modules" / "playwright-core",
-                                EXT / "node_modules" / "esbuild", Path("/usr/bin/chromium")) if not p.exists()]
+    missing = [
+        str(p)
+        for p in (
+            E2E / "node_modules" / ".bin" / "code-server",
+            E2E / "node_modules" / "playwright-core",
+            EXT / "node_modules" / "esbuild",
+            Path("/usr/bin/chromium"),
+        )
+        if not p.exists()
+    ]
     if shutil.which("node") is None:
         missing.append("node")
     if missing:
@@ -76,8 +84,9 @@ def cases() -> dict:
     """What the driver checks: per case, the document, the exact suggestion at its end and
     what the partial accepts take (VS Code's own rules: the Python word definition; a line
     with its line break)."""
-    area, describe, scale = (at_body(h) for h in (
-        "    def area(self):", "    def describe(self):", "    def scale(self, factor):"))
+    area, describe, scale = (
+        at_body(h) for h in ("    def area(self):", "    def describe(self):", "    def scale(self, factor):")
+    )
     word = re.match(r"\w+", describe[1]).group(0)
     return {
         "area": {"doc": area[0], "want": area[1], "typed": "return se"},
@@ -97,8 +106,13 @@ def test_cases_are_what_the_driver_expects():
 def vsix(tmp_path_factory) -> Path:
     _need_tools()
     out = tmp_path_factory.mktemp("vsix") / "speclsp.vsix"
-    r = subprocess.run(["bash", str(EXT / "scripts" / "package.sh"), str(out)], text=True, capture_output=True,
-                       timeout=600, env={**os.environ, "SPECLSP_PACKAGE_NICE": "0"})
+    r = subprocess.run(
+        ["bash", str(EXT / "scripts" / "package.sh"), str(out)],
+        text=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "SPECLSP_PACKAGE_NICE": "0"},
+    )
     assert r.returncode == 0 and out.is_file(), r.stdout + r.stderr
     return out
 
@@ -107,9 +121,28 @@ def test_vscode_shows_streams_and_accepts_exactly_the_suggestion(vsix, trained_m
     cases_file = tmp_path / "cases.json"
     cases_file.write_text(json.dumps(cases()))
     artifacts = ARTIFACTS / "vscode-e2e"
-    cmd = ["node", str(E2E / "run-e2e.mjs"), "--vsix", str(vsix), "--server", _server(),
-           "--model", str(trained_model_dir), "--dtype", "float32", "--max-tokens", "48", "--lookahead", "fixed:0",
-           "--step-delay", STEP_DELAY_S, "--cases", str(cases_file), "--artifacts", str(artifacts)]
+    cmd = [
+        "node",
+        str(E2E / "run-e2e.mjs"),
+        "--vsix",
+        str(vsix),
+        "--server",
+        _server(),
+        "--model",
+        str(trained_model_dir),
+        "--dtype",
+        "float32",
+        "--max-tokens",
+        "48",
+        "--lookahead",
+        "fixed:0",
+        "--step-delay",
+        STEP_DELAY_S,
+        "--cases",
+        str(cases_file),
+        "--artifacts",
+        str(artifacts),
+    ]
     r = subprocess.run(cmd, text=True, capture_output=True, timeout=900)
     out = r.stdout + r.stderr
     print(out)
@@ -128,11 +161,38 @@ def test_default_model_suggests_in_vscode_on_real_code(vsix, tmp_path):
         pytest.skip(msg)
     line, col = textwrap_without_body(tmp_path / "textwrap.py")
     artifacts = ARTIFACTS / "vscode-e2e-default-model"
-    cmd = ["node", str(E2E / "run-e2e.mjs"), "--vsix", str(vsix), "--server", _server(), "--model", "",
-           "--dtype", "auto", "--device", "auto", "--lookahead", "auto", "--max-tokens", "64", "--context-budget", "1024",
-           "--load-timeout", "420",
-           "--pictures", str(tmp_path / "pictures"), "--file", str(tmp_path / "textwrap.py"), "--line", str(line),
-           "--character", str(col), "--artifacts", str(artifacts)]
+    cmd = [
+        "node",
+        str(E2E / "run-e2e.mjs"),
+        "--vsix",
+        str(vsix),
+        "--server",
+        _server(),
+        "--model",
+        "",
+        "--dtype",
+        "auto",
+        "--device",
+        "auto",
+        "--lookahead",
+        "auto",
+        "--max-tokens",
+        "64",
+        "--context-budget",
+        "1024",
+        "--load-timeout",
+        "420",
+        "--pictures",
+        str(tmp_path / "pictures"),
+        "--file",
+        str(tmp_path / "textwrap.py"),
+        "--line",
+        str(line),
+        "--character",
+        str(col),
+        "--artifacts",
+        str(artifacts),
+    ]
     r = subprocess.run(cmd, text=True, capture_output=True, timeout=900)
     out = r.stdout + r.stderr
     print(out)

@@ -27,8 +27,9 @@ def _need_tools() -> None:
 
 
 def _npm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(["nice", "-n", "19", "npm", "run", "--silent", *args], cwd=EXT, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        ["nice", "-n", "19", "npm", "run", "--silent", *args], cwd=EXT, text=True, capture_output=True, timeout=timeout
+    )
 
 
 def test_extension_type_checks_under_strict_tsc():

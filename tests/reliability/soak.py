@@ -53,18 +53,33 @@ LAG_LIMIT_MS = 250.0
 MAX_DOCUMENT_CHARS = 1_000_000  # Config.max_document_chars
 FAULTS = ("http500", "busy", "malformed", "slow", "dies", "error_event", "huge_line", "hostile", "ok")
 OPTIONS = {"maxTokens": 16, "lookahead": "auto"}
-BASE = ("class Store:\n    def __init__(self):\n        self.items = {}\n\n"
-        "    def get(self, key):\n        return self.items[key]\n\n    def put(self, key, value):\n        ")
-SNIPPETS = ("self.items[key] = value\n        ", "return ", "if key in self.items:\n            ", "value", " = ",
-            "(", ")", "self.", "\n", "get(key)", "# note\n        ")
+BASE = (
+    "class Store:\n    def __init__(self):\n        self.items = {}\n\n"
+    "    def get(self, key):\n        return self.items[key]\n\n    def put(self, key, value):\n        "
+)
+SNIPPETS = (
+    "self.items[key] = value\n        ",
+    "return ",
+    "if key in self.items:\n            ",
+    "value",
+    " = ",
+    "(",
+    ")",
+    "self.",
+    "\n",
+    "get(key)",
+    "# note\n        ",
+)
 
 
 def code(chars: int, seed: int) -> str:
     """About `chars` characters of varied Python (every function differs)."""
     out, n, i = [], 0, 0
     while n < chars:
-        line = (f"def handler_{seed}_{i}(request, value_{i % 97}):\n"
-                f"    return process(request, value_{i % 97}) + {i * 7919 % 10007}\n\n")
+        line = (
+            f"def handler_{seed}_{i}(request, value_{i % 97}):\n"
+            f"    return process(request, value_{i % 97}) + {i * 7919 % 10007}\n\n"
+        )
         out.append(line)
         n += len(line)
         i += 1
@@ -131,17 +146,32 @@ class Soak:
         text = self.texts[uri]
         lines = text.split("\n")
         self.texts[uri] = text + new
-        self.s.notify("textDocument/didChange", {
-            "textDocument": {"uri": uri, "version": self.next_id},
-            "contentChanges": [{"range": {"start": {"line": len(lines) - 1, "character": len(lines[-1])},
-                                          "end": {"line": len(lines) - 1, "character": len(lines[-1])}},
-                                "text": new}]})
+        self.s.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": uri, "version": self.next_id},
+                "contentChanges": [
+                    {
+                        "range": {
+                            "start": {"line": len(lines) - 1, "character": len(lines[-1])},
+                            "end": {"line": len(lines) - 1, "character": len(lines[-1])},
+                        },
+                        "text": new,
+                    }
+                ],
+            },
+        )
 
     def inline_at_end(self, uri: str, invoked: bool = False) -> str:
         lines = self.texts[uri].split("\n")
-        return self.request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": uri}, "position": {"line": len(lines) - 1, "character": len(lines[-1])},
-            "context": {"triggerKind": 1 if invoked else 2}})
+        return self.request(
+            "textDocument/inlineCompletion",
+            {
+                "textDocument": {"uri": uri},
+                "position": {"line": len(lines) - 1, "character": len(lines[-1])},
+                "context": {"triggerKind": 1 if invoked else 2},
+            },
+        )
 
     def configure(self, **options: Any) -> None:
         self.s.notify("workspace/didChangeConfiguration", {"settings": {"speclsp": {**OPTIONS, **options}}})
@@ -201,23 +231,61 @@ class Soak:
             socket.create_connection(("127.0.0.1", self.s.port), timeout=5).close()
         except OSError:
             pass
-        proc = subprocess.Popen([sys.executable, "-m", "speclsp", "--tcp=127.0.0.1:0", "--model", self.model,
-                                 "--device", "cpu", "--dtype", "float32", "--log-file", str(self.work / "tcp.log")],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env=self.s_env())
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "speclsp",
+                "--tcp=127.0.0.1:0",
+                "--model",
+                self.model,
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--log-file",
+                str(self.work / "tcp.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.s_env(),
+        )
         try:
             port = int(proc.stderr.readline().decode().split("127.0.0.1:")[1].split()[0])
             idle = socket.create_connection(("127.0.0.1", port), timeout=30)
             editor = socket.create_connection(("127.0.0.1", port), timeout=60)
             root = self.folders[0].as_uri()
-            editor.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "processId": None, "rootUri": root, "capabilities": {}, "initializationOptions": OPTIONS}}))
+            editor.sendall(
+                frame(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "initialize",
+                        "params": {
+                            "processId": None,
+                            "rootUri": root,
+                            "capabilities": {},
+                            "initializationOptions": OPTIONS,
+                        },
+                    }
+                )
+            )
             reader = editor.makefile("rb")
             if "capabilities" not in read_message(reader).get("result", {}):
                 self.failures.append("a reconnecting editor was not served")
             editor.sendall(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
-            editor.sendall(frame({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
-                "uri": root + "/r.py", "languageId": "python", "version": 1, "text": BASE}}}))
+            editor.sendall(
+                frame(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "textDocument/didOpen",
+                        "params": {
+                            "textDocument": {"uri": root + "/r.py", "languageId": "python", "version": 1, "text": BASE}
+                        },
+                    }
+                )
+            )
             editor.sendall(frame({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {}})[:30])
             reader.close()  # (the socket stays open while a file made from it is)
             editor.close()  # mid-message, without shutdown
@@ -238,22 +306,34 @@ class Soak:
         return SERVER_ENV
 
     def bad_input(self, uri: str) -> None:
-        kind = self.rng.choice(("bad-json", "lying-length", "wrong-types", "unknown-method", "unopened",
-                                "long-line", "repeated-text"))
+        kind = self.rng.choice(
+            ("bad-json", "lying-length", "wrong-types", "unknown-method", "unopened", "long-line", "repeated-text")
+        )
         self.counts["bad:" + kind] = self.counts.get("bad:" + kind, 0) + 1
         if kind == "bad-json":
             self.s.write(frame(b'{"jsonrpc": "2.0", "id": 1, "method": '))
         elif kind == "lying-length":
             self.s.write(b'Content-Length: 1000000\r\n\r\n{"jsonrpc": "2.0"}')
         elif kind == "wrong-types":
-            self.request("textDocument/inlineCompletion", {"textDocument": {"uri": uri}, "position": {
-                "line": self.rng.choice(["0", 1.5, True, None]), "character": 0}, "context": {"triggerKind": 1}})
+            self.request(
+                "textDocument/inlineCompletion",
+                {
+                    "textDocument": {"uri": uri},
+                    "position": {"line": self.rng.choice(["0", 1.5, True, None]), "character": 0},
+                    "context": {"triggerKind": 1},
+                },
+            )
         elif kind == "unknown-method":
             self.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 0}})
         elif kind == "unopened":
-            self.request("textDocument/inlineCompletion", {"textDocument": {"uri": "file:///nowhere/x.py"},
-                                                           "position": {"line": 0, "character": 0},
-                                                           "context": {"triggerKind": 1}})
+            self.request(
+                "textDocument/inlineCompletion",
+                {
+                    "textDocument": {"uri": "file:///nowhere/x.py"},
+                    "position": {"line": 0, "character": 0},
+                    "context": {"triggerKind": 1},
+                },
+            )
         elif kind == "long-line":
             tmp = (self.folders[0] / "long.py").as_uri()
             self.open(tmp, "abc_" * 5000 + " = mul")
@@ -274,16 +354,24 @@ class Soak:
             self.failures.append(f"{len(late)} requests unanswered after 2 minutes, e.g. {late[0]}")
             for i in late:
                 del self.pending[i]
-        row = {"minute": round((now - t0) / 60, 2), "rssMB": round(rss_kb(self.s.pid) / 1024, 1),
-               "loopLagMaxMs": stats.get("loopLagMaxMs"), "loopLagP99Ms": stats.get("loopLagP99Ms"),
-               "gcMaxMs": stats.get("gcMaxMs"),
-               "requests": self.next_id, "answered": self.answered,
-               "indexedTokens": stats.get("indexedTokens")}
+        row = {
+            "minute": round((now - t0) / 60, 2),
+            "rssMB": round(rss_kb(self.s.pid) / 1024, 1),
+            "loopLagMaxMs": stats.get("loopLagMaxMs"),
+            "loopLagP99Ms": stats.get("loopLagP99Ms"),
+            "gcMaxMs": stats.get("gcMaxMs"),
+            "requests": self.next_id,
+            "answered": self.answered,
+            "indexedTokens": stats.get("indexedTokens"),
+        }
         self.samples.append(row)
-        print(f"[soak] {row['minute']:7.2f} min  RSS {row['rssMB']:7.1f} MB  loop lag max "
-              f"{row['loopLagMaxMs']} ms  p99 {row['loopLagP99Ms']} ms  requests {self.next_id}  indexed tokens "
-              f"{row['indexedTokens']}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[soak] {row['minute']:7.2f} min  RSS {row['rssMB']:7.1f} MB  loop lag max "
+            f"{row['loopLagMaxMs']} ms  p99 {row['loopLagP99Ms']} ms  requests {self.next_id}  indexed tokens "
+            f"{row['indexedTokens']}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def run(self, minutes: float) -> None:
         docs = [(self.folders[0] / f"doc{i}.py").as_uri() for i in range(3)]
@@ -346,12 +434,20 @@ def summary(soak: Soak, exit_code: int, warmup_minutes: float) -> dict[str, Any]
     gc_ms = max((r.get("gcMaxMs") or 0 for r in soak.samples), default=0)
     out = {
         "minutes": soak.samples[-1]["minute"] if soak.samples else 0,
-        "requests": soak.next_id, "answered": soak.answered, "duplicateAnswers": soak.duplicates,
-        "actions": soak.counts, "tcpReconnects": len(soak.tcp_exits), "tcpExitCodes": sorted(set(map(str, soak.tcp_exits))),
-        "rssAtWarmupMB": base, "rssMaxAfterWarmupMB": top,
+        "requests": soak.next_id,
+        "answered": soak.answered,
+        "duplicateAnswers": soak.duplicates,
+        "actions": soak.counts,
+        "tcpReconnects": len(soak.tcp_exits),
+        "tcpExitCodes": sorted(set(map(str, soak.tcp_exits))),
+        "rssAtWarmupMB": base,
+        "rssMaxAfterWarmupMB": top,
         "rssGrowth": round(top / base - 1, 4) if base and top else None,
         "rssFirstMB": soak.samples[0]["rssMB"] if soak.samples else None,
-        "loopLagMaxMs": lag, "gcMaxMs": gc_ms, "exitCode": exit_code, "failures": soak.failures,
+        "loopLagMaxMs": lag,
+        "gcMaxMs": gc_ms,
+        "exitCode": exit_code,
+        "failures": soak.failures,
     }
     checks = {
         "every request answered once": soak.answered == soak.next_id and not soak.duplicates,
@@ -367,12 +463,17 @@ def summary(soak: Soak, exit_code: int, warmup_minutes: float) -> dict[str, Any]
 
 
 def table(out: dict[str, Any]) -> str:
-    rows = [("duration", f"{out['minutes']:.1f} min"), ("requests (all answered once)", f"{out['requests']} ({out['answered']})"),
-            ("TCP reconnects (exit codes)", f"{out['tcpReconnects']} ({', '.join(out['tcpExitCodes'])})"),
-            ("RSS first sample", f"{out['rssFirstMB']} MB"), ("RSS level after warm-up", f"{out['rssAtWarmupMB']} MB"),
-            ("RSS max after warm-up", f"{out['rssMaxAfterWarmupMB']} MB"),
-            ("RSS growth after warm-up", f"{(out['rssGrowth'] or 0) * 100:+.1f}%"),
-            ("loopLagMax", f"{out['loopLagMaxMs']} ms"), ("longest garbage collection", f"{out['gcMaxMs']} ms")]
+    rows = [
+        ("duration", f"{out['minutes']:.1f} min"),
+        ("requests (all answered once)", f"{out['requests']} ({out['answered']})"),
+        ("TCP reconnects (exit codes)", f"{out['tcpReconnects']} ({', '.join(out['tcpExitCodes'])})"),
+        ("RSS first sample", f"{out['rssFirstMB']} MB"),
+        ("RSS level after warm-up", f"{out['rssAtWarmupMB']} MB"),
+        ("RSS max after warm-up", f"{out['rssMaxAfterWarmupMB']} MB"),
+        ("RSS growth after warm-up", f"{(out['rssGrowth'] or 0) * 100:+.1f}%"),
+        ("loopLagMax", f"{out['loopLagMaxMs']} ms"),
+        ("longest garbage collection", f"{out['gcMaxMs']} ms"),
+    ]
     lines = ["| figure | value |", "|---|---:|", *[f"| {a} | {b} |" for a, b in rows], "", "| check | |", "|---|---|"]
     lines += [f"| {name} | {'pass' if ok else 'FAIL'} |" for name, ok in out["checks"].items()]
     return "\n".join(lines)

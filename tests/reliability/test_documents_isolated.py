@@ -44,22 +44,41 @@ def send_raw_json(s: RawServer, payload: dict) -> None:
     s.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(poison=texts, typed=texts)
 def test_a_fuzzed_document_never_breaks_completions_in_another_or_in_itself(server, poison, typed):
     s = server
     s.count += 1
     fuzzed, clean = (s.root / f"fuzz{s.count}.py").as_uri(), (s.root / f"clean{s.count}.py").as_uri()
-    send_raw_json(s, {"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
-        "uri": fuzzed, "languageId": "python", "version": 1, "text": poison}}})
+    send_raw_json(
+        s,
+        {
+            "jsonrpc": "2.0",
+            "method": "textDocument/didOpen",
+            "params": {"textDocument": {"uri": fuzzed, "languageId": "python", "version": 1, "text": poison}},
+        },
+    )
     s.open(clean, CLEAN)
     answers(s, clean, 6, 4)
     # Typed into the clean document at its end, then asked there again.
-    send_raw_json(s, {"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
-        "textDocument": {"uri": clean, "version": 2},
-        "contentChanges": [{"range": {"start": {"line": 6, "character": 4}, "end": {"line": 6, "character": 4}},
-                            "text": typed}]}})
+    send_raw_json(
+        s,
+        {
+            "jsonrpc": "2.0",
+            "method": "textDocument/didChange",
+            "params": {
+                "textDocument": {"uri": clean, "version": 2},
+                "contentChanges": [
+                    {"range": {"start": {"line": 6, "character": 4}, "end": {"line": 6, "character": 4}}, "text": typed}
+                ],
+            },
+        },
+    )
     answers(s, clean, 6, 4)
     answers(s, fuzzed, 0, 0)
     stats = s.request("speclsp/stats", None)["result"]

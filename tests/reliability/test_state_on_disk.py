@@ -19,16 +19,34 @@ from hypothesis import strategies as st
 from speclsp.drafting.controller import TreeAcceptance
 from speclsp.local import calibration, model, precision, quant
 
-PROPERTY = settings(max_examples=60, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 edges = st.sampled_from([10**400, -(10**400), 0, -1, 1e308, 1e-320, "1e999", "nan", "", True])
-scalars = (edges | st.none() | st.booleans() | st.integers(min_value=-10**400, max_value=10**400)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
-                           | st.dictionaries(st.text(max_size=8) | st.sampled_from(["0", "15", "prefill", "python|2",
-                                                                                    "grid", "costs", "precision"]),
-                                             inner, max_size=5), max_leaves=30)
+scalars = (
+    edges
+    | st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(
+            st.text(max_size=8) | st.sampled_from(["0", "15", "prefill", "python|2", "grid", "costs", "precision"]),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=30,
+)
 
 
 def dumped(value) -> bytes:
@@ -40,15 +58,29 @@ def dumped(value) -> bytes:
 
 # Shaped like what speclsp writes, each value of any kind: the likeliest corruption.
 probe_records = st.fixed_dictionaries({"0": scalars, "15": scalars, "prefill": scalars})
-choices = st.fixed_dictionaries({"precision": st.sampled_from(["int8", "float32", "bfloat16", "fp8"]) | scalars,
-                                 "reason": scalars,
-                                 "probes": st.dictionaries(st.sampled_from(["int8", "float32", "bfloat16"]),
-                                                           probe_records | json_values, max_size=3) | scalars})
-tables = st.fixed_dictionaries({"grid": st.just(list(calibration.CALIBRATED_KS)) | json_values,
-                                "costs": st.dictionaries(st.sampled_from(["0", "1", "15", "64", "-1", "x"]), scalars,
-                                                         max_size=6) | json_values})
-contents = (st.binary(max_size=300) | json_values.map(dumped) | choices.map(dumped) | tables.map(dumped)
-            | st.integers(1_000, 60_000).map(lambda n: b"[" * n + b"]" * n))  # nested too deep
+choices = st.fixed_dictionaries(
+    {
+        "precision": st.sampled_from(["int8", "float32", "bfloat16", "fp8"]) | scalars,
+        "reason": scalars,
+        "probes": st.dictionaries(
+            st.sampled_from(["int8", "float32", "bfloat16"]), probe_records | json_values, max_size=3
+        )
+        | scalars,
+    }
+)
+tables = st.fixed_dictionaries(
+    {
+        "grid": st.just(list(calibration.CALIBRATED_KS)) | json_values,
+        "costs": st.dictionaries(st.sampled_from(["0", "1", "15", "64", "-1", "x"]), scalars, max_size=6) | json_values,
+    }
+)
+contents = (
+    st.binary(max_size=300)
+    | json_values.map(dumped)
+    | choices.map(dumped)
+    | tables.map(dumped)
+    | st.integers(1_000, 60_000).map(lambda n: b"[" * n + b"]" * n)
+)  # nested too deep
 
 
 @pytest.fixture()
@@ -95,9 +127,11 @@ def test_a_cached_precision_choice_is_a_known_precision_or_none(cache, content):
     assert got is None or (got[0] in precision.CANDIDATES and isinstance(got[1], str))
     saved = calibration.read_json(path)
     probes = saved.get("probes") if isinstance(saved, dict) else None
-    for raw in (probes.values() if isinstance(probes, dict) else [saved]):
+    for raw in probes.values() if isinstance(probes, dict) else [saved]:
         p = calibration.Probe.from_json(raw)
-        assert p is None or (set(calibration.PROBE_KS) <= set(p.costs) and math.isfinite(p.prefill_s) and p.prefill_s > 0)
+        assert p is None or (
+            set(calibration.PROBE_KS) <= set(p.costs) and math.isfinite(p.prefill_s) and p.prefill_s > 0
+        )
 
 
 @settings(PROPERTY, max_examples=300)

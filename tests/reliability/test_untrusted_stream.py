@@ -19,8 +19,26 @@ from speclsp.remote.untrusted import retry_after, untrusted_text
 MARKERS = tuple(dict.fromkeys([*token_strings(), *stop_token_strings()]))
 FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
-FRAGMENTS = ("\x1b[31m", "\x1b]", "\x1b[", "\x1b", "[3", "1m", "\x00", "\x07", "\x9b", "\r\n", "\t", "<|", "fim_", "|>",
-             "<|endof", "ab", " ", "\n")
+FRAGMENTS = (
+    "\x1b[31m",
+    "\x1b]",
+    "\x1b[",
+    "\x1b",
+    "[3",
+    "1m",
+    "\x00",
+    "\x07",
+    "\x9b",
+    "\r\n",
+    "\t",
+    "<|",
+    "fim_",
+    "|>",
+    "<|endof",
+    "ab",
+    " ",
+    "\n",
+)
 pieces = st.lists(st.sampled_from(MARKERS + FRAGMENTS) | st.text(max_size=4), max_size=25)
 
 
@@ -45,8 +63,12 @@ def test_what_is_shown_holds_no_special_token_nor_control_character_and_only_gro
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
-@given(value=st.none() | st.text(max_size=40) | st.integers(-10**30, 10**30).map(str)
-       | st.floats(allow_nan=True, allow_infinity=True).map(str))
+@given(
+    value=st.none()
+    | st.text(max_size=40)
+    | st.integers(-(10**30), 10**30).map(str)
+    | st.floats(allow_nan=True, allow_infinity=True).map(str)
+)
 def test_a_retry_hint_is_a_non_negative_number_of_seconds_or_none(value):
     got = retry_after(value)
     assert got is None or got >= 0.0
