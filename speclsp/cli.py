@@ -164,9 +164,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 def _cpu_choice(name: str) -> str:
     """The precision an earlier load measured fastest on this CPU, and why."""
-    from .local import model
+    from .local import precision
 
-    found = model.cached_cpu_choice(name)
+    found = precision.cached_cpu_choice(name)
     if found is None:
         return "precision not measured yet (the first load on this CPU measures it; --dtype overrides)"
     return f"{found[0]} — {found[1]}"

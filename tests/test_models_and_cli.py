@@ -186,6 +186,17 @@ def test_models_lists_the_registry(tmp_path):
     assert "not cached" in r.stdout and str(tmp_path) in r.stdout
 
 
+def test_models_shows_the_measured_precision_of_a_cached_model(tmp_path):
+    """A cached model gets a line saying what precision this CPU measured fastest (it
+    crashed: the lookup had moved to precision.py)."""
+    folder = tmp_path / "models" / models.DEFAULT_MODEL
+    folder.mkdir(parents=True)
+    (folder / models.READY_MARKER).write_text("")
+    r = run_cli("models", env_extra={"SPECLSP_CACHE": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "on this CPU: precision not measured yet" in r.stdout, r.stdout
+
+
 def test_a_bad_server_flag_is_refused_before_the_server_starts():
     import subprocess
     import sys
