@@ -15,4 +15,5 @@ start=$SECONDS
 # A failed install does not stop the run: the vLLM tests then fail (CI=true) with the reason.
 bash scripts/serve-vllm.sh install || echo "test.sh: vLLM could not be installed" >&2
 echo "test.sh: vLLM ready to serve after $((SECONDS - start)) s" >&2
+bash scripts/check.sh --static  # lint, formatting and types first: a minute, and they fail fast
 python -m pytest -ra "$@"

@@ -121,11 +121,17 @@ class Backend(Protocol):
     name: str  # the model's name as configured
     device: str  # where it runs, for statistics ("cpu", "cuda:0", an endpoint's host)
     tokenizer: Any  # the model's tokenizer: the n-gram index tokenizes documents with it
+
     # Token text -> id (None: the tokenizer lacks it) for every FIM marker, repo/file token
     # and BOS any known family uses (`completion.fim.token_strings()`); the completer
     # detects the family's template from it (`completion.fim.detect_fim`).
-    special_ids: Mapping[str, int | None]
-    drafter_kinds: tuple[str, ...]  # the drafters it offers: "ngram", and "model"/"hybrid" with a draft model
+    @property
+    def special_ids(self) -> Mapping[str, int | None]: ...
+
+    @property
+    def drafter_kinds(self) -> tuple[str, ...]:
+        """The drafters it offers: "ngram", and "model"/"hybrid" with a draft model."""
+
     dtype: str  # the weights' precision ("" where the backend does not know: a remote server)
     dtype_reason: str  # why that precision (measured fastest on this CPU, asked for, ...)
     problem: str  # why it cannot serve now ("" = none known): a remote server not reachable

@@ -31,8 +31,9 @@ from dataclasses import replace
 
 from ..completion.completer import Completer
 from ..completion.context import PromptBudget
+from ..drafting.drafter import Drafter
 from .engine import Case, Run, cases, history_cases, run_hf
-from .report import agreement, fmt, summarise, threads, write_report
+from .report import agreement, fmt, local_backend, summarise, threads, write_report
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,12 @@ def run_one(
     completer: Completer, system: str, case: Case, prompt_ids, max_new: int, stop_text=None
 ) -> tuple[Run, dict]:
     """One system on one prompt from a cold cache; (run, draft-model figures)."""
-    dm = completer.backend.model_drafter
+    backend = local_backend(completer)
+    dm = backend.model_drafter
+    assert dm is not None, "bench draft loads a draft model"
     if system == "hf-assisted":
-        return run_hf(completer.backend.lm, prompt_ids, max_new, assistant_model=dm.lm.model), {}
-    engine = completer.backend.engine
+        return run_hf(backend.lm, prompt_ids, max_new, assistant_model=dm.lm.model), {}
+    engine = backend.engine
     engine.reset()
     if system == "greedy":
         r = engine.generate(prompt_ids, max_new_tokens=max_new, stop_text=stop_text)
@@ -75,11 +78,12 @@ def run_one(
     else:
         kind, lookahead = system.split(":", 1)
         policy = completer.policy_for("auto")
+        drafter: Drafter | None
         if system == "dm:threshold":
             drafter = dm
         else:
             ngram = completer.drafter_for(case.request(max_new))
-            drafter = completer.backend.speculation_drafter(
+            drafter = backend.speculation_drafter(
                 ngram, {"dm": "model", "ws": "ngram", "hybrid": "hybrid"}[kind], policy, None
             )
         dm.reset()
@@ -117,7 +121,9 @@ def main(args) -> dict:
     draft = getattr(args, "draft_model", None) or DEFAULT_DRAFT
     # The backend checks that the tokenizers agree; calibrate before timing anything.
     completer = load_completer(Choice.of(args, model=target, draft_model=draft), progress=say, calibrate="full")
-    dm = completer.backend.model_drafter
+    backend = local_backend(completer)
+    dm = backend.model_drafter
+    assert dm is not None, "bench draft loads a draft model"
     say(
         f"draft model: {dm.token_s * 1e3:.0f} ms per draft token, "
         f"{dm.prefill_token_s * 1e3:.1f} ms per catch-up token; "
@@ -165,7 +171,7 @@ def main(args) -> dict:
                         "forwards_per_token": r.forwards / k if k else None,
                         "drafted": r.drafted,
                         "accepted": r.accepted,
-                        "acceptance": (r.accepted / r.drafted) if r.drafted else None,
+                        "acceptance": (r.accepted / r.drafted) if r.accepted is not None and r.drafted else None,
                         "accepted_per_forward": (r.accepted / r.forwards)
                         if r.accepted is not None and r.forwards
                         else None,
@@ -176,7 +182,7 @@ def main(args) -> dict:
                         "draft_model": extra or None,
                     }
                 )
-    lm, dlm = completer.backend.lm, dm.lm
+    lm, dlm = backend.lm, dm.lm
     report = {
         "model": lm.name,
         "draft_model": dlm.name,

@@ -33,7 +33,7 @@ from ..completion.completer import Completer, CompletionRequest
 from ..completion.context import OpenDocument
 from ..drafting.drafter import PromptLookupDrafter
 from ..drafting.folders import worth_remembering
-from .report import agreement, fmt, ratio, summarise, threads, times, write_report
+from .report import agreement, fmt, local_backend, ratio, summarise, threads, times, write_report
 
 SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto", "ws:tree")
 
@@ -134,7 +134,8 @@ class Run:
     drafted: int | None = None
     accepted: int | None = None
     text: str | None = None
-    steps: list[tuple[int, int, int]] | None = None  # (k or tree nodes, accepted, 1 if a tree) per verify pass
+    # Per verify pass: (k or tree nodes, accepted, 1 if a tree); bench draft keeps (k, accepted).
+    steps: list[tuple[int, ...]] | None = None
 
 
 def run_hf(lm, prompt_ids, max_new, **generate_kwargs) -> Run:
@@ -168,13 +169,14 @@ def run_system(
     completer: Completer, system: str, req: CompletionRequest, prompt_ids, max_new, stop_text=None, assistant=None
 ) -> Run:
     """Run one system on one prompt, from a cold cache (every system pays the same prefill)."""
+    backend = local_backend(completer)
     if system == "hf-lookup":
-        return run_hf(completer.backend.lm, prompt_ids, max_new, prompt_lookup_num_tokens=10)
+        return run_hf(backend.lm, prompt_ids, max_new, prompt_lookup_num_tokens=10)
     if system == "hf-assisted":
         # transformers' assisted generation with its defaults (5.23: 20 draft tokens,
         # constant schedule, drafting stops below confidence 0.4).
-        return run_hf(completer.backend.lm, prompt_ids, max_new, assistant_model=assistant.model)
-    engine = completer.backend.engine
+        return run_hf(backend.lm, prompt_ids, max_new, assistant_model=assistant.model)
+    engine = backend.engine
     engine.reset()
     if system == "greedy":
         r = engine.generate(prompt_ids, max_new_tokens=max_new, stop_text=stop_text)
@@ -263,7 +265,7 @@ def measure(
                         "forwards_per_token": r.forwards / n if n else None,
                         "drafted": r.drafted,
                         "accepted": r.accepted,
-                        "acceptance": (r.accepted / r.drafted) if r.drafted else None,
+                        "acceptance": (r.accepted / r.drafted) if r.accepted is not None and r.drafted else None,
                         "accepted_per_forward": (r.accepted / r.forwards)
                         if r.accepted is not None and r.forwards
                         else None,
@@ -279,7 +281,7 @@ def measure(
 
 def prefix_reuse(completer: Completer, case: Case, repeats: int = 3) -> dict:
     """TTFT of a request extending the previous one by a few characters, warm vs cold."""
-    engine = completer.backend.engine
+    engine = local_backend(completer).engine
     req = CompletionRequest(case.path, case.text, case.line, case.character, max_tokens=1)
     p1, _ = completer.prompt_for(req)
     typed = case.text.split("\n")
@@ -315,7 +317,7 @@ def main(args) -> dict:
     completer = load_completer(
         Choice.of(args, draft_model=""), progress=lambda m: print(f"speclsp: {m}", file=sys.stderr), calibrate="full"
     )  # calibrate before timing anything
-    lm = completer.backend.lm
+    lm = local_backend(completer).lm
     all_cases = cases(quick)
     if getattr(args, "repo", None):
         all_cases = [c for c in all_cases if c.kind != "edit"] + history_cases(

@@ -75,11 +75,12 @@ def cases_from_commit(
     out = []
     for path in names:
         after = _show(repo, commit, path)
-        if after is None or before[path] is None:
+        old = before[path]
+        if after is None or old is None:
             continue
         others = tuple((p, t) for p, t in before.items() if p != path and t is not None)
         lines = after.split("\n")
-        old_lines = before[path].split("\n")
+        old_lines = old.split("\n")
         for old_start, old_count, new_start, new_count in _hunks(_git(repo, "diff", "-U0", parent, commit, "--", path)):
             if new_count == 0:
                 continue

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from typing import Any
 from ..completion.completer import Completer
 from ..completion.loader import Choice, load_completer, load_remote
 from .engine import Case, cases, history_cases
-from .report import write_report
+from .report import local_backend, write_report
 
 LLAMA_MODES = {
     "greedy": [],
@@ -103,8 +103,8 @@ def llama_server(
             proc.kill()
 
 
-def run_local(completer: Completer, prompt_ids: list[int], req, max_new: int, speculate: bool) -> dict[str, Any]:
-    engine = completer.backend.engine
+def run_local(completer: Completer, prompt_ids: Sequence[int], req, max_new: int, speculate: bool) -> dict[str, Any]:
+    engine = local_backend(completer).engine
     engine.reset()
     if speculate:
         r = engine.generate(
@@ -118,7 +118,7 @@ def run_local(completer: Completer, prompt_ids: list[int], req, max_new: int, sp
     return _row(r)
 
 
-def run_remote(remote: Any, prompt_ids: list[int], max_new: int) -> dict[str, Any]:
+def run_remote(remote: Any, prompt_ids: Sequence[int], max_new: int) -> dict[str, Any]:
     return _row(remote.generate(prompt_ids, max_new_tokens=max_new))
 
 
@@ -169,7 +169,7 @@ def main(args) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for threads in thread_counts:
         torch.set_num_threads(threads)
-        systems: list[tuple[str, Callable[[Any, list[int]], dict[str, Any]]]] = [
+        systems: list[tuple[str, Callable[[Any, Sequence[int]], dict[str, Any]]]] = [
             (f"speclsp greedy ({dtype})", lambda req, ids: run_local(completer, ids, req, max_new, False)),
             (
                 f"speclsp default: {req_lookahead(prompts)} ({dtype})",
@@ -185,7 +185,11 @@ def main(args) -> dict[str, Any]:
             )
         with _servers(binary, gguf, threads, modes, out_dir, say, model) as remotes:
             for mode, remote in remotes:
-                systems.append((f"llama.cpp {mode}", lambda req, ids, r=remote: run_remote(r, ids, max_new)))
+
+                def on_remote(req: Any, ids: Sequence[int], r: Any = remote) -> dict[str, Any]:
+                    return run_remote(r, ids, max_new)
+
+                systems.append((f"llama.cpp {mode}", on_remote))
             for case, req, ids in prompts:
                 for name, run in systems:
                     say(f"{threads} thread(s): {case.name}: {name}")

@@ -51,7 +51,7 @@ class Costs:
         return tokens / self.prefill[self._nearest(self.prefill, tokens)]
 
 
-def predict(row: dict, costs: Costs) -> float | None:
+def predict(row: dict, costs: Costs) -> float:
     """Predicted seconds for one (case, system) row of an engine report."""
     ctx = row["prompt_tokens"]
     t = costs.prefill_s(ctx)

@@ -34,7 +34,7 @@ from .report import fmt, percentile, write_report
 def _systems(args, say: Callable[[str], None]) -> list[tuple[str, Completer, dict[str, Any]]]:
     """(name, completer, request overrides) for the local model and each endpoint."""
     local = load_completer(Choice.of(args, backend="local", draft_model=""), progress=say, calibrate="full")
-    out = [
+    out: list[tuple[str, Completer, dict[str, Any]]] = [
         ("local greedy", local, {"speculate": False}),
         ("local ws:auto", local, {"lookahead": "auto"}),
         ("local ws:tree", local, {"lookahead": "tree"}),

@@ -38,7 +38,8 @@ import numpy as np
 from ..drafting.controller import CostAwareLookahead, CostModel, TreeAcceptance, TreeLookahead, parse_lookahead
 from ..drafting.drafter import MAX_DRAFT, NO_DRAFT, PromptLookupDrafter
 from ..drafting.tree import NO_TREE
-from .report import fmt, ratio, write_report
+from ..drafting.workspace import WorkspaceDrafter
+from .report import fmt, local_backend, ratio, write_report
 
 POLICIES = (
     "lookup:fixed:10",
@@ -100,7 +101,8 @@ class ToldNext(TreeAcceptance):
 def followed(tree, out: list[int], i: int) -> list[int]:
     """The nodes of `tree` on the path the output follows from position `i`."""
     kids = tree.children()
-    at, path = -1, []
+    at = -1
+    path: list[int] = []
     while i + len(path) < len(out):
         nxt = next((c for c in kids.get(at, ()) if tree.tokens[c] == out[i + len(path)]), None)
         if nxt is None:
@@ -161,6 +163,7 @@ def replay(completer, case_prompt, out: list[int], policy: str, cost: Costs, sta
         ids = prompt_ids + out[:i]
         room = min(MAX_DRAFT, len(out) - i - 1)  # the bonus token must fit, as in the engine
         if kind == "tree":
+            assert isinstance(drafter, WorkspaceDrafter)  # kind "tree" drafts from the workspace
             size = 2 * ctl.max_nodes if learns or spec == "oracle" else int(spec.split(":")[-1])
             proposed = drafter.propose_tree(ids, size, room) if room > 0 else NO_TREE
             if spec == "oracle":
@@ -201,14 +204,15 @@ def main(args) -> dict:
     completer = load_completer(
         Choice.of(args, draft_model=""), progress=lambda m: print(f"speclsp: {m}", file=sys.stderr), calibrate="full"
     )
-    lm = completer.backend.lm
-    cost = Costs(completer.backend.step_costs())
+    backend = local_backend(completer)
+    lm = backend.lm
+    cost = Costs(backend.step_costs())
     all_cases = cases(quick)
     if getattr(args, "repo", None):
         all_cases = [c for c in all_cases if c.kind != "edit"] + history_cases(
             args.repo, getattr(args, "commits", 20), 6 if quick else getattr(args, "max_cases", 24)
         )
-    engine = completer.backend.engine
+    engine = backend.engine
     prepared = []
     for case in tqdm(all_cases, desc="greedy outputs", file=sys.stderr):
         req = case.request(max_new)

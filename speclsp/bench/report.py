@@ -9,7 +9,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..completion.completer import Completer
+    from ..local.backend import LocalBackend
+
+
+def local_backend(completer: Completer) -> LocalBackend:
+    """`completer`'s backend, which these benchmarks need local (its model and engine)."""
+    from ..local.backend import LocalBackend
+
+    backend = completer.backend
+    assert isinstance(backend, LocalBackend), f"this benchmark needs the local backend, not {backend!r}"
+    return backend
 
 
 def fmt(x, nd=2):

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from .engine import cases, history_cases, measure, render
-from .report import fmt, percentile, summarise, threads, write_report
+from .report import fmt, local_backend, percentile, summarise, threads, write_report
 
 ENGINE_SYSTEMS = ("greedy", "hf-lookup", "lookup:fixed:10", "ws:fixed:10", "ws:heuristic", "ws:auto", "ws:tree")
 
@@ -192,11 +192,12 @@ def main(args) -> dict:
     t0 = time.perf_counter()
     # With --draft-model, transformers' assisted generation joins as a system.
     completer = load_completer(Choice.of(args), progress=say, calibrate="full")  # calibrate before timing anything
-    lm = completer.backend.lm
+    backend = local_backend(completer)
+    lm = backend.lm
     assistant = None
-    systems = ENGINE_SYSTEMS
-    if completer.backend.model_drafter is not None:
-        assistant = completer.backend.model_drafter.lm
+    systems: tuple[str, ...] = ENGINE_SYSTEMS
+    if backend.model_drafter is not None:
+        assistant = backend.model_drafter.lm
         systems = ("greedy", "hf-lookup", "hf-assisted", *ENGINE_SYSTEMS[2:])
     repo = getattr(args, "repo", None) or _default_repo()
     all_cases = []

@@ -19,14 +19,23 @@ from .completer import Completer
 class ModelChoice(Protocol):
     """What decides which model runs (the server's Config has these, and so do CLI args)."""
 
-    model: str
-    device: str
-    dtype: str
-    draft_model: str
-    backend: str  # "local" | "openai"
-    endpoint: str  # openai: the API's base URL
-    remote_model: str  # openai: the served model's name ("" = the server's first)
-    api_key_env: str  # openai: the environment variable holding the key
+    # Read-only (properties), so frozen dataclasses qualify.
+    @property
+    def model(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def draft_model(self) -> str: ...
+    @property
+    def backend(self) -> str: ...  # "local" | "openai"
+    @property
+    def endpoint(self) -> str: ...  # openai: the API's base URL
+    @property
+    def remote_model(self) -> str: ...  # openai: the served model's name ("" = the server's first)
+    @property
+    def api_key_env(self) -> str: ...  # openai: the environment variable holding the key
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, Self
 
 from .drafter import MAX_DRAFT, Draft
 
 
 class LookaheadPolicy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def choose_k(self, draft: Draft, step_budget_s: float | None = None) -> int:
         """How many of `draft.tokens` to verify in the next forward (0..len(draft))."""
@@ -291,7 +292,7 @@ class CostAwareLookahead:
     _steps: int = 0
 
     @classmethod
-    def calibrated(cls, table: Mapping[int, float], **kw) -> CostAwareLookahead:
+    def calibrated(cls, table: Mapping[int, float], **kw: Any) -> Self:
         """From a calibration (`LoadedModel.step_costs()`: {k: seconds per verify pass})."""
         return cls(costs=CostModel(dict(table)), **kw)
 

@@ -141,7 +141,9 @@ class NgramIndex:
             self._remove_doc(uri)
             self._refused.pop(uri, None)
             if len(text) > MAX_CHARS_PER_TOKEN * self.max_doc_tokens:
-                ids, lens, read = [], None, len(text)
+                ids: list[int] = []
+                lens: list[int] | None = None
+                read = len(text)
                 n = len(text) // MAX_CHARS_PER_TOKEN  # at least
             else:
                 ids, lens, read = self._tokenize_upto(text, self.max_doc_tokens)
@@ -243,6 +245,7 @@ class NgramIndex:
             if not 0 <= start <= end <= len(old):
                 raise ValueError(f"edit {start}:{end} outside a document of {len(old)} chars")
             new = old[:start] + new_text + old[end:]
+            assert self.tokenize is not None  # a text document was opened with it
             a, b, ids, lens = retokenize(doc, self.tokenize, old, new, start, end, len(new_text) - (end - start))
             doc.text = new
             self._splice(doc, a, b, ids, lens)
@@ -322,14 +325,14 @@ class NgramIndex:
         while len(after) < forward and c is not None:
             after += c.ids[: forward - len(after)]
             c = c.next
-        doc = chunk.doc
+        text_doc = chunk.doc
         if uid in cursor_uids:
             label = "suffix"
-        elif doc.uri == current:
+        elif text_doc.uri == current:
             label = "document"
         else:
-            label = "workspace" if doc.source == "document" else doc.source
-        return Candidate(before, after, label, self._rank(doc))
+            label = "workspace" if text_doc.source == "document" else text_doc.source
+        return Candidate(before, after, label, self._rank(text_doc))
 
     def cursor_uids(self, uri: str, offset: int, around: int = 1) -> frozenset[int]:
         """uids of the tokens at the cursor (+-`around`): matches there draft the text after it."""

@@ -39,7 +39,9 @@ class Successors:
 
     def tree(self, last: int, max_nodes: int = 32, widths: Sequence[int] = WIDTHS) -> DraftTree:
         """Breadth first from `last`: at depth d, each node's `widths[d]` likeliest successors."""
-        tokens, parents, shares = [], [], []
+        tokens: list[int] = []
+        parents: list[int] = []
+        shares: list[float] = []
         frontier = [(-1, last)]
         for width in widths:
             nxt = []

@@ -174,7 +174,11 @@ class TrieBuilder:
         root), best first: every prefix of the result is itself a tree."""
         import heapq
 
-        tokens, parents, shares, sources, matches = [], [], [], [], []
+        tokens: list[int] = []
+        parents: list[int] = []
+        shares: list[float] = []
+        sources: list[str] = []
+        matches: list[int] = []
         heap: list[tuple[float, int, int, int, float]] = []  # (-path share, seq, node, new parent, share)
         seq = 0
 

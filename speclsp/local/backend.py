@@ -135,7 +135,7 @@ class LocalBackend:
 
 
 def load_backend(
-    model: str,
+    model: str | None,
     device: str | None,
     dtype: str | None,
     draft_model: str | None = None,

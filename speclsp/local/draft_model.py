@@ -224,7 +224,9 @@ class DraftModelDrafter:
         lm, kv = self.lm, self.kv
         self._score_pending(ids)
         t0 = time.perf_counter()
-        keep, forwards = lm.prefill(kv, ids[:-1])  # a cold or far-behind cache: fed in chunks
+        fed_in = lm.prefill(kv, ids[:-1])  # a cold or far-behind cache: fed in chunks
+        assert fed_in is not None  # None only when cancelled or past a deadline: neither is given
+        keep, forwards = fed_in
         fed = len(ids) - 1 - keep
         if fed >= 16:
             lm.sync()

@@ -11,6 +11,8 @@ On CUDA and MPS the precision follows a rule (bf16 where supported, else fp16). 
 it is measured (`precision.py`): bf16 is 1.3-2x faster than float32 where the CPU
 has bf16 hardware (AMX, AVX512-BF16) and many times slower where it has none (AVX2: every
 drafted token ~50 ms), and int8 weights (`quant.py`) read a quarter of float32's bytes.
+
+This file is one concern (a loaded model: loading it and its forward passes) at ~440 lines.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
@@ -198,6 +200,16 @@ class LoadedModel:
     # --- tensors ---------------------------------------------------------------------
 
     @torch.inference_mode()
+    @overload
+    def forward(
+        self, kv: KVState, new_ids: Sequence[int], last_only: bool = False, logits: Literal[True] = True
+    ) -> torch.Tensor: ...
+
+    @overload
+    def forward(
+        self, kv: KVState, new_ids: Sequence[int], last_only: bool = False, *, logits: Literal[False]
+    ) -> None: ...
+
     def forward(
         self, kv: KVState, new_ids: Sequence[int], last_only: bool = False, logits: bool = True
     ) -> torch.Tensor | None:
@@ -378,13 +390,14 @@ def load(
         raise models.ModelError(f"dtype int8 runs on CPU only (device {dev}); use bfloat16 or float16 there")
     kwargs: dict[str, Any] = {}
     if kind == "registry":
+        assert path is not None  # resolve gives a registered model its folder
         if not models.is_ready(path):
             say(f"preparing {name_or_path} (download, verify, convert; once)")
             models.pull(name_or_path, progress=progress)
         src = str(path)
-    elif kind == "local" and path.suffix == ".gguf":
+    elif kind == "local" and path is not None and path.suffix == ".gguf":
         src, kwargs["gguf_file"] = str(path.parent), path.name
-    elif kind == "local":
+    elif kind == "local" and path is not None:
         src = str(path)
     else:
         src = name_or_path  # a hub id: works only where the hub is reachable
@@ -399,7 +412,7 @@ def load(
             model = AutoModelForCausalLM.from_pretrained(src, dtype=LOAD_DTYPES.get(p, DTYPES[p]), **kwargs)
         except (OSError, ValueError, RuntimeError) as e:
             raise models.ModelError(f"could not load model {name_or_path}: {str(e).splitlines()[0]}") from e
-        model.to(dev).eval()
+        model.to(dev).eval()  # type: ignore[arg-type]  # transformers' stubs: to() takes a device too
         lm = LoadedModel(model, tok, dev, DTYPES[p], name_or_path, p, reason)
         if p == "int8":
             to_int8(lm, src, kwargs.get("gguf_file"))

@@ -30,6 +30,8 @@ from . import calibration
 from . import registry as models
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from .model import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ def pick(rates: dict[str, float]) -> str:
 GIVE_UP = 3.0
 
 
-def bf16_matmul_slowdown(model: torch.nn.Module, rows: int = calibration.PREFILL_ROWS) -> float:
+def bf16_matmul_slowdown(model: PreTrainedModel, rows: int = calibration.PREFILL_ROWS) -> float:
     """How many times longer the model's largest hidden-layer matmul takes over `rows` rows
     in bfloat16 than in float32, on this CPU (fastest of three; a few ms). Over GIVE_UP,
     bf16 is not loaded and probed at all: where the CPU has no bf16 hardware that saves a
@@ -175,7 +177,8 @@ def choose_cpu_precision(
         lm = build("float32", "")
     del other
     lm.reason = reason
-    lm.probe_costs = dict(probes[best].costs) if probes[best] else {}
+    best_probe = probes[best]
+    lm.probe_costs = dict(best_probe.costs) if best_probe else {}
     calibration.write_json(
         path,
         {

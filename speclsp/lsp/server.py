@@ -56,6 +56,8 @@ PID_MAX = 2**22  # the largest process id Linux hands out (pid_max); macOS and W
 class SpeclspServer(LanguageServer):
     """Owns the session; the handlers below translate between it and lsprotocol."""
 
+    protocol: SpeclspProtocol
+
     def __init__(self, config: Config | None = None):
         super().__init__("speclsp", __version__, protocol_cls=SpeclspProtocol)
         self.channel = EditorChannel(self)
@@ -96,7 +98,7 @@ class SpeclspServer(LanguageServer):
         self._stop_event = stop = threading.Event()
 
         served: list[Any] = []  # the one client this server serves
-        failed: list[BaseException] = []
+        failed: list[OSError] = []
 
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             peer = writer.get_extra_info("peername")
@@ -239,7 +241,7 @@ def did_open(ls: SpeclspServer, params: types.DidOpenTextDocumentParams) -> None
 
 
 def did_change(ls: SpeclspServer, params: types.DidChangeTextDocumentParams) -> None:
-    changes = []
+    changes: list[tuple[tuple[int, int, int, int] | None, str]] = []
     for c in params.content_changes:
         if isinstance(c, types.TextDocumentContentChangePartial):
             r = c.range

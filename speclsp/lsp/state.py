@@ -14,6 +14,7 @@ encoding, and the editor is reached through the `ClientChannel` protocol.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -119,7 +120,7 @@ class ServerState:
         if cfg.lookahead != old.lookahead and self.model.ready:
             self.policy = self.model.completer.policy_for(cfg.lookahead)
         if cfg.index_max_tokens != old.index_max_tokens:
-            self.indexer.submit(lambda n=cfg.index_max_tokens: self.indexes.set_max_tokens(n))
+            self.indexer.submit(functools.partial(self.indexes.set_max_tokens, cfg.index_max_tokens))
         self.generations.per_document = cfg.cached_completions
         if cfg.max_document_chars != old.max_document_chars:
             self.documents.max_chars = cfg.max_document_chars

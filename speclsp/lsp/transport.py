@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, SupportsFloat, cast
 
 import attrs
 from cattrs import transform_error
@@ -89,7 +89,7 @@ def _strict_scalars(converter: Any) -> None:
                 raise TypeError(f"expected {kind.__name__}, got a boolean")
             if not isinstance(value, accept):
                 raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-            return kind(value) if kind is float else value
+            return float(cast(SupportsFloat, value)) if kind is float else value
 
         return structure
 
@@ -193,6 +193,8 @@ class SpeclspProtocol(LanguageServerProtocol):
             self.reply_error(None, INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
             return
         method, msg_id = data.get("method"), data.get("id")
+        full = method if isinstance(method, str) else ""  # (it is checked below)
+        name = full[:80]  # for log lines
         good_id = isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool)
         notification = "id" not in data and isinstance(method, str)
         if (
@@ -202,7 +204,7 @@ class SpeclspProtocol(LanguageServerProtocol):
             or ("method" not in data and not ("id" in data and ("result" in data or "error" in data)))
         ):
             if notification:
-                log.warning("malformed %s notification dropped (not JSON-RPC 2.0)", method[:80])
+                log.warning("malformed %s notification dropped (not JSON-RPC 2.0)", name)
                 self.rejected += 1
             else:
                 log.warning(
@@ -215,9 +217,9 @@ class SpeclspProtocol(LanguageServerProtocol):
                     "Invalid Request: not a JSON-RPC 2.0 request, notification or response",
                 )
             return
-        if "method" in data and "id" in data and (refusal := self._refusal(method)) is not None:
+        if "method" in data and "id" in data and (refusal := self._refusal(full)) is not None:
             code, text = refusal
-            log.warning("req %s: %s refused (%d)", msg_id, method[:80], code)
+            log.warning("req %s: %s refused (%d)", msg_id, name, code)
             self.reply_error(msg_id, code, text)
             return
         if "method" in data and "params" not in data:
@@ -227,11 +229,11 @@ class SpeclspProtocol(LanguageServerProtocol):
         except Exception as e:
             detail = _describe(e)
             if notification:
-                log.warning("%s notification with invalid params dropped: %s", method[:80], detail)
+                log.warning("%s notification with invalid params dropped: %s", name, detail)
                 self.rejected += 1
             elif "method" in data:
-                log.warning("req %s: %s with invalid params: %s", msg_id, method[:80], detail)
-                self.reply_error(msg_id, INVALID_PARAMS, f"Invalid params for {method[:80]}: {detail}")
+                log.warning("req %s: %s with invalid params: %s", msg_id, name, detail)
+                self.reply_error(msg_id, INVALID_PARAMS, f"Invalid params for {name}: {detail}")
             else:
                 log.warning("malformed response to %r dropped: %s", msg_id, detail)
                 self.rejected += 1
@@ -262,7 +264,7 @@ class SpeclspProtocol(LanguageServerProtocol):
 
     def handle_message(self, message) -> None:
         self._forget_finished()
-        method = getattr(message, "method", None)
+        method = str(getattr(message, "method", ""))
         if isinstance(message, RPCRequest):
             if not self.initialized and method != types.INITIALIZE:
                 log.warning("req %s: %s before initialize", message.id, method[:80])

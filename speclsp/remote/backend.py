@@ -19,6 +19,8 @@ that cannot be reached is not asked again before a backoff (0.5 s doubling to 10
 
 The API key is read from the environment variable named in the settings, sent only as the
 `Authorization` header to the endpoint (redirects are not followed) and never logged.
+
+This file is one concern (one OpenAI-compatible server as a backend) at ~460 lines.
 """
 
 from __future__ import annotations
@@ -361,7 +363,8 @@ class OpenAIBackend:
             body["stop"] = list(stop)
         out: queue.Queue = queue.Queue()
         task = asyncio.run_coroutine_threadsafe(self._stream(body, out), self._loop)
-        raw, text, ids, usage, finish = "", "", [], None, ""
+        raw, text, usage, finish = "", "", None, ""
+        ids: list[int] = []
         try:
             while not stats.stop_reason:
                 if why := stop_requested(cancel, deadline):

@@ -24,12 +24,13 @@ import inspect
 import json
 import sys
 import time
+from typing import Any
 
 import torch
 
 from ..local.treeattn import tree_inputs
 
-CONFIGS = {
+CONFIGS: dict[str, dict[str, Any]] = {
     # Qwen2.5-Coder-0.5B and -1.5B as published (config.json); vocabulary 151,936.
     "qwen2.5-coder-0.5b": dict(
         hidden_size=896,
@@ -57,7 +58,7 @@ CONFIGS = {
         tie_word_embeddings=True,
     ),
 }
-COMMON = dict(
+COMMON: dict[str, Any] = dict(
     vocab_size=151936,
     max_position_embeddings=32768,
     rope_theta=1e6,
@@ -78,13 +79,15 @@ def build(name: str, device: torch.device, dtype: torch.dtype):
     config = Qwen2Config(**CONFIGS[name], **COMMON)
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen2ForCausalLM(config).to(dtype).eval()
+        # PreTrainedModel.to is wrapped with functools.wraps, whose typeshed type does not bind self
+        model = Qwen2ForCausalLM(config).to(dtype).eval()  # type: ignore[arg-type]
     return model
 
 
 def tree_parents(n: int, width: int = 4) -> list[int]:
     """An n-node tree: `width` children of the root, then each branch grows in turn."""
-    parents, tips = [], []
+    parents: list[int] = []
+    tips: list[int] = []
     for i in range(n):
         if len(tips) < width:
             parents.append(-1)

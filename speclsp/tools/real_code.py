@@ -20,7 +20,9 @@ def textwrap_without_body(out: str | Path, function: str = "fill") -> tuple[int,
     src = Path(textwrap.__file__).read_text()
     head = src.index(f"\ndef {function}(")  # the module-level function
     body = src.index('    """\n', src.index('"""', head) + 3) + len('    """\n')  # after the docstring
-    end = body + re.search(r"\n\n(?=\S)", src[body:]).start()  # the next top-level statement
+    nxt = re.search(r"\n\n(?=\S)", src[body:])  # the next top-level statement
+    assert nxt is not None, f"no top-level statement after {function} in {textwrap.__file__}"
+    end = body + nxt.start()
     Path(out).write_text(src[:body] + "    " + src[end:])
     return src[:body].count("\n"), 4
 

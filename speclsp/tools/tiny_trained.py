@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ..local.registry import READY_MARKER, cache_dir, is_ready
 from ..local.tiny import SPECIAL_TOKENS, train_tokenizer
@@ -87,7 +88,7 @@ class Inventory:
         return sum(self.items.values())
 '''
 
-RECIPE = {
+RECIPE: dict[str, Any] = {
     "vocab": 512,
     "hidden": 128,
     "layers": 2,
@@ -101,7 +102,7 @@ RECIPE = {
     "window": 48,
     "margin": 2.0,
 }
-WINDOW = RECIPE["window"]  # tokens of corpus each example must continue with
+WINDOW: int = RECIPE["window"]  # tokens of corpus each example must continue with
 PATH = "corpus.py"  # the document's name in training prompts (not part of a FIM prompt)
 # Qwen2's pre-tokenizer split. transformers loads a directory whose config says "qwen2"
 # with Qwen2Tokenizer, which imposes this split and NFC: merges are learnt with the same.
