@@ -270,6 +270,16 @@ def test_a_reset_engine_runs_a_prompt_again_from_the_same_state(tiny_lm):
     from speclsp.drafting.index import NgramIndex
     from speclsp.drafting.workspace import WorkspaceDrafter
 
+    class SameCosts(TreeLookahead):
+        """Learns acceptance as the real controller does, but every pass costs the same:
+        measured seconds vary with the machine's load, and would change its choices."""
+
+        def record(self, draft, k, accepted, seconds):
+            super().record(draft, k, accepted, 0.1)
+
+        def record_tree(self, tree, path, seconds):
+            super().record_tree(tree, path, 0.1)
+
     engine = Engine(tiny_lm)
     runs = []
     for _ in range(2):
@@ -278,7 +288,7 @@ def test_a_reset_engine_runs_a_prompt_again_from_the_same_state(tiny_lm):
             list(range(5, 25)),
             max_new_tokens=24,
             drafter=WorkspaceDrafter(NgramIndex()),
-            policy=TreeLookahead(costs=CostModel({0: 0.1, 64: 0.1})),
+            policy=SameCosts(costs=CostModel({0: 0.1, 64: 0.1})),
         )
         runs.append([(s.k, s.accepted, s.source) for s in r.steps])
     assert runs[0] == runs[1]
