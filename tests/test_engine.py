@@ -293,3 +293,17 @@ def test_a_reset_engine_runs_a_prompt_again_from_the_same_state(tiny_lm):
         runs.append([(s.k, s.accepted, s.source) for s in r.steps])
     assert runs[0] == runs[1]
     assert any(src == "recycle" for _, _, src in runs[0])  # recycling took part
+
+
+def test_forward_passes_build_no_autograd_graph(tiny_lm):
+    """Every forward runs under inference mode: without it each pass kept its graph alive
+    through the KV cache (a storm of requests grew the server by 2 GB in 10 s)."""
+    import torch
+
+    from speclsp.local.model import KVState
+
+    kv = KVState()
+    logits = tiny_lm.forward(kv, [5, 6, 7])
+    assert torch.is_inference(logits) and not logits.requires_grad
+    tree = tiny_lm.forward_tree(kv, 8, [9, 10], [-1, 0])
+    assert torch.is_inference(tree) and not tree.requires_grad

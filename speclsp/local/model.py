@@ -199,7 +199,6 @@ class LoadedModel:
 
     # --- tensors ---------------------------------------------------------------------
 
-    @torch.inference_mode()
     @overload
     def forward(
         self, kv: KVState, new_ids: Sequence[int], last_only: bool = False, logits: Literal[True] = True
@@ -210,6 +209,7 @@ class LoadedModel:
         self, kv: KVState, new_ids: Sequence[int], last_only: bool = False, *, logits: Literal[False]
     ) -> None: ...
 
+    @torch.inference_mode()
     def forward(
         self, kv: KVState, new_ids: Sequence[int], last_only: bool = False, logits: bool = True
     ) -> torch.Tensor | None:
