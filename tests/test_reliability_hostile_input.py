@@ -346,7 +346,7 @@ def test_a_reload_that_starts_during_the_debounce_is_answered_not_an_internal_er
         )
         got = s.response(msg_id, timeout=60)
         assert "error" not in got, got
-        assert got["result"]["items"] == []
+        assert isinstance(got["result"]["items"], list)
         assert "AttributeError" not in s.log_file.read_text()
     finally:
         assert s.close() == 0
