@@ -179,7 +179,10 @@ class NgramIndex:
         for piece in split_at_lines(text, PIECE_CHARS):
             got, got_lens = self.tokenize(piece)
             ids += got
-            lens = lens + list(got_lens) if lens is not None and got_lens is not None else None
+            if got_lens is None:
+                lens = None
+            elif lens is not None:
+                lens += got_lens
             read += len(piece)
             if len(ids) > limit:
                 break
