@@ -275,12 +275,33 @@ def test_three_hundred_folders_in_one_change_are_followed_once(tiny_model_dir, t
             assert stats["documents"] == 300
         assert completion_items(s, f"{folders[7]['uri']}/m.py", 2, 0) is not None
         # A pass per folder over every document held the loop 9,700 ms in the attack and
-        # ~1,200 ms here on removal; once for the whole change it is ~1 ms. A bound only a
-        # per-folder pass again would break.
-        assert max(lags.values()) < 500, lags
+        # ~1,200 ms here on removal; once for the whole change it is ~1 ms. Recorded, not
+        # asserted: the count below is what a per-folder pass would break.
         record(tmp_path_factory, "folders_300", {"loop_lag_max_ms": lags})
     finally:
         assert s.close() == 0
+
+
+def test_a_change_of_three_hundred_folders_is_one_pass_over_the_documents(monkeypatch):
+    from speclsp.lsp.config import Config
+    from speclsp.lsp.documents import DocumentStore
+    from speclsp.lsp.state import ServerState
+
+    passes = []
+    real = DocumentStore.folders_changed
+    monkeypatch.setattr(DocumentStore, "folders_changed", lambda self: (passes.append(1), real(self))[1])
+    state = ServerState(Config(), None)
+    try:
+        folders = [f"file:///w/f{i}" for i in range(300)]
+        for i, f in enumerate(folders):
+            state.open(f"{f}/m.py", f"/w/f{i}/m.py", "python", 1, f"x = {i}\n")
+        state.change_folders(added=folders)
+        assert len(passes) == 1
+        assert state.documents.get(f"{folders[7]}/m.py").folder == folders[7]
+        state.change_folders(removed=folders)
+        assert len(passes) == 2
+    finally:
+        state.shutdown()
 
 
 @pytest.mark.parametrize("client", ["Visual Studio Code", "Neovim"])

