@@ -45,7 +45,11 @@ def close_backend(backend: Any) -> None:
 
 
 class ModelSlot:
-    """Which model is configured, whether it is ready, and its `Completer` once it is."""
+    """Which model is configured, whether it is ready, and its `Completer` once it is: the
+    one owner of the backend's health. `state` is the load (loading, ready, error); `fault`
+    the kind of the last `BackendError` while a ready backend cannot serve (a remote server
+    down, rate-limited, ...), "" once a generation succeeds again. The editor hears of each:
+    a status always, a message once per kind of fault, not at every keystroke."""
 
     def __init__(self, worker: ModelWorker, client: Any, load: Callable[..., Any] | None = None) -> None:
         self.worker = worker
@@ -57,6 +61,7 @@ class ModelSlot:
         self.device = ""
         self.dtype = ""  # the weights' precision ("int8", "bfloat16", ...; "" remote)
         self.dtype_reason = ""  # why: measured fastest on this CPU, asked for, the rule for cuda
+        self.fault = ""  # the last BackendError's kind while it lasts ("" = serving)
         self._loading_key: tuple[str, ...] | None = None
 
     @property
@@ -67,6 +72,19 @@ class ModelSlot:
     def ready(self) -> bool:
         return self.state == "ready" and self.completer is not None
 
+    def failed(self, message: str, kind: str) -> None:
+        """A generation failed with a `BackendError` of `kind`."""
+        self.client.status("error", message)  # first: an editor that sees the message has the state
+        if kind != self.fault:
+            self.client.warn(f"speclsp: {message}")
+        self.fault = kind
+
+    def served(self) -> None:
+        """A generation succeeded: a fault, if any, is over."""
+        if self.fault:
+            self.fault = ""
+            self.client.status("ready", f"{self.message}; serving again")
+
     def needs_reload(self, config: Config) -> bool:
         """A different model is configured, or the same one again after it failed."""
         return self._loading_key is not None and (config.model_key != self._loading_key or self.state == "error")
@@ -76,7 +94,7 @@ class ModelSlot:
         on the event loop once it is ready."""
         key = config.model_key
         self._loading_key = key
-        self.state, self.message = "loading", f"loading {config.model}"
+        self.state, self.message, self.fault = "loading", f"loading {config.model}", ""
         replaced = [self.completer] if self.completer is not None else []
         self.completer = None
         self.worker.set_idle(None)  # the old model's calibration

@@ -76,7 +76,6 @@ class Session:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._events: dict[int, asyncio.Event] = {}  # generation id -> wakes its waiters
-        self._backend_problem = ""  # the last BackendError's kind while it lasts ("" = serving)
 
     async def complete(self, uri: str, line: int, character: int, *, request_id: Any, invoked: bool = False) -> Answer:
         """Answer one completion request at (line, character) in client units."""
@@ -331,11 +330,9 @@ class Session:
             gen.grow("")  # no half-written suggestion: what streamed so far is taken back
             gen.finish("error")
             if isinstance(exc, BackendError):
-                self._backend_failed(str(exc), exc.kind)
+                st.model.failed(str(exc), exc.kind)
         else:
-            if self._backend_problem:
-                self._backend_problem = ""
-                st.client.status("ready", f"{st.model.message}; serving again")
+            st.model.served()
             comp = fut.result()
             gen.grow(comp.text)
             stats = comp.stats
@@ -350,14 +347,6 @@ class Session:
                 st.remember(gen.uri, comp.text)
         self._stream(gen)
         self._events.pop(gen.id, None)
-
-    def _backend_failed(self, message: str, kind: str) -> None:
-        """Tell the editor the backend cannot serve: its status always, a message once per
-        kind of fault (`BackendError.kind`; not at every keystroke while a server is down)."""
-        self.state.client.status("error", message)  # first: an editor that sees the message has the state
-        if kind != self._backend_problem:
-            self.state.client.warn(f"speclsp: {message}")
-        self._backend_problem = kind
 
     def _stream(self, gen: Generation) -> None:
         """Send the latest request of `gen` the suggestion so far, if its client streams."""
