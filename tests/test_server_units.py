@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speclsp.backend import CancelToken
+from speclsp.lsp import memory
 from speclsp.lsp.config import Config, parse_options, settings_section
 from speclsp.lsp.generations import Generation
 from speclsp.lsp.positions import UTF8, UTF16, UTF32, Lines, from_codepoints, to_codepoints
@@ -166,11 +166,13 @@ def test_settings_section_finds_our_options():
 def test_worker_runs_only_the_latest_job_per_key():
     worker = ModelWorker()
     gate = threading.Event()
+    started = threading.Event()
     ran: list[str] = []
 
     def job(name, wait=False):
         def run(cancel: CancelToken):
             if wait:
+                started.set()
                 gate.wait(5)
                 return "cancelled" if cancel.cancelled else name
             ran.append(name)
@@ -179,7 +181,7 @@ def test_worker_runs_only_the_latest_job_per_key():
         return run
 
     blocker = worker.submit("a", job("a1", wait=True))  # running, holds the thread
-    time.sleep(0.05)
+    assert started.wait(5)
     b1 = worker.submit("b", job("b1"))
     b2 = worker.submit("b", job("b2"))  # replaces b1 before it started
     a2 = worker.submit("a", job("a2"))  # cancels the running a1
@@ -261,3 +263,21 @@ def test_locate_turns_client_units_into_the_cursor_the_answer_needs(encoding):
     past = locate(doc, 1, units + 50, encoding)  # a column past the end clamps to it
     assert past == cur
     assert locate(doc, 0, 3, encoding).word == "" and locate(doc, 0, 3, encoding).prefix == "x ="
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(memory._LIBC is None, reason="glibc only: other C libraries have no malloc_trim")
+def test_trim_gives_memory_freed_inside_the_heap_back_to_the_system():
+    # 200 MB in 1,000-byte blocks (too big for Python's own small-object allocator: they
+    # come from malloc), then all but every 100th freed: the heap cannot shrink from its
+    # top, so what free() left is resident until it is trimmed.
+    blocks = [bytes(1000) + bytes([i % 256]) for i in range(200_000)]
+    kept = blocks[::100]
+    del blocks
+    rss_freed = memory.rss_bytes()
+    assert memory.malloc_free_bytes() is None or memory.malloc_free_bytes() > 150 * memory.MB
+    returned = memory.trim()
+    assert returned > 150 * memory.MB, (rss_freed, returned)
+    assert len(kept) == 2000

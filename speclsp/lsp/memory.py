@@ -8,8 +8,8 @@ heap. A 1M-character document, its token lists, a long prompt's activations: fre
 pages stay resident, and the next big allocation lands elsewhere.
 
 `MemoryKeeper` asks glibc (`malloc_trim(0)`, which also releases free pages in the middle
-of every heap) every TRIM_EVERY_S, and SOON_S after a document closes, while the model
-worker is idle, on a pool thread: the
+of every heap) every TRIM_EVERY_S, and SOON_S after a document closes, when the model
+worker is idle (or three rounds have passed without an idle moment), on a pool thread: the
 call takes milliseconds and holds no Python lock, so the event loop keeps serving. The
 figures go out with `speclsp/stats`: `rssMB` (resident now), `mallocFreeMB` (free bytes
 glibc held before the last trim), `trimmedMB` (returned so far) and `trimMaxMs`. On other
@@ -85,8 +85,8 @@ def trim() -> int:
 
 
 class MemoryKeeper:
-    """Trims every `every` seconds while `busy()` is false (a generation allocates as it
-    runs; trimming under it would only make it fault the pages in again)."""
+    """Trims every `every` seconds when `busy()` is false (a generation allocates as it
+    runs; trimming under it makes it fault pages in again), or after three rounds anyway."""
 
     def __init__(self, busy: Callable[[], bool], every: float = TRIM_EVERY_S) -> None:
         self.busy = busy
@@ -97,6 +97,7 @@ class MemoryKeeper:
         self.trims = 0
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
+        self._last = time.monotonic()
 
     def start(self) -> None:
         if self._task is None and _LIBC is not None:
@@ -108,6 +109,7 @@ class MemoryKeeper:
         self.trimmed += trim()
         self.trims += 1
         self.worst_s = max(self.worst_s, time.perf_counter() - t0)
+        self._last = time.monotonic()
 
     def soon(self) -> None:
         """A document was closed: trim within SOON_S rather than at the next round."""
@@ -124,8 +126,8 @@ class MemoryKeeper:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self.busy():
-                continue
+            if self.busy() and time.monotonic() - self._last < self.every * 3:
+                continue  # idle moments come often while one types; nonstop work waits less
             try:
                 await loop.run_in_executor(None, self._trim_once)
             except RuntimeError:  # the pool is shut down: the server is stopping

@@ -34,6 +34,7 @@ from .adapters import completion_items, folders_of, inline_items, path_of, strea
 from .channel import ClientWriter, EditorChannel
 from .config import Config, camel, parse_options, settings_section
 from .loopwatch import LoopWatch
+from .memory import MemoryKeeper
 from .positions import ENCODINGS, UTF16
 from .session import Session
 from .state import ServerState
@@ -65,6 +66,7 @@ class SpeclspServer(LanguageServer):
         self.session = Session(self.state)
         self.protocol.backlog = self.state.indexer.pending  # the reader waits while it is long
         self.loop_watch = LoopWatch(paused=lambda: self.state.model.state == "loading")
+        self.memory = MemoryKeeper(busy=lambda: self.state.worker.busy() or self.state.model.state == "loading")
         self.pending_warnings: list[str] = []
         self.supports_pull_configuration = False
         self._watchdog: asyncio.Task | None = None
@@ -220,6 +222,7 @@ def initialize(ls: SpeclspServer, params: types.InitializeParams) -> None:
     log.info("client %s (pid %s), position encoding %s", name, params.process_id, encoding)
     ls.watch_parent(params.process_id)
     ls.loop_watch.start()
+    ls.memory.start()
 
 
 def initialized(ls: SpeclspServer, params: types.InitializedParams) -> None:
@@ -253,10 +256,12 @@ def did_change(ls: SpeclspServer, params: types.DidChangeTextDocumentParams) -> 
 
 def did_close(ls: SpeclspServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.state.close(params.text_document.uri)
+    ls.memory.soon()
 
 
 def did_change_folders(ls: SpeclspServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
     ls.state.change_folders(added=[f.uri for f in params.event.added], removed=[f.uri for f in params.event.removed])
+    ls.memory.soon()
 
 
 async def did_change_configuration(ls: SpeclspServer, params: types.DidChangeConfigurationParams) -> None:
@@ -304,7 +309,7 @@ async def completion(ls: SpeclspServer, params: types.CompletionParams) -> types
 
 
 def stats(ls: SpeclspServer, params: Any) -> dict[str, Any]:
-    return {**ls.state.stats_dict(), **ls.loop_watch.figures()}
+    return {**ls.state.stats_dict(), **ls.loop_watch.figures(), **ls.memory.figures()}
 
 
 def did_accept(ls: SpeclspServer, params: Any) -> None:

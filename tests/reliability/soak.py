@@ -363,12 +363,14 @@ class Soak:
             "requests": self.next_id,
             "answered": self.answered,
             "indexedTokens": stats.get("indexedTokens"),
+            "mallocFreeMB": stats.get("mallocFreeMB"),
+            "trimmedMB": stats.get("trimmedMB"),
         }
         self.samples.append(row)
         print(
             f"[soak] {row['minute']:7.2f} min  RSS {row['rssMB']:7.1f} MB  loop lag max "
             f"{row['loopLagMaxMs']} ms  p99 {row['loopLagP99Ms']} ms  requests {self.next_id}  indexed tokens "
-            f"{row['indexedTokens']}",
+            f"{row['indexedTokens']}  malloc free {row['mallocFreeMB']} MB  trimmed {row['trimmedMB']} MB",
             file=sys.stderr,
             flush=True,
         )
