@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SERVER_ENV
+from fakewheels import spec_for
 from rawlsp import RawServer, frame, read_message, start_tcp
-from test_models_and_cli import spec_for
 
 from speclsp.cli import is_loopback, parse_tcp_address
 from speclsp.local import registry as models

@@ -20,8 +20,8 @@ import re
 import time
 
 import pytest
+from inprocess import expected_completion
 from rawlsp import RawServer, frame, record, rss_kb
-from test_server import expected_completion
 
 OPTIONS = {"maxTokens": 8, "lookahead": "fixed:2"}
 SEED = 20261201

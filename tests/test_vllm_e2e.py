@@ -15,9 +15,9 @@ from __future__ import annotations
 import httpx
 import pytest
 from conftest import running_server
-from test_remote_server import complete_cli, inline_text, messages, remote
-from test_trained_model import AREA, DESCRIBE, MAX_TOKENS
-from vllmserver import VllmServer, free_port, module_server
+from remotehelpers import complete_cli, free_port, inline_text, messages, remote
+from trainedcases import AREA, DESCRIBE, MAX_TOKENS
+from vllmserver import VllmServer, module_server
 
 pytestmark = pytest.mark.vllm
 URI = "file:///w/shapes.py"

@@ -35,8 +35,8 @@ import time
 
 import pytest
 from conftest import running_server
+from remotehelpers import inline_text, messages, remote
 from slowproxy import SlowProxy
-from test_remote_server import inline_text, messages, remote
 from vllmserver import VllmServer, module_server
 
 from speclsp.backend import BackendError, CancelToken

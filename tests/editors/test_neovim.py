@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import at_body
+from trainedcases import at_body
 
 pynvim = pytest.importorskip("pynvim")
 

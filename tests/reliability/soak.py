@@ -43,7 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: rawlsp, fakeopenai, conftest
+TESTS = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(TESTS / "support"), str(TESTS)]  # rawlsp, fakeopenai; conftest (SERVER_ENV)
 
 from fakeopenai import FakeServer  # noqa: E402
 from rawlsp import RawServer, frame, read_message, rss_kb  # noqa: E402
