@@ -5,7 +5,7 @@ One vLLM server for the module (scripts/serve-vllm.sh; ~1-2 minutes to start her
 with its whole process group at the module's end. The suggestion equals what vLLM returns
 for the same prompt (and what the local engine suggests); streaming grows; a wrong model
 name or endpoint is one clear message. Cancelling and killing vLLM mid-stream are in
-tests/test_vllm_faults.py, with a random-weights model: this one ends its answer (~230
+tests/server/test_vllm_faults.py, with a random-weights model: this one ends its answer (~230
 tokens) in ~1.4 s, too soon to tell an abort from a finished generation. Skipped without
 vLLM installed (`bash scripts/serve-vllm.sh install`), failed instead under CI=true.
 """

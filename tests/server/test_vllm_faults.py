@@ -1,7 +1,7 @@
 """Faults with a real engine: vLLM's CPU build serving a tiny *random-weights* model, so that
 a cancel or a kill lands while vLLM is still generating, every time.
 
-The trained model of tests/test_vllm_e2e.py ends its answer (~230 tokens) in ~1.4 s, about
+The trained model of tests/server/test_vllm_e2e.py ends its answer (~230 tokens) in ~1.4 s, about
 as long as a cancel takes to reach vLLM, so a test could not tell an abort from a finished
 generation. This model's greedy answer never ends (a short pattern repeated, no end
 token): asked for `MAX_TOKENS` (1,024, the language server's largest maxTokens) it writes
@@ -18,7 +18,7 @@ the streamed text taken back, the server still answering; a second server starte
 vLLM is down says it cannot reach it; restarted on the same port, vLLM serves both again.
 Killed under the backend, it is a `BackendError` (last: it leaves vLLM down).
 
-The cancel from the editor reaches vLLM through tests/slowproxy.py (a slow network: the
+The cancel from the editor reaches vLLM through tests/support/slowproxy.py (a slow network: the
 editor is still being streamed when it lands); the kill from the editor goes straight to
 vLLM, so that the stream cut off shows vLLM died while generating. One vLLM server for the
 module (its own, not test_vllm_e2e.py's: module-scoped fixtures end with their module, and
@@ -155,7 +155,7 @@ def test_cancelling_closes_the_connection_and_vllm_aborts(vllm, random_model_dir
 
 @pytest.fixture
 def slow(vllm):
-    """A slow network between the language server and vLLM (tests/slowproxy.py)."""
+    """A slow network between the language server and vLLM (tests/support/slowproxy.py)."""
     proxy = SlowProxy(vllm.port).start()
     yield proxy
     proxy.stop()

@@ -202,7 +202,7 @@ def test_the_protocol_doc_states_the_defaults_the_server_uses():
 
     from speclsp.lsp.config import Config, camel
 
-    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     rows = dict(re.findall(r"^\| `(\w+)` \| int \| (\d+) \|", doc, re.M))
     defaults = {camel(f.name): getattr(Config(), f.name) for f in fields(Config)}
     assert len(rows) >= 5
