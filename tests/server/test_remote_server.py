@@ -1,5 +1,5 @@
-"""The real language server (and `speclsp complete`) with the remote backend, against a
-local server that misbehaves on purpose (tests/support/fakeopenai.py): the suggestion is what the
+"""The real language server (and `speclsp complete`) with the remote backend, against a local
+server that misbehaves on purpose (tests/support/fakeopenai.py): the suggestion is what the
 server streamed, cut by the show rules; faults reach the editor as one clear message, the
 language server keeps serving, comes back when the server does, and never leaves partial
 text behind; cancelling closes the connection; the API key reaches the endpoint only."""

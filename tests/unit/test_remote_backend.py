@@ -1,7 +1,8 @@
 """The remote backend (speclsp.remote) against a local server that misbehaves on purpose
-(tests/support/fakeopenai.py): what it sends, streaming, cutting and cancelling (the connection is
-closed), deadlines, HTTP errors, broken streams, unknown models, a server that is down and
-comes back (backoff), and the API key (sent to the endpoint, never logged)."""
+(tests/support/fakeopenai.py): what it sends, streaming, cutting and cancelling (the
+connection is closed), deadlines, HTTP errors, broken streams, unknown models, a server
+that is down and comes back (backoff), and the API key (sent to the endpoint, never
+logged)."""
 
 from __future__ import annotations
 
