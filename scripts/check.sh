@@ -14,10 +14,8 @@ ruff format --check .
 echo "check: mypy (speclsp/)" >&2
 mypy
 if [ "${1:-}" != "--static" ]; then
-  echo "check: fast tests (units: index, trees, controller, engine, session rules, layers)" >&2
-  python -m pytest -q -m "not slow and not vllm and not editor" \
-    tests/test_ngram.py tests/test_tree.py tests/test_controller.py tests/test_calibration.py \
-    tests/test_session_rules.py tests/test_prompt_and_show.py tests/test_fim_families.py tests/test_layers.py \
-    tests/test_server_units.py tests/test_engine.py tests/test_draft_model.py tests/test_replay.py "$@"
+  # tests/unit: in process, no server subprocess (the default model's tests are `slow`).
+  echo "check: fast tests (tests/unit: index, trees, controller, engine, session rules, layers, remote backend)" >&2
+  python -m pytest -q -m "not slow and not vllm and not editor" tests/unit "$@"
 fi
 echo "check: passed in $((SECONDS - start)) s" >&2

@@ -10,7 +10,7 @@ speclsp models pull qwen2.5-coder-0.5b
 for installer in scripts/install-neovim.sh scripts/install-vscode-test.sh; do
   if [ -f "$installer" ]; then bash "$installer"; fi
 done
-# vLLM's CPU build in its own venv (.venv-vllm) for tests/test_vllm_e2e.py and tests/test_vllm_faults.py (~2 min here).
+# vLLM's CPU build in its own venv (.venv-vllm) for tests/server/test_vllm_*.py (~2 min here).
 start=$SECONDS
 # A failed install does not stop the run: the vLLM tests then fail (CI=true) with the reason.
 bash scripts/serve-vllm.sh install || echo "test.sh: vLLM could not be installed" >&2

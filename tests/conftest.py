@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny random model built once per test session (seconds, no download),
 a tiny model trained to reproduce its corpus (trained once per cache, ~25 s), and
 `start_server`, which runs the real language server as a subprocess over stdio and talks
-to it with pytest-lsp's client, as a given editor would (recorded capabilities)."""
+to it with pytest-lsp's client, as a given editor would (recorded capabilities).
+
+The helper modules the tests import by name (rawlsp, fakeopenai, ...) are in tests/support/,
+put on `sys.path` here, before any test module is imported."""
 
 from __future__ import annotations
 
@@ -14,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+SUPPORT = str(Path(__file__).resolve().parent / "support")
+if SUPPORT not in sys.path:
+    sys.path.insert(0, SUPPORT)
 
 DATA = Path(__file__).parent / "data"
 CLIENTS = {"neovim": "neovim-0.12.json", "vscode": "vscode-1.100.json"}
@@ -60,20 +67,6 @@ def trained_model_dir() -> Path:
     from speclsp.tools import tiny_trained
 
     return tiny_trained.trained()
-
-
-def at_body(header: str) -> tuple[str, str]:
-    """(document, expected suggestion) of the trained model for a cursor on the first line
-    of the body under `header` in `tiny_trained.CORPUS`, after its indentation, the
-    document ending there: the body up to its blank line, the first line's indentation
-    removed. The editor tests and tests/test_trained_model.py complete at these."""
-    from speclsp.tools.tiny_trained import CORPUS
-
-    start = CORPUS.index(header + "\n") + len(header) + 1
-    end = CORPUS.index("\n\n", start)
-    body = CORPUS[start:end]
-    indent = len(body) - len(body.lstrip(" "))
-    return CORPUS[: start + indent], body[indent:]
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ The server reads them here, once per model load (`ModelSlot`), and nowhere else:
 
 - SPECLSP_FAULT_INJECT="generate-if-contains:MARKER": a generation whose prompt holds
   MARKER raises, so a test can check that a failing generation fails its own request only
-  (tests/test_reliability_faults.py);
+  (tests/reliability/test_faults.py);
 - SPECLSP_TEST_STEP_DELAY_S=SECONDS: the model thread waits this long after each step it
   streams, so an editor test can watch a tiny, fast model's suggestion grow on screen
   whatever the machine's speed (tests/editors/test_vscode_e2e.py). The text is unchanged.

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import at_body
+from trainedcases import at_body
 
 pynvim = pytest.importorskip("pynvim")
 
@@ -181,8 +181,8 @@ def editor(request, trained_model_dir, tmp_path_factory):
     try:
         nvim.command(f"set rtp^={PLUGIN}")
         nvim.command("runtime! plugin/speclsp.lua")
-        # lookahead fixed:0: one token per forward, so the long line streams in many updates
-        # (as tests/test_trained_model.py); maxTokens: the window the model was trained on.
+        # lookahead fixed:0: one token per forward, so the long line streams in many updates (as
+        # tests/server/test_trained_model.py); maxTokens: the window the model was trained on.
         nvim.exec_lua(
             """
             local cmd, model, log_file = ...

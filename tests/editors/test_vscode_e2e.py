@@ -42,7 +42,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import at_body
+from trainedcases import at_body
 
 pytestmark = [pytest.mark.editor]
 

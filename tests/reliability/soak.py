@@ -25,7 +25,7 @@ request got exactly one answer, the server still serves and exits 0 after shutdo
 stayed within 10% of its level after the warm-up (`--warmup-minutes`, 10 by default), and
 the worst loop stall stayed under 250 ms. RSS's level is its median over the warm-up's
 length after it. It prints a table, writes the samples as JSON, and
-exits 1 if any of these failed. `tests/test_reliability_soak.py` runs it for a minute in the
+exits 1 if any of these failed. `tests/reliability/test_soak.py` runs it for a minute in the
 test suite; docs/reliability.md has the two-hour figures.
 """
 
@@ -43,7 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: rawlsp, fakeopenai, conftest
+TESTS = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(TESTS / "support"), str(TESTS)]  # rawlsp, fakeopenai; conftest (SERVER_ENV)
 
 from fakeopenai import FakeServer  # noqa: E402
 from rawlsp import RawServer, frame, read_message, rss_kb  # noqa: E402

@@ -1,9 +1,9 @@
 """Property: a remote server's streamed text is untrusted.
 
-Whatever text arrives, in whatever pieces, what may be shown never holds a special token,
-a terminal escape or a control character other than tab, newline and carriage return, and
-it only ever grows while the stream does (a ghost text that shrank would flicker). The
-caps on lines and bodies are checked against a real server in tests/test_remote_backend.py.
+Whatever text arrives, in whatever pieces, what may be shown never holds a special token, a
+terminal escape or a control character other than tab, newline and carriage return, and it
+only ever grows while the stream does (a ghost text that shrank would flicker). The caps on
+lines and bodies are checked against a real server in tests/unit/test_remote_backend.py.
 """
 
 from __future__ import annotations

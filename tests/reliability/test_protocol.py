@@ -2,9 +2,10 @@
 specifications ask for (or is dropped, for notifications), and the server keeps serving.
 
 One real server (`python -m speclsp --stdio`, tiny model) is shared by the module; the raw
-client (tests/rawlsp.py) writes bytes to its stdin. After every case the server must still
-answer `speclsp/stats`, and at the end a fuzz run sends thousands of generated messages and
-a normal completion must still work. Figures go to reliability-figures.json (see `record`).
+client (tests/support/rawlsp.py) writes bytes to its stdin. After every case the server
+must still answer `speclsp/stats`, and at the end a fuzz run sends thousands of generated
+messages and a normal completion must still work. Figures go to reliability-figures.json
+(see `record`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Faults with a real engine: vLLM's CPU build serving a tiny *random-weights* model, so that
 a cancel or a kill lands while vLLM is still generating, every time.
 
-The trained model of tests/test_vllm_e2e.py ends its answer (~230 tokens) in ~1.4 s, about
-as long as a cancel takes to reach vLLM, so a test could not tell an abort from a finished
-generation. This model's greedy answer never ends (a short pattern repeated, no end
-token): asked for `MAX_TOKENS` (1,024, the language server's largest maxTokens) it writes
-exactly that many, in ~13 s here (`HIDDEN`). The cancel or the kill comes at the
+The trained model of tests/server/test_vllm_e2e.py ends its answer (~230 tokens) in ~1.4 s,
+about as long as a cancel takes to reach vLLM, so a test could not tell an abort from a
+finished generation. This model's greedy answer never ends (a short pattern repeated, no
+end token): asked for `MAX_TOKENS` (1,024, the language server's largest maxTokens) it
+writes exactly that many, in ~13 s here (`HIDDEN`). The cancel or the kill comes at the
 first streamed text, so vLLM's generation-token counter (its /metrics) tells for certain
 whether the request was aborted: the same request left alone writes the maximum.
 
@@ -18,12 +18,12 @@ the streamed text taken back, the server still answering; a second server starte
 vLLM is down says it cannot reach it; restarted on the same port, vLLM serves both again.
 Killed under the backend, it is a `BackendError` (last: it leaves vLLM down).
 
-The cancel from the editor reaches vLLM through tests/slowproxy.py (a slow network: the
-editor is still being streamed when it lands); the kill from the editor goes straight to
-vLLM, so that the stream cut off shows vLLM died while generating. One vLLM server for the
-module (its own, not test_vllm_e2e.py's: module-scoped fixtures end with their module, and
-`VllmServer.stop` returns only when its whole process group is gone, so the two never run
-at once). Skipped without vLLM installed (`bash scripts/serve-vllm.sh install`), failed
+The cancel from the editor reaches vLLM through tests/support/slowproxy.py (a slow network:
+the editor is still being streamed when it lands); the kill from the editor goes straight
+to vLLM, so that the stream cut off shows vLLM died while generating. One vLLM server for
+the module (its own, not test_vllm_e2e.py's: module-scoped fixtures end with their module,
+and `VllmServer.stop` returns only when its whole process group is gone, so the two never
+run at once). Skipped without vLLM installed (`bash scripts/serve-vllm.sh install`), failed
 instead under CI=true.
 """
 
@@ -35,8 +35,8 @@ import time
 
 import pytest
 from conftest import running_server
+from remotehelpers import inline_text, messages, remote
 from slowproxy import SlowProxy
-from test_remote_server import inline_text, messages, remote
 from vllmserver import VllmServer, module_server
 
 from speclsp.backend import BackendError, CancelToken
@@ -155,7 +155,7 @@ def test_cancelling_closes_the_connection_and_vllm_aborts(vllm, random_model_dir
 
 @pytest.fixture
 def slow(vllm):
-    """A slow network between the language server and vLLM (tests/slowproxy.py)."""
+    """A slow network between the language server and vLLM (tests/support/slowproxy.py)."""
     proxy = SlowProxy(vllm.port).start()
     yield proxy
     proxy.stop()

@@ -1,5 +1,5 @@
-"""The real language server (and `speclsp complete`) with the remote backend, against a
-local server that misbehaves on purpose (tests/fakeopenai.py): the suggestion is what the
+"""The real language server (and `speclsp complete`) with the remote backend, against a local
+server that misbehaves on purpose (tests/support/fakeopenai.py): the suggestion is what the
 server streamed, cut by the show rules; faults reach the editor as one clear message, the
 language server keeps serving, comes back when the server does, and never leaves partial
 text behind; cancelling closes the connection; the API key reaches the endpoint only."""
@@ -15,11 +15,10 @@ import conftest
 import pytest
 from conftest import running_server
 from fakeopenai import FakeServer
-from test_remote_backend import KEY, free_port
-from test_trained_model import AREA
+from remotehelpers import KEY, URI, complete_cli, free_port, inline_text, messages, remote
+from trainedcases import AREA
 
 EXPECTED = "return self.width * self.height"
-URI = "file:///w/shapes.py"
 
 
 @pytest.fixture
@@ -27,19 +26,6 @@ def fake():
     server = FakeServer(text=EXPECTED + "\n\n").start()
     yield server
     server.stop()
-
-
-def remote(endpoint: str, **more) -> dict:
-    return {"backend": "openai", "endpoint": endpoint, "remoteModel": "fake", "maxTokens": 48, **more}
-
-
-def messages(editor) -> list[str]:
-    return [m.message for m in editor.client.messages]
-
-
-async def inline_text(editor, uri: str = URI, **kw) -> str:
-    result = await editor.inline(uri, invoked=True, **kw)
-    return result.items[0].insert_text if result and result.items else ""
 
 
 async def test_the_suggestion_is_what_the_server_streamed(fake, trained_model_dir, tmp_path):
@@ -146,36 +132,6 @@ async def test_the_api_key_is_sent_to_the_endpoint_and_never_logged(fake, traine
     assert {r["auth"] for r in fake.requests} == {f"Bearer {KEY}"}
     assert KEY not in editor.log.read_text() and "Bearer" not in editor.log.read_text()
     assert not any(KEY in m for m in messages(editor))
-
-
-def complete_cli(model_dir, endpoint: str, *more: str) -> subprocess.CompletedProcess:
-    doc = model_dir.parent / "shapes-remote.py"
-    doc.write_text(AREA[0])
-    lines = AREA[0].split("\n")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "speclsp",
-            "complete",
-            str(doc),
-            "--line",
-            str(len(lines) - 1),
-            "--character",
-            str(len(lines[-1])),
-            "--model",
-            str(model_dir),
-            "--backend",
-            "openai",
-            "--endpoint",
-            endpoint,
-            *more,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=conftest.SERVER_ENV,
-    )
 
 
 def test_cli_complete_says_backend_and_host(fake, trained_model_dir):

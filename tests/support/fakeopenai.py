@@ -1,5 +1,5 @@
 """A small OpenAI-compatible server that misbehaves on purpose, for the remote backend's
-fault tests (the real engine, vLLM, is in tests/test_vllm_e2e.py).
+fault tests (the real engine, vLLM, is in tests/server/test_vllm_e2e.py).
 
 `FakeServer().start()` listens on 127.0.0.1 (a free port) in a thread. Its `mode` says
 what `POST /v1/completions` does next:

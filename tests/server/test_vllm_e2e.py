@@ -5,7 +5,7 @@ One vLLM server for the module (scripts/serve-vllm.sh; ~1-2 minutes to start her
 with its whole process group at the module's end. The suggestion equals what vLLM returns
 for the same prompt (and what the local engine suggests); streaming grows; a wrong model
 name or endpoint is one clear message. Cancelling and killing vLLM mid-stream are in
-tests/test_vllm_faults.py, with a random-weights model: this one ends its answer (~230
+tests/server/test_vllm_faults.py, with a random-weights model: this one ends its answer (~230
 tokens) in ~1.4 s, too soon to tell an abort from a finished generation. Skipped without
 vLLM installed (`bash scripts/serve-vllm.sh install`), failed instead under CI=true.
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 import httpx
 import pytest
 from conftest import running_server
-from test_remote_server import complete_cli, inline_text, messages, remote
-from test_trained_model import AREA, DESCRIBE, MAX_TOKENS
-from vllmserver import VllmServer, free_port, module_server
+from remotehelpers import complete_cli, free_port, inline_text, messages, remote
+from trainedcases import AREA, DESCRIBE, MAX_TOKENS
+from vllmserver import VllmServer, module_server
 
 pytestmark = pytest.mark.vllm
 URI = "file:///w/shapes.py"

@@ -20,8 +20,8 @@ import re
 import time
 
 import pytest
+from inprocess import expected_completion
 from rawlsp import RawServer, frame, record, rss_kb
-from test_server import expected_completion
 
 OPTIONS = {"maxTokens": 8, "lookahead": "fixed:2"}
 SEED = 20261201
@@ -346,7 +346,7 @@ def test_long_soak_driver_for_a_minute(tiny_model_dir, tmp_path_factory):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent / "reliability"))
+    sys.path.insert(0, str(Path(__file__).parent))  # soak.py, beside this file
     import soak
 
     out = tmp_path_factory.mktemp("long-soak") / "soak.json"

@@ -10,15 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from remotehelpers import free_port
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm"))
 START_TIMEOUT_S = 420  # ~100 s on 2 shared cores for the tiny model (compilation included)
 
@@ -29,12 +29,6 @@ def need_vllm() -> None:
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class VllmServer:

@@ -1,6 +1,6 @@
 """Faults and security: a model that cannot load (corrupt, out of memory, tampered GGUF), a
 generation that raises, `--tcp` on loopback, and no code path that executes or reads what
-documents name. (The editor process dying is tests/test_server_lifecycle.py.)"""
+documents name. (The editor process dying is tests/server/test_server_lifecycle.py.)"""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SERVER_ENV
+from fakewheels import spec_for
 from rawlsp import RawServer, frame, read_message, start_tcp
-from test_models_and_cli import spec_for
 
 from speclsp.cli import is_loopback, parse_tcp_address
 from speclsp.local import registry as models
@@ -152,7 +152,7 @@ def test_tcp_listens_on_loopback_says_so_and_serves_one_client(tmp_path):
 def test_server_code_never_executes_or_opens_what_documents_say():
     """An audit of the modules a request goes through: no eval/exec, no subprocess, no
     pickle, no file reads (documents arrive as text in didOpen/didChange)."""
-    root = Path(__file__).parent.parent / "speclsp"
+    root = Path(__file__).resolve().parents[2] / "speclsp"
     forbidden = re.compile(
         r"(?<![.\w])(eval|exec|compile|__import__)\(|subprocess|pickle|os\.system|read_text|read_bytes"
         r"|\bopen\(|torch\.load"

@@ -1,24 +1,23 @@
 """The remote backend (speclsp.remote) against a local server that misbehaves on purpose
-(tests/fakeopenai.py): what it sends, streaming, cutting and cancelling (the connection is
-closed), deadlines, HTTP errors, broken streams, unknown models, a server that is down and
-comes back (backoff), and the API key (sent to the endpoint, never logged)."""
+(tests/support/fakeopenai.py): what it sends, streaming, cutting and cancelling (the
+connection is closed), deadlines, HTTP errors, broken streams, unknown models, a server
+that is down and comes back (backoff), and the API key (sent to the endpoint, never
+logged)."""
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 
 import pytest
 from fakeopenai import FakeServer
+from remotehelpers import KEY, free_port
 
 from speclsp.backend import BackendError, CancelToken
 from speclsp.completion.fim import stop_token_strings, token_strings
 from speclsp.remote.backend import OpenAIBackend, RemoteSettings, endpoint_host, load_tokenizer
 from speclsp.remote.sse import EventReader
-
-KEY = "sk-test-7f3a9c1e5b"  # a made-up key: it must reach the server and nowhere else
 
 
 @pytest.fixture
@@ -41,12 +40,6 @@ def backend_for(endpoint: str, tokenizer, **kw) -> OpenAIBackend:
 def generate(backend: OpenAIBackend, **kw):
     kw.setdefault("max_new_tokens", 32)
     return backend.generate(backend.encode("class Shape:\n    def area(self):\n        "), **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_event_reader_joins_data_lines_and_skips_comments():

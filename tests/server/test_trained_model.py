@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import pytest
 import pytest_asyncio
-from conftest import at_body, running_server
+from conftest import running_server
+from trainedcases import AREA, DESCRIBE, MAX_TOKENS, SCALE
 
-from speclsp.tools.tiny_trained import CORPUS, WINDOW
+from speclsp.tools.tiny_trained import CORPUS
 
-MAX_TOKENS = WINDOW  # the training checks this many tokens at every cursor
 OPTIONS = {"lookahead": "fixed:0", "maxTokens": MAX_TOKENS}  # one token per forward: many updates
-
-
-AREA = at_body("    def area(self):")
-DESCRIBE = at_body("    def describe(self):")  # one long line
-SCALE = at_body("    def scale(self, factor):")  # three lines
 
 
 def test_cursors_expect_what_the_tests_need():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
-ROOT = Path(__file__).parent.parent / "speclsp"
+ROOT = Path(__file__).resolve().parents[2] / "speclsp"
 
 # Layers from the top; a module may import its own layer and any layer below it. The two
 # backends share a level and never import each other.

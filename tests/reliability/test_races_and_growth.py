@@ -1,5 +1,9 @@
-"""Regression tests from the second independent attack (issue "Reliability round 2"), each
-built from its reproduction, against the real server (stdio or TCP) with the tiny model.
+"""Races, and work or memory that grew with the input: a model load cancelled by closing a
+document named `model` (and a failed load never retried), two TCP clients connecting at
+once; the word before the cursor on a 100k-character line, history at the index cap,
+option values echoed whole, requests for unopened documents kept; a process id that cannot
+be one. Each test is built from a reproduction of the second independent attack (issue
+"Reliability round 2"), against the real server (stdio or TCP) with the tiny model.
 
 Work that used to grow quadratically is checked at sizes where quadratic work would run
 far past pytest's timeout; nothing here asserts a duration.

@@ -19,8 +19,8 @@ import time
 
 import pytest
 from conftest import SERVER_ENV
+from inprocess import expected_completion
 from rawlsp import RawServer, record, rss_kb
-from test_server import expected_completion
 
 OPTIONS = {"maxTokens": 24}
 SECRET = "hunter2-SECRET-7f3a"

@@ -1,5 +1,5 @@
-"""A throttling TCP proxy that stands in for a slow network between speclsp and a real
-server (tests/test_vllm_faults.py puts it in front of vLLM for the cancel from the editor,
+"""A throttling TCP proxy that stands in for a slow network between speclsp and a real server
+(tests/server/test_vllm_faults.py puts it in front of vLLM for the cancel from the editor,
 so that the editor is still being streamed when the cancel lands).
 
 `SlowProxy(port).start()` listens on 127.0.0.1 (a free port) in a thread. Requests go

@@ -306,7 +306,7 @@ def test_a_change_of_three_hundred_folders_is_one_pass_over_the_documents(monkey
 
 @pytest.mark.parametrize("client", ["Visual Studio Code", "Neovim"])
 def test_a_crlf_document_is_answered_in_its_line_ending_but_neovim_gets_lf(trained_model_dir, tmp_path, client):
-    from conftest import at_body
+    from trainedcases import at_body
 
     document, expected = at_body("    def scale(self, factor):")
     s = RawServer(str(trained_model_dir), tmp_path / "server.log")

@@ -18,6 +18,7 @@ import asyncio
 import pytest
 import pytest_asyncio
 from conftest import running_server, units
+from inprocess import expected_completion
 from lsprotocol import types
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -50,18 +51,6 @@ def close_documents(request):
     for name in ("vscode", "neovim"):
         if name in request.fixturenames:
             request.getfixturevalue(name).close_all()
-
-
-def expected_completion(tiny_lm, text: str, max_tokens: int = 24, others=()) -> str:
-    """What the in-process pipeline suggests at the end of `text`."""
-    from speclsp.completion.completer import Completer, CompletionRequest
-    from speclsp.local.backend import LocalBackend
-
-    lines = text.split("\n")
-    req = CompletionRequest(
-        "doc.py", text, len(lines) - 1, len(lines[-1]), other_documents=others, max_tokens=max_tokens
-    )
-    return Completer(LocalBackend(tiny_lm)).complete(req).text
 
 
 def new_uri(editor, name: str) -> str:

