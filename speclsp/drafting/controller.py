@@ -15,9 +15,12 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from .drafter import MAX_DRAFT, Draft
+
+if TYPE_CHECKING:
+    from .tree import DraftTree
 
 
 class LookaheadPolicy(Protocol):
@@ -29,6 +32,19 @@ class LookaheadPolicy(Protocol):
 
     def record(self, draft: Draft, k: int, accepted: int, seconds: float) -> None:
         """The verify pass over k drafted tokens kept `accepted` of them and took `seconds`."""
+
+
+@runtime_checkable
+class TreePolicy(LookaheadPolicy, Protocol):
+    """A policy that sizes token trees too (`TreeLookahead`)."""
+
+    max_nodes: int
+
+    def plan_tree(self, tree: DraftTree, step_budget_s: float | None = None) -> tuple[list[int], float]:
+        """The nodes of `tree` to verify in the next forward, and their expected gain."""
+
+    def record_tree(self, tree: DraftTree, path: list[int], seconds: float) -> None:
+        """The verify pass over `tree` accepted the nodes on `path` and took `seconds`."""
 
 
 @dataclass

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .tree import DraftTree
 
 MAX_DRAFT = 64  # the longest draft any drafter proposes; the verify pass grows with it
 
@@ -46,6 +49,14 @@ class Drafter(Protocol):
 
     def propose(self, ids: Sequence[int], max_tokens: int) -> Draft:
         """Up to `max_tokens` tokens likely to follow `ids` (prompt + generated so far)."""
+
+
+@runtime_checkable
+class TreeDrafter(Drafter, Protocol):
+    """A drafter that can also propose a token tree (`workspace.WorkspaceDrafter`)."""
+
+    def propose_tree(self, ids: Sequence[int], max_nodes: int, max_depth: int = MAX_DRAFT) -> DraftTree:
+        """Up to `max_nodes` candidate tokens after `ids`, as a trie of continuations."""
 
 
 @dataclass

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..backend import CancelToken, GenerationResult, GenerationStats, Step, stop_requested
-from ..drafting.controller import FixedLookahead, LookaheadPolicy
-from ..drafting.drafter import MAX_DRAFT, Drafter, NullDrafter
+from ..drafting.controller import FixedLookahead, LookaheadPolicy, TreePolicy
+from ..drafting.drafter import MAX_DRAFT, Drafter, NullDrafter, TreeDrafter
 from ..drafting.recycle import Successors
 from ..drafting.tokens import common_prefix_len
 from ..drafting.tree import accept_tree
@@ -172,7 +172,7 @@ class Engine:
             drafter.begin(prompt_ids)
         # Token trees where the drafter proposes them, the policy sizes them and the
         # model's attention takes a tree mask; chains otherwise.
-        trees = hasattr(drafter, "propose_tree") and hasattr(policy, "plan_tree") and lm.tree_attention
+        trees = isinstance(drafter, TreeDrafter) and isinstance(policy, TreePolicy) and lm.tree_attention
         while generated and not stats.stop_reason:
             if stop_text is not None and (cut := stop_text(text)) is not None:
                 text, stats.stop_reason = text[:cut], "stop_text"
@@ -245,7 +245,14 @@ class Engine:
         return new
 
     def _tree_step(
-        self, drafter, policy, ids, room, step_budget_s, stats: GenerationStats, steps: list[Step]
+        self,
+        drafter: TreeDrafter,
+        policy: TreePolicy,
+        ids: list[int],
+        room: int,
+        step_budget_s: float | None,
+        stats: GenerationStats,
+        steps: list[Step],
     ) -> list[int]:
         """Draft a token tree, keep the nodes the policy sizes for this step, verify them in
         one forward (a tree mask), keep the longest path the model agrees with."""
