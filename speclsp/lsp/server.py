@@ -70,6 +70,7 @@ class SpeclspServer(LanguageServer):
         self.pending_warnings: list[str] = []
         self.supports_pull_configuration = False
         self._watchdog: asyncio.Task | None = None
+        self._served: list[Any] = []  # over TCP: the one client this server serves
 
     # --- transports ------------------------------------------------------------------------
 
@@ -97,44 +98,12 @@ class SpeclspServer(LanguageServer):
         nothing for FIRST_BYTES_S is dropped (a port scanner, a stuck process), and until a
         client speaks, any connection may. Raises `ListenError` if it cannot listen (the
         port in use, a host that does not resolve)."""
-        self._stop_event = stop = threading.Event()
-
-        served: list[Any] = []  # the one client this server serves
+        self._stop_event = threading.Event()
         failed: list[OSError] = []
-
-        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            peer = writer.get_extra_info("peername")
-            try:
-                first = await asyncio.wait_for(reader.read(MAX_HEADER_LINE), FIRST_BYTES_S)
-            except (TimeoutError, OSError):
-                first = b""
-            if not first or served:
-                # Silent for too long, gone, or a client already speaks here: a second one
-                # must never share the first one's protocol (its answers, its exit).
-                log.warning(
-                    "connection from %s dropped: %s",
-                    peer,
-                    f"this server already serves {served[0]}"
-                    if served
-                    else f"nothing sent within {FIRST_BYTES_S:.0f} s",
-                )
-                writer.close()
-                return
-            served.append(peer)
-            if self._server is not None:
-                self._server.close()  # one client per server: stop listening
-            log.info("client connected from %s", peer)
-            self.protocol.set_writer(writer)
-            try:
-                await read_messages(SocketReader(reader), self.protocol, stop, first)
-            finally:
-                log.info("client %s disconnected", peer)
-                self.shutdown()
-                asyncio.get_running_loop().stop()
 
         async def listen() -> None:
             try:
-                self._server = await asyncio.start_server(connection, host, port, limit=MAX_HEADER_LINE * 2)
+                self._server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEADER_LINE * 2)
             except OSError as e:  # in use, not an address of this machine, does not resolve
                 failed.append(e)
                 asyncio.get_running_loop().stop()
@@ -152,6 +121,33 @@ class SpeclspServer(LanguageServer):
             pass
         if failed:
             raise ListenError(f"cannot listen on {host}:{port}: {failed[0].strerror or failed[0]}")
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One TCP connection: the client if it is the first to speak, else dropped."""
+        peer = writer.get_extra_info("peername")
+        try:
+            first = await asyncio.wait_for(reader.read(MAX_HEADER_LINE), FIRST_BYTES_S)
+        except (TimeoutError, OSError):
+            first = b""
+        if not first or self._served:
+            # Silent for too long, gone, or a client already speaks here: a second one
+            # must never share the first one's protocol (its answers, its exit).
+            why = f"this server already serves {self._served[0]}" if self._served else None
+            log.warning("connection from %s dropped: %s", peer, why or f"nothing sent within {FIRST_BYTES_S:.0f} s")
+            writer.close()
+            return
+        self._served.append(peer)
+        if self._server is not None:
+            self._server.close()  # one client per server: stop listening
+        log.info("client connected from %s", peer)
+        self.protocol.set_writer(writer)
+        assert self._stop_event is not None
+        try:
+            await read_messages(SocketReader(reader), self.protocol, self._stop_event, first)
+        finally:
+            log.info("client %s disconnected", peer)
+            self.shutdown()
+            asyncio.get_running_loop().stop()
 
     def _client_lost(self) -> None:
         """The editor closed its end: say so once, stop reading, answer nothing more."""
