@@ -121,8 +121,8 @@ class CostModel:
     The calibration table gives the shape: how a pass grows with k. Between measured
     points it is interpolated linearly, beyond the last one extrapolated with the last
     slope, and made non-decreasing. On a shared machine every pass slows down together
-    when other work runs (seen here: a calibration taken under load measured k = 0 at
-    4x its quiet cost), so real steps mostly move one number, the load level
+    when other work runs (a calibration taken under load can measure k = 0 at several
+    times its quiet cost), so real steps mostly move one number, the load level
     (`cost(k) = scale * shape(k)`), and refine the shape at k slowly. A calibration taken
     under load therefore still ranks k correctly, and stops mattering once steps arrive.
     """

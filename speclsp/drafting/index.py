@@ -58,7 +58,7 @@ LEVELS = (2, 4, 8, 16, 32)  # context lengths that are indexed; lookup tries the
 # order (insertion order; a re-posted uid goes last, as in a tuple), so `bucket()` answers
 # exactly as before. Tuples, not lists: the garbage collector stops tracking a tuple of ints
 # the first time it sees one, and a full index holds ~200k buckets; as lists, every full
-# collection walked them all while the event loop waited (~150 ms each, docs/reliability.md).
+# collection walked them all while the event loop waited (docs/reliability.md, the long soak).
 BIG_BUCKET = 32
 MAX_MATCH = 64  # exact match length is measured up to this many tokens
 DEFAULT_MAX_TOKENS = 500_000  # ~250 MB at the measured ~500 bytes per token
@@ -169,9 +169,8 @@ class NgramIndex:
         """Tokens (and their lengths) of `text`, a piece of PIECE_CHARS at a time, stopping
         after the piece that takes them past `limit`; also how many characters were read.
         Pieces: the GIL is held while each piece's result becomes lists, not for the whole
-        (~75 ms for 1M characters), and a document over the cap is never held whole as
-        lists of ints (each young list of 10^5 ints made the collector's youngest
-        generation take tens of ms)."""
+        document, and a document over the cap is never held whole as lists of ints (young
+        lists of 10^5 ints made the collector's youngest generation slow)."""
         assert self.tokenize is not None
         ids: list[int] = []
         lens: list[int] | None = []

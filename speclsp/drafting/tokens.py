@@ -108,8 +108,8 @@ def make_tokenize(tokenizer: Any) -> TokenizeFn:
     if backend is not None:
 
         def tokenize(text: str) -> tuple[list[int], list[int] | None]:
-            # encode_batch releases the GIL while it runs (encode holds it: ~40 ms for 40k
-            # characters, during which the server's event loop could not run). Long texts
+            # encode_batch releases the GIL while it runs (encode holds it for the whole
+            # text, during which the server's event loop could not run). Long texts
             # come in pieces (NgramIndex.open), so turning its result into lists is short too.
             enc = backend.encode_batch([text], add_special_tokens=False)[0]
             return enc.ids, lengths_from_offsets(len(text), enc.offsets)

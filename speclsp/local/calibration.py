@@ -2,9 +2,9 @@
 
 The lookahead controllers price a draft of k tokens by the cost of one verify pass over
 1 + k tokens. That cost depends on the CPU more than on anything else: on a CPU with AMX a
-17-token pass costs ~1.2x a one-token step in bf16, on an AVX2-only CPU ~12x (bf16 has no
-hardware path there, every drafted token adds ~50 ms). So it is measured here, but never
-in one long block before the server can serve:
+17-token pass costs little more than a one-token step in bf16, on an AVX2-only CPU an
+order of magnitude more (bf16 has no hardware path there; figures: docs/benchmarks.md). So
+it is measured here, but never in one long block before the server can serve:
 
 - `probe` times a one-token step and a 16-token pass (k = 0 and 15) after a short prefix:
   two points, enough for the controller to draft sensibly at once (and for the choice of
@@ -47,7 +47,7 @@ CALIBRATED_KS = (0, 1, 3, 7, 8, 15, 16, 31, 32, 47, 48, 63, 64)
 # Measured in this order, the small sizes first: where a drafted token is dear (a CPU
 # without fast multi-row kernels) the controller drafts only a few, and a budget that runs
 # out leaves the large sizes to extrapolation rather than k = 1..6 to a line from k = 0 to
-# k = 7 (that overpriced them by ~15 ms on the avx2 profile and kept drafts short).
+# k = 7 (that overpriced them on an AVX2-only CPU and kept drafts short).
 ORDER = (0, 15, 7, 8, 1, 3, 16, 31, 32, 63, 64, 47, 48)
 PROBE_KS = (0, 15)
 FIRST_CHUNK = 16  # the prefix is fed as 16 tokens (a bail-out point for a hopeless dtype),

@@ -8,9 +8,9 @@ new tokens, `crop` back to a prefix, and `greedy` next-token ids. `step_costs` s
 verify pass per draft length costs here (`calibration.py` measures it).
 
 On CUDA and MPS the precision follows a rule (bf16 where supported, else fp16). On a CPU
-it is measured (`precision.py`): bf16 is 1.3-2x faster than float32 where the CPU
-has bf16 hardware (AMX, AVX512-BF16) and many times slower where it has none (AVX2: every
-drafted token ~50 ms), and int8 weights (`quant.py`) read a quarter of float32's bytes.
+it is measured (`precision.py`): bf16 is faster than float32 where the CPU has bf16
+hardware (AMX, AVX512-BF16) and many times slower where it has none (AVX2: every drafted
+token costs about a whole step), and int8 weights (`quant.py`) read a quarter of float32's bytes.
 
 This file is one concern (a loaded model: loading it and its forward passes) at ~440 lines.
 """
@@ -219,8 +219,8 @@ class LoadedModel:
             kv.cache = DynamicCache(config=self.model.config)
         x = torch.tensor([list(new_ids)], dtype=torch.long, device=self.device)  # [1, T]
         # The lm_head only where logits are needed: the last position (`last_only`) or none
-        # (prefill chunks: the 150k-row head costs ~25 ms a call on a 2-core CPU even for
-        # one position, and most of the memory of a long prefill for all of them).
+        # (prefill chunks: the 150k-row head is the largest single matmul even for one
+        # position, and most of the memory of a long prefill for all of them).
         keep: int | torch.Tensor = 1 if last_only else 0  # 0: every position
         if not logits:
             keep = torch.empty(0, dtype=torch.long, device=self.device)  # no position

@@ -1,7 +1,7 @@
 """Which precision a model runs in on this CPU: measured once, cached per CPU.
 
-On a CPU with bf16 hardware (AMX, AVX512-BF16) bf16 is 1.3-2x faster than float32; on an
-AVX2-only CPU it has no hardware path and every drafted token costs ~50 ms more, while
+On a CPU with bf16 hardware (AMX, AVX512-BF16) bf16 is faster than float32; on an
+AVX2-only CPU it has no hardware path and every drafted token costs about a step more, while
 int8 weights (quant.py) read a quarter of float32's bytes per decode step. No rule gets
 all of these right, so the first load of a model on a CPU measures each candidate
 (`calibration.probe`: a one-token step, a 16-token verify pass and a prefill; bf16 last,

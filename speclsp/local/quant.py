@@ -8,8 +8,8 @@ stream) stays float32, so a CPU without bf16 hardware never runs attention in bf
 
 Prefill chunks (more than `DENSE_ROWS` rows) dequantize the weight and multiply densely
 instead, in the dense dtype this CPU multiplies fastest (`dense_dtype`: bf16 with bf16
-hardware, else float32): the int8 kernel's cost grows with the rows (256 rows: 13 ms a
-layer against 1.8 ms dequantized in bf16 on AMX, 24 against 12 in float32 on AVX2). Verify
+hardware, else float32): the int8 kernel's cost grows with the rows, and at prefill sizes
+it is several times the dense matmul's (figures: docs/decisions.md). Verify
 passes (at most 65 rows) and one-token steps always take the int8 kernel, whose rows are
 bit-identical whatever the batch, so the lossless property never depends on the path.
 
@@ -73,8 +73,8 @@ class Int8Linear(nn.Module):
         if n % 16:  # zero rows the output drops again
             w = torch.cat([w, w.new_zeros(16 - n % 16, w.shape[1])])
         amax = w.abs().amax(dim=1).float().clamp(min=1e-12)  # [N']
-        # In place on one float copy: 0.7 s for the default model's weights (a throwaway script) where a chain of
-        # temporaries took 4 s.
+        # In place on one float copy: a chain of temporaries took several times as long and
+        # held several copies of the weights.
         q = w.to(torch.float32, copy=True).mul_((127.0 / amax)[:, None]).round_().clamp_(-127, 127).to(torch.int8)
         bias = None if linear.bias is None else linear.bias.detach()
         return cls(q, (amax / 127.0).to(torch.bfloat16), bias, n)

@@ -11,9 +11,9 @@ model worker is idle (`ModelWorker.set_idle`), so it never delays a completion b
 than one pass.
 
 After a load, the objects that exist then (torch's and transformers' modules, the model:
-~400k of them) are moved out of the garbage collector's sight (`gc.freeze`): a full
-collection over them took ~200 ms here, holding the GIL, so every message waited that
-long whenever one ran; after the freeze a full collection takes a few ms. They are freed
+hundreds of thousands) are moved out of the garbage collector's sight (`gc.freeze`): a full
+collection over them held the GIL for a large part of a second, so every message waited
+that long whenever one ran; after the freeze a full collection takes milliseconds. They are freed
 by reference counting as ever; `gc.unfreeze` before a reload lets the collector see the
 old model's cycles again.
 """

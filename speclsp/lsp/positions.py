@@ -59,8 +59,8 @@ def line_starts(text: str) -> list[int]:
     """Offsets where lines start: after each "\n", "\r\n" or lone "\r" (LSP's line endings).
 
     Rebuilt on the event loop at every edit, so it is found in bulk (passes in C over the
-    code points) rather than by a loop over the lines: 4-8 ms a keystroke in a 1M-character
-    document before, 1.3-1.9 ms now (docs/reliability.md)."""
+    code points) rather than by a loop over the lines, which cost milliseconds a keystroke in a
+    1M-character document (figures: docs/reliability.md)."""
     if len(text) < 4096:  # a regular expression is quicker than the set-up below
         return [0, *(m.end() for m in _EOL.finditer(text))]
     points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)

@@ -1,7 +1,7 @@
 """What a remote server's answer may do to us: every byte of it is untrusted.
 
-A server may be broken or hostile: one 10 MB SSE line stalled the event loop for 27 s and a
-200 MB one grew the process to 15 GB; a 100 MB error page was read whole for a 200-character
+A server may be broken or hostile: one 10 MB SSE line stalled the event loop for seconds and
+a 200 MB one grew the process until the kernel killed it; a 100 MB error page was read whole for a 200-character
 message; a 429 with `Retry-After: 60` was retried on every keystroke; and special tokens,
 terminal escapes and NUL in the streamed text were shown as ghost text. These helpers bound
 what is read (`capped_lines`, `read_capped`), honour the retry hint (`retry_after`) and
