@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,6 +52,15 @@ class LoopWatch:
         self._gc_since_wake += took
         if not self.paused():
             self.gc_worst_s = max(self.gc_worst_s, took)
+            if took > STALL_LOG_S / 2:
+                log.info(
+                    "garbage collection of generation %s took %.0f ms on %s: %s objects freed, %d frozen",
+                    info.get("generation"),
+                    took * 1e3,
+                    threading.current_thread().name,
+                    info.get("collected"),
+                    gc.get_freeze_count(),
+                )
 
     def start(self) -> None:
         if self._task is None:
