@@ -15,8 +15,10 @@ This file is one concern (the command line: flags, checks, and each subcommand's
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -46,6 +48,8 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: every thread's stack to the log (a hang)
+        faulthandler.register(signal.SIGUSR1, file=handler.stream, all_threads=True)
     # transformers and friends are chatty at INFO
     for noisy in ("transformers", "accelerate", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

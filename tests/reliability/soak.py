@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,6 +89,10 @@ def code(chars: int, seed: int) -> str:
     return "".join(out)[:chars]
 
 
+class Stop(Exception):
+    """The soak cannot go on (a failure is recorded): finish, report, keep the logs."""
+
+
 class Soak:
     def __init__(self, model: str, workdir: Path, seed: int, sample_s: float) -> None:
         self.rng = random.Random(seed)
@@ -98,7 +104,7 @@ class Soak:
         for f in self.folders:
             f.mkdir(parents=True, exist_ok=True)
         self.model = model
-        self.s = RawServer(model, workdir / "server.log", tcp=True)
+        self.s = RawServer(model, workdir / "server.log", "-v", tcp=True)
         self.s.initialize(self.folders[0], OPTIONS)
         self.pending: dict[str, float] = {}  # request id -> when sent
         self.answered = 0
@@ -347,7 +353,13 @@ class Soak:
 
     def sample(self, t0: float) -> None:
         self.collect()
-        stats = self.s.request("speclsp/stats", None, timeout=120)["result"]
+        try:
+            stats = self.s.request("speclsp/stats", None, timeout=60)["result"]
+        except AssertionError:  # unanswered: a hang; every thread's stack goes to its log
+            os.kill(self.s.pid, signal.SIGUSR1)
+            time.sleep(2)
+            self.failures.append(f"speclsp/stats unanswered for 60 s at minute {(time.monotonic() - t0) / 60:.1f}")
+            raise Stop from None
         self.collect()
         now = time.monotonic()
         late = [i for i, t in self.pending.items() if now - t > 120]
@@ -503,13 +515,15 @@ def main(argv: list[str] | None = None) -> int:
         soak = Soak(model, work / "ws", args.seed, args.sample_s)
         try:
             soak.run(args.minutes)
+        except Stop:
+            pass
         finally:
             exit_code = soak.finish()
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in (work / "ws").glob("*.log"):
+                    shutil.copy(log, args.logs / log.name)
         out = summary(soak, exit_code, warmup)
-        if args.logs:
-            args.logs.mkdir(parents=True, exist_ok=True)
-            for log in (work / "ws").glob("*.log"):
-                shutil.copy(log, args.logs / log.name)
     if args.out:
         args.out.write_text(json.dumps({**out, "samples": soak.samples}, indent=1))
     print(table(out))
