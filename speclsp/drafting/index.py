@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ from .tokens import (
     SLOT_SHIFT,
     STATIC,
     Chunk,
+    ChunkMap,
     IdsDoc,
     TextDoc,
     TokenizeFn,
@@ -52,14 +54,28 @@ from .tokens import (
 log = logging.getLogger(__name__)
 
 LEVELS = (2, 4, 8, 16, 32)  # context lengths that are indexed; lookup tries the longest first
-# A bucket (the uids posted under one key) is an int, a tuple, or above BIG_BUCKET uids a dict
-# uid -> None: repeated text (`"0," * 100000`) makes buckets of 10^5 uids, and removing each
-# of them from a sequence made closing such a document quadratic. A dict keeps the same
-# order (insertion order; a re-posted uid goes last, as in a tuple), so `bucket()` answers
-# exactly as before. Tuples, not lists: the garbage collector stops tracking a tuple of ints
-# the first time it sees one, and a full index holds ~200k buckets; as lists, every full
-# collection walked them all while the event loop waited (docs/reliability.md, the long soak).
+# A bucket (the uids posted under one key) is an int, bytes (uids as native uint64, in order),
+# or above BIG_BUCKET uids a dict uid -> None kept apart (`_big`): repeated text
+# (`"0," * 100000`) makes buckets of 10^5 uids, and removing each of them from a sequence made
+# closing such a document quadratic. A dict keeps
+# the same order (insertion order), so `bucket()` answers exactly as before.
+# Neither ints nor bytes are objects the garbage collector tracks, so neither are the posting
+# dicts that hold them, however large (docs/reliability.md, the long soak): with lists every
+# full collection walked ~200k buckets; with tuples (or arrays, which 3.11 tracks), each fresh
+# one (a tuple is tracked until a collection sees it) made its posting dict tracked again, so the next collection of the
+# youngest generation walked the whole dict, and a full one all five (0.1-0.2 s, on the index
+# thread, holding the GIL while the event loop waited).
 BIG_BUCKET = 32
+
+
+def _packed(uids: Iterable[int]) -> bytes:
+    return array("Q", uids).tobytes()
+
+
+def _uids(packed: bytes) -> list[int]:
+    return memoryview(packed).cast("Q").tolist()
+
+
 MAX_MATCH = 64  # exact match length is measured up to this many tokens
 DEFAULT_MAX_TOKENS = 500_000  # ~250 MB at the measured ~500 bytes per token
 # One document may fill at most this share of the index. A larger one is not indexed
@@ -119,8 +135,9 @@ class NgramIndex:
         self.max_tokens = max_tokens
         self.max_history = max_history
         self.lock = threading.RLock()
-        self._post: list[dict[int, int | tuple[int, ...] | dict[int, None]]] = [{} for _ in LEVELS]
-        self._where: dict[int, Chunk] = {}  # text-token uid -> its chunk
+        self._post: list[dict[int, int | bytes]] = [{} for _ in LEVELS]
+        self._big: list[dict[int, dict[int, None]]] = [{} for _ in LEVELS]  # buckets over BIG_BUCKET
+        self._where = ChunkMap()  # text-token uid -> its chunk
         self._docs: dict[str, TextDoc | IdsDoc] = {}
         self._refused: dict[str, Refused] = {}
         self._slots: dict[int, IdsDoc] = {}
@@ -210,6 +227,27 @@ class NgramIndex:
             self._remove_doc(uri)
             self._refused.pop(uri, None)
 
+    def discard(self) -> None:
+        """Empty at once, without unposting token by token: this index is being replaced
+        (a new tokenizer, a folder gone). Chunks are unlinked first, so reference counting
+        frees them now; dropped as they were, their cycles (chunk <-> chunk, chunk <->
+        document) waited for a full collection, which then walked tens of thousands of
+        objects on whichever thread it ran, holding the GIL while the event loop waited."""
+        with self.lock:
+            for doc in self._docs.values():
+                if isinstance(doc, TextDoc):
+                    for c in doc.chunks:
+                        c.prev = c.next = None
+                    doc.chunks = []
+            self._docs.clear()
+            self._slots.clear()
+            self._refused.clear()
+            self._post = [{} for _ in LEVELS]
+            self._big = [{} for _ in LEVELS]
+            self._where = ChunkMap()
+            self._ntokens = 0
+            self._rank_cache = None
+
     @property
     def max_doc_tokens(self) -> int:
         """The most tokens one document may hold here (MAX_DOC_SHARE of the cap)."""
@@ -296,8 +334,9 @@ class NgramIndex:
         """uids of positions whose context of length LEVELS[level] hashes to `key`."""
         got = self._post[level].get(key)
         if got is None:
-            return []
-        return [got] if isinstance(got, int) else list(got)
+            big = self._big[level].get(key)
+            return list(big) if big is not None else []
+        return [got] if isinstance(got, int) else _uids(got)
 
     def resolve(
         self, uid: int, back: int, forward: int, current: str | None = None, cursor_uids: frozenset[int] = frozenset()
@@ -348,12 +387,14 @@ class NgramIndex:
     def stats(self) -> IndexStats:
         """Documents, tokens, and an estimate of the memory the index holds."""
         with self.lock:
-            size = sum(sys.getsizeof(d) for d in self._post) + sys.getsizeof(self._where)
+            size = sum(sys.getsizeof(d) for d in (*self._post, *self._big)) + self._where.nbytes()
             for d in self._post:  # the key ints and the multi-entry buckets
                 size += 32 * len(d)
                 for v in d.values():
                     if not isinstance(v, int):
                         size += sys.getsizeof(v)
+            for big in self._big:
+                size += sum(32 + sys.getsizeof(v) + 32 * len(v) for v in big.values())
             size += 32 * len(self._where)  # the uid ints (shared by chunks and postings)
             for doc in self._docs.values():
                 size += sys.getsizeof(doc.text) if isinstance(doc, TextDoc) else 0
@@ -441,8 +482,7 @@ class NgramIndex:
         else:
             ids, _, uids = doc.slice(0, doc.ntokens)
             self._post_range(ids, uids, 0, 0, len(ids), len(ids), add=False)
-            for u in uids:
-                del self._where[u]
+            self._where.drop_uids(uids)
         self._ntokens -= doc.ntokens
         if isinstance(doc, TextDoc):
             # No cycles left (chunk <-> chunk, chunk <-> document): reference counting frees
@@ -450,6 +490,7 @@ class NgramIndex:
             # next full collection walk ~10k chunks while the event loop waited.
             for c in doc.chunks:
                 c.prev = c.next = None
+                self._where.drop_chunk(c)
             doc.chunks = []
 
     def _append(self, doc: IdsDoc, new: Sequence[int]) -> None:
@@ -468,29 +509,35 @@ class NgramIndex:
         d = self._post[li]
         got = d.get(key)
         if got is None:
-            d[key] = uid
+            big = self._big[li].get(key)
+            if big is None:
+                d[key] = uid
+            else:
+                big[uid] = None
         elif isinstance(got, int):
-            d[key] = (got, uid)
-        elif isinstance(got, tuple):
-            d[key] = got = (*got, uid)
-            if len(got) > BIG_BUCKET:
-                d[key] = dict.fromkeys(got)
+            d[key] = _packed((got, uid))
         else:
-            got[uid] = None
+            d[key] = got = got + uid.to_bytes(8, sys.byteorder)
+            if len(got) > 8 * BIG_BUCKET:
+                del d[key]
+                self._big[li][key] = dict.fromkeys(_uids(got))
 
     def _unpost(self, li: int, key: int, uid: int) -> None:
         """Remove one uid: O(1), or O(BIG_BUCKET) from a small list."""
         d = self._post[li]
-        got = d[key]
-        if isinstance(got, int):
+        got = d.get(key)
+        if got is None:
+            big = self._big[li][key]
+            del big[uid]
+            if len(big) <= BIG_BUCKET // 2:
+                del self._big[li][key]
+                d[key] = _packed(big)
+        elif isinstance(got, int):
             del d[key]
-        elif isinstance(got, tuple):
-            i = got.index(uid)
-            d[key] = got[0 if i else 1] if len(got) == 2 else got[:i] + got[i + 1 :]
         else:
-            del got[uid]
-            if len(got) <= BIG_BUCKET // 2:
-                d[key] = tuple(got)
+            i = 8 * _uids(got).index(uid)
+            got = got[:i] + got[i + 8 :]
+            d[key] = _uids(got)[0] if len(got) == 8 else got
 
     def _post_range(
         self, ids: list[int], uids: list[int], base: int, lo: int, hi: int, full_hi: int, add: bool
@@ -527,8 +574,7 @@ class NgramIndex:
             doc.chunks.append(c)
             doc.sizes.append(len(c.ids))
             doc.nchars.append(c.nchars)
-            for u in c.uids:
-                self._where[u] = c
+            self._where.put(c)
         doc.changed()
         doc.ntokens = len(ids)
         self._ntokens += len(ids)

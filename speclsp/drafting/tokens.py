@@ -25,8 +25,10 @@ This file is one concern (documents as tokens, kept in step with their text) at 
 
 from __future__ import annotations
 
+import itertools
+import sys
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -129,16 +131,56 @@ def make_tokenize(tokenizer: Any) -> TokenizeFn:
 # --- documents --------------------------------------------------------------------------
 
 
+_CHUNK_IDS = itertools.count()
+
+
 class Chunk:
     """A run of consecutive tokens of one text document."""
 
-    __slots__ = ("ids", "lens", "uids", "nchars", "prev", "next", "doc")
+    __slots__ = ("ids", "lens", "uids", "nchars", "prev", "next", "doc", "cid")
 
     def __init__(self, ids: list[int], lens: list[int], uids: list[int], doc: TextDoc):
         self.ids, self.lens, self.uids, self.doc = ids, lens, uids, doc
         self.nchars = sum(lens)
         self.prev: Chunk | None = None
         self.next: Chunk | None = None
+        self.cid = next(_CHUNK_IDS)
+
+
+class ChunkMap:
+    """Each text token's chunk, by uid. The map of uids (one entry per token) holds chunk ids,
+    ints, so the garbage collector never tracks it; only the map of chunks (one entry per
+    ~64 tokens) holds objects. A dict uid -> Chunk of a full index was walked whole by every
+    full collection, holding the GIL while the event loop waited."""
+
+    __slots__ = ("_cid", "_chunks")
+
+    def __init__(self) -> None:
+        self._cid: dict[int, int] = {}
+        self._chunks: dict[int, Chunk] = {}
+
+    def __getitem__(self, uid: int) -> Chunk:
+        return self._chunks[self._cid[uid]]
+
+    def __len__(self) -> int:
+        return len(self._cid)
+
+    def put(self, chunk: Chunk) -> None:
+        """`chunk` holds its uids (new ones, or moved from chunks it replaces)."""
+        self._chunks[chunk.cid] = chunk
+        cid = chunk.cid
+        for u in chunk.uids:
+            self._cid[u] = cid
+
+    def drop_uids(self, uids: Iterable[int]) -> None:
+        for u in uids:
+            del self._cid[u]
+
+    def drop_chunk(self, chunk: Chunk) -> None:
+        self._chunks.pop(chunk.cid, None)
+
+    def nbytes(self) -> int:
+        return sys.getsizeof(self._cid) + sys.getsizeof(self._chunks)
 
 
 class TextDoc:
@@ -367,7 +409,7 @@ def replace_tokens(
     lens: list[int],
     uids: list[int],
     removed: list[int],
-    where: dict[int, Chunk],
+    where: ChunkMap,
 ) -> None:
     """Replace tokens [a, b) of `doc` by new ones (re-chunking locally); `where` maps each
     token uid to its chunk and is kept up to date."""
@@ -387,8 +429,7 @@ def replace_tokens(
     m_ids = first.ids[:oa] + ids + last.ids[ob:]
     m_lens = first.lens[:oa] + lens + last.lens[ob:]
     m_uids = first.uids[:oa] + uids + last.uids[ob:]
-    for u in removed:
-        del where[u]
+    where.drop_uids(removed)
     before, after = first.prev, last.next
     pieces: list[Chunk] = []
     if len(m_ids) <= CHUNK_MAX:
@@ -407,8 +448,7 @@ def replace_tokens(
         if prev is not None:
             prev.next = p
         prev = p
-        for u in p.uids:
-            where[u] = p
+        where.put(p)
     if prev is not None:
         prev.next = after
     if after is not None:
@@ -417,6 +457,7 @@ def replace_tokens(
     for c in chunks[ci : cj + 1]:
         if id(c) not in kept:  # unlinked, it is freed at once, not left to the cyclic GC
             c.prev = c.next = None
+            where.drop_chunk(c)
     chunks[ci : cj + 1] = pieces
     doc.sizes[ci : cj + 1] = [len(p.ids) for p in pieces]
     doc.nchars[ci : cj + 1] = [p.nchars for p in pieces]

@@ -94,7 +94,8 @@ def postings_by_position(ix: NgramIndex) -> list[dict[int, list[tuple[str, int]]
         else:
             for pos in range(len(doc.ids)):
                 where[doc.base | pos] = (uri, pos)
-    return [{k: sorted(where[u] for u in ix.bucket(li, k)) for k in ix._post[li]} for li in range(len(LEVELS))]
+    keys = [(*ix._post[li], *ix._big[li]) for li in range(len(LEVELS))]
+    return [{k: sorted(where[u] for u in ix.bucket(li, k)) for k in keys[li]} for li in range(len(LEVELS))]
 
 
 # --- incremental re-tokenization -----------------------------------------------------------
@@ -394,7 +395,7 @@ def test_memory_is_reported_per_token(tiny_tokenize):
     assert st_.documents == 1 and st_.tokens == len(ix.tokens("a"))
     assert 50 < st_.bytes_per_token < 5000
     ix.close("a")
-    assert ix.stats().tokens == 0 and not ix._where and not any(ix._post)
+    assert ix.stats().tokens == 0 and not ix._where and not any(ix._post) and not any(ix._big)
 
 
 def test_closing_a_document_of_repeated_text_does_linear_work(tiny_tokenize):
@@ -428,7 +429,7 @@ def test_closing_a_document_of_repeated_text_does_linear_work(tiny_tokenize):
     assert postings_by_position(ix) == postings_by_position(ix.rebuilt())
     assert before != postings_by_position(ix) and ix.uris() == ["keep"]
     ix.close("keep")
-    assert not any(ix._post) and not ix._where
+    assert not any(ix._post) and not any(ix._big) and not ix._where
 
 
 def test_each_workspace_folder_gets_its_own_index_and_others_the_default(tiny_tokenize):
@@ -467,9 +468,9 @@ def _tracked(kind: type) -> int:
 
 def test_a_full_index_is_mostly_invisible_to_the_garbage_collector(tiny_tokenize):
     """Every full collection walks what the collector tracks while the event loop waits
-    (~150 ms with buckets as lists). Buckets are tuples (untracked once seen), and a
-    closed or edited document leaves no chunk cycles behind: reference counting frees
-    them, the collector has nothing to find."""
+    (~150 ms with buckets as lists). Buckets are ints or bytes, untracked, so neither are the
+    posting dicts, nor the map of uids to chunk ids; and a closed or edited document leaves
+    no chunk cycles behind: reference counting frees them, the collector has nothing to find."""
     import gc
 
     from speclsp.drafting.tokens import Chunk
@@ -491,7 +492,64 @@ def test_a_full_index_is_mostly_invisible_to_the_garbage_collector(tiny_tokenize
             ix.edit("file:///a.py", pos + k, pos + k, "x = 1\n" if k % 20 == 0 else "y")
         live = len(ix._docs["file:///a.py"].chunks)
         assert _tracked(Chunk) == live  # the replaced ones are gone already
+        # The posting dicts hold only untracked values, so they are never tracked either
+        # (with tuples as buckets, each edit made them tracked again: the next collection
+        # of the youngest generation walked them whole).
+        assert not any(gc.is_tracked(d) for d in ix._post) and not gc.is_tracked(ix._where._cid)
         ix.close("file:///a.py")
         assert _tracked(Chunk) == 0
     finally:
         gc.enable()
+
+
+def test_indexes_replaced_by_a_new_tokenizer_or_a_folder_gone_leave_nothing_to_collect(tiny_tokenize):
+    """An attach (a new model) replaces every index; a folder removed drops its own. Their
+    chunks are unlinked, so reference counting frees them at once: left as cycles, a full
+    collection found ~50k objects (0.1-0.2 s holding the GIL, the event loop waiting)."""
+    import gc
+
+    from speclsp.drafting.folders import Folders, WorkspaceIndexes
+    from speclsp.drafting.tokens import Chunk
+
+    folders = Folders()
+    folders.add("file:///a")
+    folders.add("file:///b")
+    w = WorkspaceIndexes(folders, tiny_tokenize)
+    text = "".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(2000))
+    gc.collect()
+    gc.disable()
+    try:
+        for uri in ("file:///a/m.py", "file:///b/m.py", "file:///c.py"):
+            w.open(uri, text)
+        live = _tracked(Chunk)
+        assert live > 100
+        w.attach(tiny_tokenize, lambda t: tiny_tokenize(t)[0], [("file:///a/m.py", text)])  # a new model
+        assert _tracked(Chunk) < live / 2  # only the one document attached again
+        folders.remove("file:///a")
+        w.folders_changed()  # its document moves to the default index; the folder's goes
+        after = _tracked(Chunk)
+        assert after == sum(len(ix._docs[u].chunks) for ix in w.indexes() for u in ix._docs if u.endswith(".py"))
+    finally:
+        gc.enable()
+
+
+def test_an_attach_indexes_the_most_recent_documents_that_fit_and_evicts_nothing(tiny_tokenize, caplog):
+    """A reload re-indexes every open document. In the order they came, each one past the
+    cap was tokenized and posted only to evict an earlier one (half a minute of index work
+    with eight 300k-character documents, every edit queued behind it); and the index kept
+    whichever came last, not the documents in use."""
+    import logging
+
+    from speclsp.drafting.folders import WorkspaceIndexes
+
+    text = "".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(60))
+    per_doc = len(tiny_tokenize(text)[0])
+    w = WorkspaceIndexes(None, tiny_tokenize, max_tokens=3 * per_doc + per_doc // 2)
+    recent_first = [(f"file:///d{k}.py", text.replace("x", f"x{k}")) for k in range(6)]
+    with caplog.at_level(logging.INFO, logger="speclsp.drafting"):
+        w.attach(tiny_tokenize, lambda t: tiny_tokenize(t)[0], recent_first)
+    assert w.default is not None and sorted(w.default.uris()) == ["file:///d0.py", "file:///d1.py", "file:///d2.py"]
+    assert "evicting" not in caplog.text and "3 older ones left out" in caplog.text
+    w.default.touch("file:///d2.py")  # used again: now the most recent
+    w.open("file:///d5.py", recent_first[5][1])  # a document left out, edited: indexed, the least recent goes
+    assert sorted(w.default.uris()) == ["file:///d0.py", "file:///d2.py", "file:///d5.py"]
