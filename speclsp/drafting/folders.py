@@ -104,19 +104,41 @@ class WorkspaceIndexes:
         fim_suffix_id: int | None = None,
         fim_middle_id: int | None = None,
     ) -> None:
-        """Index `documents` ((uri, text) pairs) with a new model's tokenizer, from scratch."""
+        """Index `documents` ((uri, text) pairs, the most recently used first) with a new
+        model's tokenizer, from scratch. Each index takes the most recent documents that fit
+        its cap and leaves the older ones out (one of them is indexed when it is next
+        edited). Opened in the order they came, every document past the cap was tokenized
+        and posted only to evict an earlier one: eight 300k-character documents kept the
+        index thread busy half a minute at every reload, and edits queued behind it."""
         t0 = time.perf_counter()
         self._start(tokenizer)
         self._encode = encode
         self._fim_suffix, self._fim_middle = fim_suffix_id, fim_middle_id
-        n = 0
-        for uri, text in documents:
-            self.open(uri, text)
+        docs = list(documents)
+        n = skipped = 0
+        chars = tokens = 0  # so far: the tokens a text of so many characters will take
+        for i, (uri, text) in enumerate(docs):
+            ix = self.index_for(uri)
+            guess = len(text) * (tokens / chars if chars else 0.25)
+            if ix.ntokens and ix.ntokens + guess > ix.max_tokens:
+                skipped += 1
+                continue
+            before = ix.ntokens
+            ix.open(uri, text, stamp=len(docs) - i)  # older documents, older stamps (eviction order)
+            if ix.ntokens > before:  # indexed, not refused as too large
+                chars, tokens = chars + len(text), tokens + ix.ntokens - before
             n += 1
-        log.info("indexed %d open documents in %.0f ms", n, (time.perf_counter() - t0) * 1e3)
+        log.info(
+            "indexed %d open documents in %.0f ms%s",
+            n,
+            (time.perf_counter() - t0) * 1e3,
+            f" ({skipped} older ones left out: the index cap)" if skipped else "",
+        )
 
     def _start(self, tokenize: TokenizeFn | Any) -> None:
         self.tokenize = tokenize if is_tokenize_fn(tokenize) else make_tokenize(tokenize)
+        for ix in self.indexes():  # the previous tokenizer's
+            ix.discard()
         self.default = NgramIndex(self.tokenize, self.max_tokens)
         self._by_folder = {}
         self.folders_changed()
@@ -145,6 +167,10 @@ class WorkspaceIndexes:
                 if target is not ix and ix.tokenize is not None and ix.source(uri) == "document":
                     target.open(uri, ix.text(uri))
                     ix.close(uri)
+        kept = {id(ix) for ix in self.indexes()}
+        for ix in old:
+            if id(ix) not in kept:  # a folder gone: what it still holds (its history) goes too
+                ix.discard()
 
     # --- routing --------------------------------------------------------------------------
 

@@ -139,7 +139,8 @@ class ServerState:
         self.policy = completer.policy_for(self.config.lookahead)  # long-lived, so it keeps learning
         backend = completer.backend
         fim = completer.fim  # the detected family's markers: its suffix part is labelled
-        documents = [(d.uri, d.text) for d in self.documents if not d.too_large]
+        recent_first = sorted(self.documents, key=lambda d: -d.edited_at)
+        documents = [(d.uri, d.text) for d in recent_first if not d.too_large]
         self.indexer.submit(
             lambda: self.indexes.attach(
                 backend.tokenizer,
@@ -147,7 +148,8 @@ class ServerState:
                 documents,
                 fim_suffix_id=fim.suffix if fim else None,
                 fim_middle_id=fim.middle if fim else None,
-            )
+            ),
+            sum(len(text) for _, text in documents),
         )
 
     def shutdown(self) -> None:
@@ -174,7 +176,7 @@ class ServerState:
         text = doc.text  # as stored (lone surrogates replaced)
         log.info("opened %s (%d chars)", brief(uri), len(text))
         if not doc.too_large:
-            self.indexer.submit(lambda: self.indexes.open(uri, text))
+            self.indexer.submit(lambda: self.indexes.open(uri, text), len(text))
 
     def change(self, uri: str, version: int, changes: Sequence[tuple[Range | None, str]]) -> None:
         """Apply didChange content changes: (range in client units or None for all, text)."""
@@ -196,7 +198,7 @@ class ServerState:
         was_indexed = not doc.too_large
         edits = self.documents.change(doc, version, changes)
         if was_indexed:
-            self.indexer.submit(lambda: self._index_edits(uri, edits))
+            self.indexer.submit(lambda: self._index_edits(uri, edits), sum(len(e.after) for e in edits))
             # Rewritten code often comes back in part: what the user's edit took out (a line
             # deleted, a selection typed over) is drafted from, beside accepted completions.
             # One change only: a formatter's many changes would push the history out.
@@ -220,7 +222,7 @@ class ServerState:
             self.worker.cancel(document_key(doc.uri))
             self.generations.drop(doc.uri)
         elif became is False:
-            self.indexer.submit(lambda: self.indexes.open(uri, text))
+            self.indexer.submit(lambda: self.indexes.open(uri, text), len(text))
 
     def close(self, uri: str) -> None:
         if self.documents.close(uri) is not None:
@@ -234,7 +236,7 @@ class ServerState:
     def remember(self, uri: str, text: str) -> None:
         """A completion that was accepted or generated, or text an edit removed, joins its
         folder's drafting history."""
-        self.indexer.submit(lambda: self.indexes.add_history(uri, text))
+        self.indexer.submit(lambda: self.indexes.add_history(uri, text), len(text))
 
     def accepted(self, uri: str, text: str, kind: str) -> None:
         self.remember(uri, text)
