@@ -49,7 +49,7 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: every thread's stack to the log (a hang)
-        faulthandler.register(signal.SIGUSR1, file=handler.stream, all_threads=True)
+        faulthandler.register(signal.SIGUSR1, file=handler.stream or sys.stderr, all_threads=True)
     # transformers and friends are chatty at INFO
     for noisy in ("transformers", "accelerate", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -21,25 +21,37 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+# Past either, the transport stops reading until the queue is half as full. By the memory the
+# queue pins, not by its length: typing while a reload re-indexes every open document for
+# seconds queues hundreds of small edits, and holding the reader back then kept every
+# request (a ping, the statistics, shutdown) waiting for minutes. Each edit holds the whole
+# text after it, so edits to a large document fill it quickly, as they should.
+MAX_QUEUED = 20_000
+MAX_QUEUED_CHARS = 32 << 20
+
 
 class IndexWorker:
     """One daemon thread running submitted updates first in, first out."""
 
     def __init__(self, name: str = "speclsp-index") -> None:
         self._cv = threading.Condition()
-        self._queue: deque[tuple[int, Callable[[], None]]] = deque()
+        self._queue: deque[tuple[int, Callable[[], None], int]] = deque()
         self._submitted = 0
         self._done = 0
+        self._chars = 0  # characters of text the queued updates hold
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, update: Callable[[], None]) -> None:
+    def submit(self, update: Callable[[], None], chars: int = 0) -> None:
+        """Queue `update`; `chars`: how much text it holds until it has run (a document's
+        text, the text after an edit), what the queue costs in memory."""
         with self._cv:
             if self._stopped:
                 return
             self._submitted += 1
-            self._queue.append((self._submitted, update))
+            self._chars += chars
+            self._queue.append((self._submitted, update, chars))
             self._cv.notify_all()
 
     def mark(self) -> int:
@@ -56,10 +68,17 @@ class IndexWorker:
         with self._cv:
             return self._submitted - self._done
 
+    def fill(self) -> float:
+        """How full the queue is: 1.0 at MAX_QUEUED updates or MAX_QUEUED_CHARS characters
+        of text held, whichever comes first (the reader waits above it)."""
+        with self._cv:
+            return max((self._submitted - self._done) / MAX_QUEUED, self._chars / MAX_QUEUED_CHARS)
+
     def stop(self) -> None:
         with self._cv:
             self._stopped = True
             self._queue.clear()
+            self._chars = 0
             self._cv.notify_all()
 
     def _loop(self) -> None:
@@ -69,11 +88,13 @@ class IndexWorker:
                     self._cv.wait()
                 if self._stopped:
                     return
-                seq, update = self._queue.popleft()
+                seq, update, chars = self._queue.popleft()
             try:
                 update()
             except Exception:  # a bug of ours: this update is lost, the index re-syncs on the next edit
                 log.exception("index update failed")
+            del update  # the text it held goes now
             with self._cv:
                 self._done = seq
+                self._chars -= chars
                 self._cv.notify_all()

@@ -64,7 +64,7 @@ class SpeclspServer(LanguageServer):
         self.channel = EditorChannel(self)
         self.state = ServerState(config or Config(), self.channel)
         self.session = Session(self.state)
-        self.protocol.backlog = self.state.indexer.pending  # the reader waits while it is long
+        self.protocol.backlog = self.state.indexer.fill  # the reader waits while it is full
         self.loop_watch = LoopWatch(paused=lambda: self.state.model.state == "loading")
         self.memory = MemoryKeeper(busy=lambda: self.state.worker.busy() or self.state.model.state == "loading")
         self.pending_warnings: list[str] = []

@@ -112,7 +112,7 @@ class SpeclspProtocol(LanguageServerProtocol):
         self.notification_methods: set[str] = set()  # our own notifications (the server adds them)
         # Work the handled messages left queued elsewhere (the index worker's updates): the
         # reader takes no more messages while it is over MAX_BACKLOG (`read_messages`).
-        self.backlog: Callable[[], int] = lambda: 0
+        self.backlog: Callable[[], float] = lambda: 0.0  # how full the index queue is (1.0: full)
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
@@ -310,7 +310,6 @@ class SocketReader:
 
 
 READ_CHUNK = 1 << 16  # bytes asked of the stream at once (what is there comes at once)
-MAX_BACKLOG = 256  # queued index updates past which the reader waits (`SpeclspProtocol.backlog`)
 
 
 class _Input:
@@ -457,8 +456,8 @@ async def read_messages(reader, protocol: SpeclspProtocol, stop: threading.Event
         except Exception:  # a bug of ours: the message is lost, the server is not
             log.exception("failed to handle a message of %d bytes", length)
         await asyncio.sleep(0)  # messages cut from one chunk: the loop's other work between them
-        if protocol.backlog() > MAX_BACKLOG:
+        if protocol.backlog() > 1.0:
             # Messages come in faster than the index worker applies them (thousands of
             # didOpen at once): wait for it rather than queue their texts without bound.
-            while protocol.backlog() > MAX_BACKLOG // 2:
+            while protocol.backlog() > 0.5:
                 await asyncio.sleep(0.005)

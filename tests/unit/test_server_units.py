@@ -281,3 +281,27 @@ def test_trim_gives_memory_freed_inside_the_heap_back_to_the_system():
     returned = memory.trim()
     assert returned > 150 * memory.MB, (rss_freed, returned)
     assert len(kept) == 2000
+
+
+def test_the_index_queue_is_full_by_the_text_it_holds_not_by_its_length():
+    """Typing while a reload re-indexes every open document queues hundreds of small edits:
+    the transport stopped reading at 256 of them, and every request (the statistics, a
+    ping, shutdown) then waited minutes for the index. Its memory is what must be bounded."""
+    from speclsp.lsp.indexing import MAX_QUEUED_CHARS, IndexWorker
+
+    worker = IndexWorker()
+    gate = threading.Event()
+    try:
+        worker.submit(lambda: gate.wait(10))  # a long re-index holds the thread
+        for _ in range(1000):
+            worker.submit(lambda: None, 20_000)  # typing in a 20k-character document
+        assert worker.pending() == 1001 and worker.fill() < 1.0
+        for _ in range(MAX_QUEUED_CHARS // 1_000_000):
+            worker.submit(lambda: None, 1_000_000)  # typing in a 1M-character one
+        assert worker.fill() > 1.0
+        gate.set()
+        assert worker.wait_for(worker.mark(), 10)
+        assert worker.fill() == 0.0
+    finally:
+        gate.set()
+        worker.stop()
