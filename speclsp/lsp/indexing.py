@@ -21,12 +21,13 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-# Past either, the transport stops reading until the queue is half as full. By the memory the
-# queue pins, not by its length: typing while a reload re-indexes every open document for
-# seconds queues hundreds of small edits, and holding the reader back then kept every
+# Past either, the transport stops reading until the queue is half as full. Mostly by the
+# memory the queue pins: typing while a reload re-indexes every open document for seconds
+# queues hundreds of small edits, and holding the reader back at 256 updates kept every
 # request (a ping, the statistics, shutdown) waiting for minutes. Each edit holds the whole
-# text after it, so edits to a large document fill it quickly, as they should.
-MAX_QUEUED = 20_000
+# text after it, so edits to a large document fill it quickly, as they should; and a flood
+# of tiny ones (thousands of didOpen or didChange at once) stops at MAX_QUEUED updates.
+MAX_QUEUED = 2_000
 MAX_QUEUED_CHARS = 32 << 20
 
 
