@@ -149,6 +149,12 @@ def test_tcp_listens_on_loopback_says_so_and_serves_one_client(tmp_path):
             proc.kill()
 
 
+# Reads the audit allows, each of a fixed path (never a name a document or a message gives).
+FIXED_PATH_READS = {
+    ("lsp/memory.py", 'with open("/proc/self/statm", "rb") as f:'),  # this process's resident size
+}
+
+
 def test_server_code_never_executes_or_opens_what_documents_say():
     """An audit of the modules a request goes through: no eval/exec, no subprocess, no
     pickle, no file reads (documents arrive as text in didOpen/didChange)."""
@@ -164,4 +170,5 @@ def test_server_code_never_executes_or_opens_what_documents_say():
     for name in names:
         code = [ln for ln in (root / name).read_text().splitlines() if not ln.lstrip().startswith("#")]
         hits = [ln for ln in code if forbidden.search(ln) and ".open(" not in ln and "def open(" not in ln]
+        hits = [ln for ln in hits if (str(name), ln.strip()) not in FIXED_PATH_READS]
         assert hits == [], (name, hits)
