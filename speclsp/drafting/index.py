@@ -68,6 +68,9 @@ LEVELS = (2, 4, 8, 16, 32)  # context lengths that are indexed; lookup tries the
 BIG_BUCKET = 32
 
 
+_ORDER = sys.byteorder  # the packed uids are native uint64 (`memoryview.cast("Q")` reads them)
+
+
 def _packed(uids: Iterable[int]) -> bytes:
     return array("Q", uids).tobytes()
 
@@ -509,15 +512,16 @@ class NgramIndex:
         d = self._post[li]
         got = d.get(key)
         if got is None:
-            big = self._big[li].get(key)
+            bigs = self._big[li]
+            big = bigs.get(key) if bigs else None
             if big is None:
                 d[key] = uid
             else:
                 big[uid] = None
         elif isinstance(got, int):
-            d[key] = _packed((got, uid))
+            d[key] = got.to_bytes(8, _ORDER) + uid.to_bytes(8, _ORDER)
         else:
-            d[key] = got = got + uid.to_bytes(8, sys.byteorder)
+            d[key] = got = got + uid.to_bytes(8, _ORDER)
             if len(got) > 8 * BIG_BUCKET:
                 del d[key]
                 self._big[li][key] = dict.fromkeys(_uids(got))
