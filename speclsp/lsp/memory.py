@@ -49,6 +49,8 @@ def _glibc() -> Any:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.malloc_trim.restype = ctypes.c_int
+        if hasattr(libc, "mallinfo2"):  # glibc 2.33+
+            libc.mallinfo2.restype = _Mallinfo2
     except (OSError, AttributeError):  # musl has no malloc_trim
         return None
     return libc
@@ -60,10 +62,7 @@ _LIBC = _glibc()
 def malloc_free_bytes() -> int | None:
     """Bytes glibc holds free in its heaps (mallinfo2, glibc 2.33+); None elsewhere."""
     fn = getattr(_LIBC, "mallinfo2", None)
-    if fn is None:
-        return None
-    fn.restype = _Mallinfo2
-    return int(fn().fordblks)
+    return None if fn is None else int(fn().fordblks)
 
 
 def rss_bytes() -> int | None:
