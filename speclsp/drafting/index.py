@@ -179,11 +179,14 @@ class NgramIndex:
                     self.max_doc_tokens,
                 )
                 return
+            # Room first: the index never holds its cap plus the new document (with the
+            # soak's 300k-character documents that peak was ~100 MB), and what eviction
+            # frees is there for the insert to reuse.
+            self._evict(keep=uri, incoming=len(ids))
             doc = TextDoc(uri, text, source, self._stamp(stamp))
             doc.has_lens = lens is not None
             self._docs[uri] = doc
             self._insert_text_tokens(doc, list(ids), list(lens) if lens is not None else [0] * len(ids))
-            self._evict(keep=uri)
 
     def _tokenize_upto(self, text: str, limit: int) -> tuple[list[int], list[int] | None, int]:
         """Tokens (and their lengths) of `text`, a piece of PIECE_CHARS at a time, stopping
@@ -213,11 +216,11 @@ class NgramIndex:
             self._remove_doc(uri)
             slot = self._next_slot
             self._next_slot += 1
+            self._evict(keep=uri, incoming=len(ids))
             doc = IdsDoc(uri, source, self._stamp(stamp), slot)
             self._docs[uri] = doc
             self._slots[slot] = doc
             self._append(doc, ids)
-            self._evict(keep=uri)
 
     def append_ids(self, uri: str, ids: Sequence[int]) -> None:
         with self.lock:
@@ -453,12 +456,12 @@ class NgramIndex:
             self._rank_cache = ranks
         return self._rank_cache.get(doc.uri, 0)
 
-    def _evict(self, keep: str) -> None:
-        """Least recently used documents out until the tokens fit, never `keep` nor the
-        most recently used other text document (the one being edited: evicted by an
-        accepted completion's history, it would be tokenized again at the next keystroke).
-        Since no document holds over half the cap, those two always fit."""
-        while self._ntokens > self.max_tokens:
+    def _evict(self, keep: str, incoming: int = 0) -> None:
+        """Least recently used documents out until the tokens fit with `incoming` more,
+        never `keep` nor the most recently used other text document (the one being edited:
+        evicted by an accepted completion's history, it would be tokenized again at the next
+        keystroke). Since no document holds over half the cap, those two always fit."""
+        while self._ntokens + incoming > self.max_tokens:
             texts = [d for u, d in self._docs.items() if u != keep and isinstance(d, TextDoc)]
             active = max(texts, key=lambda d: d.stamp).uri if texts else None
             others = [d for u, d in self._docs.items() if u != keep and u != active]

@@ -340,6 +340,25 @@ def test_least_recently_used_documents_are_evicted_over_the_token_cap(tiny_token
     assert ix.edit("b", 0, 0, "x") is False  # the caller re-opens it with its full text
 
 
+def test_an_open_makes_room_before_it_posts_so_the_index_never_holds_more_than_its_cap(tiny_tokenize):
+    """The soak's RSS peaks: each 300k-character document was posted into a full index and
+    only then was an older one evicted, so the index briefly held its cap plus a document."""
+    held = []
+
+    class Watched(NgramIndex):
+        def _putpost(self, li, key, uid):
+            held.append(self._ntokens)
+            super()._putpost(li, key, uid)
+
+    ix = Watched(tiny_tokenize, max_tokens=200)
+    body = "def get_value(self, items):\n    return self.value\n" * 3
+    for name in ("a", "b", "c", "d", "e"):
+        ix.open(name, body)
+    ix.add_history(list(range(40)))
+    assert "e" in ix and "a" not in ix
+    assert max(held) <= 200
+
+
 def test_a_document_over_half_the_cap_is_not_indexed_and_its_edits_cost_nothing(tiny_tokenize):
     """Repro (round 3, item 2): a document over the cap evicted every other one, was evicted
     in turn by the next accepted completion, and was tokenized again at every keystroke."""
