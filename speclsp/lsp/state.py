@@ -263,6 +263,7 @@ class ServerState:
             workerSuperseded=self.worker.superseded,
             workerPeakPending=self.worker.peak_pending,
             documents=len(self.documents),
+            documentChars=sum(len(d.text) for d in self.documents),
             indexedTokens=self.indexes.ntokens(),
             notIndexed=[brief(u) for u in self.indexes.refused()[:10]],
         )

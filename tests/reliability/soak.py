@@ -89,6 +89,37 @@ def code(chars: int, seed: int) -> str:
     return "".join(out)[:chars]
 
 
+def smaps_mb(pid: int) -> dict[str, float]:
+    """Where a process's resident memory is, in MB: `heap` (the main heap), `arenas`
+    (glibc's per-thread heaps: anonymous maps starting on a 64 MiB boundary), `anon` (other
+    anonymous maps: Python's arenas, large blocks malloc maps on their own, torch's), `files`
+    (code and mapped files)."""
+    out = dict.fromkeys(("heap", "arenas", "anon", "files"), 0.0)
+    kind = "anon"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 else ""
+            start = int(head[0].split("-")[0], 16)
+            if name == "[heap]":
+                kind = "heap"
+            elif name.startswith("/"):
+                kind = "files"
+            elif not name and start % (64 << 20) == 0:
+                kind = "arenas"
+            else:
+                kind = "anon"
+        elif head[0] == "Rss:":
+            out[kind] += int(head[1]) / 1024
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 class Stop(Exception):
     """The soak cannot go on (a failure is recorded): finish, report, keep the logs."""
 
@@ -378,12 +409,22 @@ class Soak:
             "indexedTokens": stats.get("indexedTokens"),
             "mallocFreeMB": stats.get("mallocFreeMB"),
             "trimmedMB": stats.get("trimmedMB"),
+            "mallocHeapUsedMB": stats.get("mallocHeapUsedMB"),
+            "mallocMappedMB": stats.get("mallocMappedMB"),
+            "pythonBlocks": stats.get("pythonBlocks"),
+            "threads": stats.get("threads"),
+            "documents": stats.get("documents"),
+            "documentChars": stats.get("documentChars"),
+            "smapsMB": smaps_mb(self.s.pid),
+            "counts": dict(self.counts),
         }
         self.samples.append(row)
         print(
             f"[soak] {row['minute']:7.2f} min  RSS {row['rssMB']:7.1f} MB  loop lag max "
             f"{row['loopLagMaxMs']} ms  p99 {row['loopLagP99Ms']} ms  requests {self.next_id}  indexed tokens "
-            f"{row['indexedTokens']}  malloc free {row['mallocFreeMB']} MB  trimmed {row['trimmedMB']} MB",
+            f"{row['indexedTokens']}  malloc free {row['mallocFreeMB']} MB  trimmed {row['trimmedMB']} MB  heap used "
+            f"{row['mallocHeapUsedMB']} MB  mapped {row['mallocMappedMB']} MB  python blocks {row['pythonBlocks']}  "
+            f"threads {row['threads']}  documents {row['documents']} ({row['documentChars']} chars)  {row['smapsMB']}",
             file=sys.stderr,
             flush=True,
         )
