@@ -360,5 +360,16 @@ def test_long_soak_driver_for_a_minute(tiny_model_dir, tmp_path_factory):
     record(
         tmp_path_factory,
         "long_soak_1min",
-        {k: got[k] for k in ("requests", "tcpReconnects", "rssGrowth", "loopLagMaxMs", "gcMaxMs", "actions")},
+        {
+            k: got[k]
+            for k in (
+                "requests",
+                "tcpReconnects",
+                "rssPeakGrowth",
+                "rssMedianGrowth",
+                "loopLagMaxMs",
+                "gcMaxMs",
+                "actions",
+            )
+        },
     )
