@@ -333,6 +333,9 @@ def is_loopback(host: str) -> bool:
 
 
 def run_server(args: argparse.Namespace) -> int:
+    from .lsp import memory
+
+    memory.limit_arenas()  # before any thread allocates: see memory.limit_arenas
     from .lsp import server
 
     try:

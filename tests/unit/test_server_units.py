@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -281,6 +284,49 @@ def test_trim_gives_memory_freed_inside_the_heap_back_to_the_system():
     returned = memory.trim()
     assert returned > 150 * memory.MB, (rss_freed, returned)
     assert len(kept) == 2000
+
+
+ARENAS_PROBE = """
+import sys, threading
+from speclsp.lsp import memory
+if sys.argv[1] == "limit":
+    assert memory.limit_arenas(2)
+start = threading.Barrier(8)
+def work():
+    start.wait()
+    for _ in range(50):
+        blocks = [bytes(2000) for _ in range(500)]
+        del blocks
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+heaps = 0  # glibc's heaps for threads: anonymous, read-write, on a 64 MiB boundary
+for line in open("/proc/self/maps"):
+    f = line.split()
+    if len(f) == 5 and f[1].startswith("rw") and int(f[0].split("-")[0], 16) % (64 << 20) == 0:
+        heaps += 1
+print(heaps)
+"""
+
+
+@pytest.mark.skipif(memory._LIBC is None, reason="glibc only")
+def test_the_server_keeps_two_heaps_however_many_threads_allocate():
+    """The soak's resident size crept up while the memory in use stayed flat: every thread
+    that allocated had a heap of its own (up to eight per core), and what one thread freed
+    only its heap could reuse. Eight threads allocating at once: one heap each by default,
+    the main heap and one other with the server's limit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+
+    def heaps(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", ARENAS_PROBE, mode], env=env, capture_output=True, text=True, check=True
+        )
+        return int(out.stdout)
+
+    assert heaps("default") >= 4
+    assert heaps("limit") <= 1
 
 
 def test_the_index_queue_is_full_by_the_text_it_holds_not_by_its_length():
