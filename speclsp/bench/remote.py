@@ -50,9 +50,11 @@ def _systems(args, say: Callable[[str], None]) -> list[tuple[str, Completer, dic
 def complete_once(completer: Completer, case: Case, max_new: int, overrides: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import replace
 
-    reset = getattr(getattr(completer.backend, "engine", None), "reset", None)
-    if reset is not None:
-        reset()  # a cold cache: the local engine pays the whole prefill, as a server seeing the prompt once does
+    from ..local.backend import LocalBackend
+
+    if isinstance(completer.backend, LocalBackend):
+        # A cold cache: the local engine pays the whole prefill, as a server seeing the prompt once does.
+        completer.backend.engine.reset()
     comp = completer.complete(replace(case.request(max_new), **overrides))
     s = comp.stats
     return {

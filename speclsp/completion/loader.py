@@ -72,7 +72,7 @@ def load_completer(
     then the server is asked which models it serves (`OpenAIBackend.probe`): a server that
     cannot be reached leaves `backend.problem` set (it is tried again per request, with
     backoff); a server that answers "no such model" raises `BackendError`."""
-    if getattr(choice, "backend", "local") == "openai":
+    if choice.backend == "openai":
         return Completer(load_remote(choice, progress))
     from ..local.backend import load_backend
 
