@@ -112,5 +112,9 @@ def load_remote(choice: ModelChoice, progress: Callable[[str], None] | None = No
         progress(f"tokenizer from {directory}; asking {endpoint} for its models")
     settings = RemoteSettings(endpoint, choice.remote_model, choice.api_key_env)
     backend = OpenAIBackend(settings, load_tokenizer(directory), token_strings(), stop_token_strings())
-    backend.probe()
+    try:
+        backend.probe()
+    except BaseException:  # a wrong model name, a refused key: the backend is not returned, so close it here
+        backend.close()
+        raise
     return backend

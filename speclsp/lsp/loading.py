@@ -125,8 +125,13 @@ class ModelSlot:
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._loaded, key, f, t0, on_ready))
 
     def _loaded(self, key: tuple[str, ...], fut: Any, t0: float, on_ready: Callable[[Any], None]) -> None:
-        if key != self._loading_key:
-            return  # a newer configuration is loading
+        if key != self._loading_key:  # a newer configuration is loading: this one is not used
+            if not fut.cancelled() and fut.exception() is None:
+                # Dropped unclosed, a remote backend kept its thread, event loop, HTTP client
+                # and tokenizer for the life of the server (the soak: a thread per reload
+                # that a configuration change overtook). Closing waits: not on the loop.
+                asyncio.get_running_loop().run_in_executor(None, close_backend, fut.result().backend)
+            return
         exc = None if not fut.cancelled() else RuntimeError("the load was cancelled")
         if exc is None:
             exc = fut.exception()

@@ -7,6 +7,7 @@ text behind; cancelling closes the connection; the API key reaches the endpoint 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -222,4 +223,37 @@ async def test_a_reload_closes_the_remote_backend_it_replaces(fake, trained_mode
             await editor.wait_for(lambda: len([s for s in editor.statuses if s["state"] == "ready"]) > ready, 60)
         text = await inline_text(editor)
         assert text and EXPECTED.startswith(text)  # the last backend serves
+        assert _threads(pid) <= before + 1, (before, _threads(pid))
+
+
+async def test_a_remote_backend_overtaken_by_a_newer_configuration_or_refused_is_closed(
+    fake, trained_model_dir, tmp_path
+):
+    """The two-hour soak: a thread more every few minutes, each holding an event loop, an HTTP
+    client and a tokenizer. A remote backend still loading when the next configuration came
+    was dropped without being closed, and so was one whose model check failed."""
+    async with running_server(str(trained_model_dir), tmp_path, "vscode", {"maxTokens": 8}) as editor:
+        editor.open(URI, AREA[0])
+        await editor.wait_ready()
+        pid = editor.client._server.pid
+
+        async def back_to_local() -> None:
+            ready = len([s for s in editor.statuses if s["state"] == "ready"])
+            editor.configure({"backend": "local", "maxTokens": 8})
+            await editor.wait_for(lambda: len([s for s in editor.statuses if s["state"] == "ready"]) > ready, 120)
+
+        before = 0
+        for n in range(3):
+            if n == 1:  # after a first round: the pool threads that closing and trimming use exist
+                before = _threads(pid)
+            fake.mode = "models_silent"  # the model check takes its whole timeout: still loading when...
+            editor.configure(remote(fake.endpoint, maxTokens=10 + n))
+            await back_to_local()  # ...the editor switches back
+            fake.mode = "nested"  # a model list that cannot be read: the load fails
+            errors = len([s for s in editor.statuses if s["state"] == "error"])
+            editor.configure(remote(fake.endpoint, maxTokens=20 + n))
+            await editor.wait_for(lambda: len([s for s in editor.statuses if s["state"] == "error"]) > errors, 60)
+            await back_to_local()
+        with contextlib.suppress(TimeoutError):  # closing takes a moment
+            await editor.wait_for(lambda: _threads(pid) <= before + 1, 30)
         assert _threads(pid) <= before + 1, (before, _threads(pid))
