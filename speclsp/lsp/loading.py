@@ -63,6 +63,7 @@ class ModelSlot:
         self.dtype_reason = ""  # why: measured fastest on this CPU, asked for, the rule for cuda
         self.fault = ""  # the last BackendError's kind while it lasts ("" = serving)
         self._loading_key: tuple[str, ...] | None = None
+        self._retired: list[Any] = []  # completers replaced by a reload, not closed yet
 
     @property
     def started(self) -> bool:
@@ -95,7 +96,8 @@ class ModelSlot:
         key = config.model_key
         self._loading_key = key
         self.state, self.message, self.fault = "loading", f"loading {config.model}", ""
-        replaced = [self.completer] if self.completer is not None else []
+        if self.completer is not None:  # closed by the next load job that runs (this one, or a newer
+            self._retired.append(self.completer)  # one if a configuration overtakes it before it starts)
         self.completer = None
         self.worker.set_idle(None)  # the old model's calibration
         self.client.status("loading", self.message)
@@ -106,8 +108,8 @@ class ModelSlot:
             loop.call_soon_threadsafe(self.client.progress, "report", msg)
 
         def run(cancel: CancelToken) -> Any:
-            if replaced:  # after any job that still used it (this runs on the model worker)
-                close_backend(replaced.pop().backend)  # and the last reference to it is gone
+            while self._retired:  # after any job that still used them (this runs on the model worker)
+                close_backend(self._retired.pop().backend)  # and the last reference to each is gone
             load = self._load
             if load is None:
                 from ..completion.loader import load_completer

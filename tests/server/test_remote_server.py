@@ -257,3 +257,34 @@ async def test_a_remote_backend_overtaken_by_a_newer_configuration_or_refused_is
         with contextlib.suppress(TimeoutError):  # closing takes a moment
             await editor.wait_for(lambda: _threads(pid) <= before + 1, 30)
         assert _threads(pid) <= before + 1, (before, _threads(pid))
+
+
+async def test_a_backend_replaced_while_the_worker_is_busy_is_closed_by_the_load_that_runs(
+    fake, trained_model_dir, tmp_path, monkeypatch
+):
+    """The soak again, after the fix above: the backend a reload replaced was closed by that
+    reload's own load job. When the model worker was busy (a suggestion streaming) and
+    another configuration came before the job started, the job was dropped unstarted and
+    the replaced backend was never closed."""
+    monkeypatch.setitem(conftest.SERVER_ENV, "SPECLSP_TEST_STEP_DELAY_S", "1.5")  # each streamed piece held so long
+    fake.text = "value" * 400
+    async with running_server(str(trained_model_dir), tmp_path, "vscode", remote(fake.endpoint)) as editor:
+        editor.open(URI, AREA[0])
+        pid = editor.client._server.pid
+        before = 0
+        for n in range(3):
+            if n == 1:
+                before = _threads(pid)
+            editor.insert(URI, "#")  # a new request each round (not what was suggested: no cache)
+            posts = len(fake.completions())
+            pending = asyncio.ensure_future(editor.inline(URI, invoked=True, timeout=60))
+            await editor.wait_for(lambda: len(fake.completions()) > posts, 30)  # the worker is streaming...
+            ready = len([s for s in editor.statuses if s["state"] == "ready"])
+            editor.configure({"backend": "local", "maxTokens": 8})  # ...while two configurations come
+            editor.configure(remote(fake.endpoint, maxTokens=30 + n))
+            await editor.wait_for(lambda: len([s for s in editor.statuses if s["state"] == "ready"]) > ready, 60)
+            with contextlib.suppress(Exception):
+                await pending
+        with contextlib.suppress(TimeoutError):  # closing takes a moment
+            await editor.wait_for(lambda: _threads(pid) <= before + 1, 30)
+        assert _threads(pid) <= before + 1, (before, _threads(pid))
