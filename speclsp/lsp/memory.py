@@ -77,26 +77,26 @@ def limit_arenas(n: int = ARENAS) -> bool:
     The `MALLOC_ARENA_MAX` environment variable, when set, wins."""
     if _LIBC is None or os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    try:
-        return bool(_LIBC.mallopt(M_ARENA_MAX, n))
-    except AttributeError:
-        return False
+    return bool(_LIBC.mallopt(M_ARENA_MAX, n))
+
+
+def _mallinfo() -> _Mallinfo2 | None:
+    """glibc's heap figures (mallinfo2, glibc 2.33+); None elsewhere."""
+    fn = getattr(_LIBC, "mallinfo2", None)
+    return None if fn is None else fn()
 
 
 def malloc_free_bytes() -> int | None:
-    """Bytes glibc holds free in its heaps (mallinfo2, glibc 2.33+); None elsewhere."""
-    fn = getattr(_LIBC, "mallinfo2", None)
-    return None if fn is None else int(fn().fordblks)
+    """Bytes glibc holds free in its heaps."""
+    m = _mallinfo()
+    return None if m is None else int(m.fordblks)
 
 
 def malloc_in_use() -> tuple[int, int] | None:
     """Bytes in use from glibc's heaps, and in blocks it mapped on their own (large
-    allocations); None where mallinfo2 is missing."""
-    fn = getattr(_LIBC, "mallinfo2", None)
-    if fn is None:
-        return None
-    m = fn()
-    return int(m.uordblks), int(m.hblkhd)
+    allocations)."""
+    m = _mallinfo()
+    return None if m is None else (int(m.uordblks), int(m.hblkhd))
 
 
 def rss_bytes() -> int | None:

@@ -38,6 +38,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -479,8 +480,7 @@ class Soak:
 
 
 def _median(xs: list[float]) -> float | None:
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if xs else None
+    return statistics.median(xs) if xs else None
 
 
 def rss_checks(samples: list[dict[str, Any]], warmup_minutes: float) -> dict[str, Any]:
