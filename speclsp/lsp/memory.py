@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -37,6 +38,17 @@ log = logging.getLogger(__name__)
 TRIM_EVERY_S = 20.0
 SOON_S = 1.0
 MB = 1 << 20
+
+
+def thread_names() -> list[tuple[str, int]]:
+    """Live threads counted by name, without the numbers Python appends ("ThreadPoolExecutor-0_3"
+    counts as "ThreadPoolExecutor"): a leak shows as one name that keeps growing. Pairs rather
+    than an object, as names like "speclsp-remote" are not identifiers some clients can keep."""
+    names: dict[str, int] = {}
+    for t in threading.enumerate():
+        name = re.sub(r"-\d+(_\d+)?", "", t.name)
+        names[name] = names.get(name, 0) + 1
+    return sorted(names.items())
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -177,6 +189,7 @@ class MemoryKeeper:
             "mallocMappedMB": round(used[1] / MB, 1) if used else None,
             "pythonBlocks": sys.getallocatedblocks(),
             "threads": threading.active_count(),
+            "threadNames": thread_names(),
             "mallocFreeMB": round(self.free_before / MB, 1),
             "trimmedMB": round(self.trimmed / MB, 1),
             "trimMaxMs": round(self.worst_s * 1e3, 1),

@@ -414,6 +414,7 @@ class Soak:
             "mallocMappedMB": stats.get("mallocMappedMB"),
             "pythonBlocks": stats.get("pythonBlocks"),
             "threads": stats.get("threads"),
+            "threadNames": dict(stats.get("threadNames") or []),
             "documents": stats.get("documents"),
             "documentChars": stats.get("documentChars"),
             "smapsMB": smaps_mb(self.s.pid),
@@ -425,7 +426,8 @@ class Soak:
             f"{row['loopLagMaxMs']} ms  p99 {row['loopLagP99Ms']} ms  requests {self.next_id}  indexed tokens "
             f"{row['indexedTokens']}  malloc free {row['mallocFreeMB']} MB  trimmed {row['trimmedMB']} MB  heap used "
             f"{row['mallocHeapUsedMB']} MB  mapped {row['mallocMappedMB']} MB  python blocks {row['pythonBlocks']}  "
-            f"threads {row['threads']}  documents {row['documents']} ({row['documentChars']} chars)  {row['smapsMB']}",
+            f"threads {row['threads']} {row['threadNames']}  documents {row['documents']} "
+            f"({row['documentChars']} chars)  {row['smapsMB']}",
             file=sys.stderr,
             flush=True,
         )
