@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ..backend import stop_requested
-from ..drafting.tokens import common_prefix_len
+from ..drafting.tokens import common_prefix_len, shared_tokenizer
 from . import calibration, precision, quant
 from . import registry as models
 from .treeattn import gather_path, tree_inputs
@@ -404,11 +404,14 @@ def load(
     if dev.type == "cpu" and "SPECLSP_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["SPECLSP_THREADS"]))
 
+    # The file the tokenizer comes from: a reload (or another precision) reuses it.
+    tokenizer_file = Path(src) / kwargs["gguf_file"] if "gguf_file" in kwargs else Path(src) / "tokenizer.json"
+
     def build(p: str, reason: str) -> LoadedModel:
         say(f"loading {name_or_path} on {dev} as {p}")
         t0 = time.perf_counter()
         try:
-            tok = AutoTokenizer.from_pretrained(src, **kwargs)
+            tok = shared_tokenizer(tokenizer_file, lambda: AutoTokenizer.from_pretrained(src, **kwargs), "transformers")
             model = AutoModelForCausalLM.from_pretrained(src, dtype=LOAD_DTYPES.get(p, DTYPES[p]), **kwargs)
         except (OSError, ValueError, RuntimeError) as e:
             raise models.ModelError(f"could not load model {name_or_path}: {str(e).splitlines()[0]}") from e

@@ -43,6 +43,7 @@ import httpx
 from ..backend import BackendError, CancelToken, GenerationResult, GenerationStats, stop_requested
 from ..drafting.controller import LookaheadPolicy
 from ..drafting.drafter import Drafter
+from ..drafting.tokens import shared_tokenizer
 from .sse import EventReader
 from .untrusted import (
     MAX_ERROR_BYTES,
@@ -95,7 +96,9 @@ def check_endpoint(url: str) -> str:
 
 
 def load_tokenizer(directory: Path) -> Any:
-    """The model's tokenizer from `directory/tokenizer.json` alone (no weights, no torch)."""
+    """The model's tokenizer from `directory/tokenizer.json` alone (no weights, no torch);
+    the one loaded before while the file is unchanged (`shared_tokenizer`: a tokenizer
+    dropped after use leaves native memory behind)."""
     from tokenizers import Tokenizer
 
     path = Path(directory) / "tokenizer.json"
@@ -103,7 +106,7 @@ def load_tokenizer(directory: Path) -> Any:
         raise BackendError(
             f"no tokenizer.json in {directory}: set `model` to a directory with the served model's tokenizer"
         )
-    return Tokenizer.from_file(str(path))
+    return shared_tokenizer(path, lambda: Tokenizer.from_file(str(path)), "tokenizers")
 
 
 def _error_detail(body: bytes) -> str:

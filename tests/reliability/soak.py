@@ -57,6 +57,8 @@ LAG_LIMIT_MS = 250.0
 MAX_DOCUMENT_CHARS = 1_000_000  # Config.max_document_chars
 FAULTS = ("http500", "busy", "malformed", "slow", "dies", "error_event", "huge_line", "hostile", "ok")
 OPTIONS = {"maxTokens": 16, "lookahead": "auto"}
+# The kinds of event and how often each comes (weights of the random choice).
+KINDS = {"typing": 60, "big": 3, "folders": 6, "remote": 4, "tcp": 2, "bad": 25}
 BASE = (
     "class Store:\n    def __init__(self):\n        self.items = {}\n\n"
     "    def get(self, key):\n        return self.items[key]\n\n    def put(self, key, value):\n        "
@@ -126,7 +128,11 @@ class Stop(Exception):
 
 
 class Soak:
-    def __init__(self, model: str, workdir: Path, seed: int, sample_s: float) -> None:
+    def __init__(self, model: str, workdir: Path, seed: int, sample_s: float, only: list[str] | None = None) -> None:
+        unknown = set(only or ()) - set(KINDS)
+        if unknown:
+            raise SystemExit(f"soak: unknown kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+        self.only = only or list(KINDS)
         self.rng = random.Random(seed)
         self.work = workdir
         self.sample_s = sample_s
@@ -447,9 +453,9 @@ class Soak:
             if len(self.texts[uri]) > 20_000:  # keep typing documents of a realistic length
                 self.close(uri)
                 self.open(uri, BASE)
-            kinds = ("typing", "big", "folders", "remote", "tcp", "bad")
             # Each kind once first (a short run covers them all), then at random.
-            kind = kinds[n] if n < len(kinds) else self.rng.choices(kinds, weights=(60, 3, 6, 4, 2, 25))[0]
+            kinds = [k for k in KINDS if k in self.only]
+            kind = kinds[n] if n < len(kinds) else self.rng.choices(kinds, weights=[KINDS[k] for k in kinds])[0]
             self.counts[kind] = self.counts.get(kind, 0) + 1
             if kind == "typing":
                 self.typing(uri, self.rng.randrange(3, 12))
@@ -580,6 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="a model directory (default: build the tiny model)")
     p.add_argument("--out", type=Path, help="write the summary and samples here as JSON")
     p.add_argument("--logs", type=Path, help="copy the servers' logs here at the end")
+    p.add_argument(
+        "--only",
+        help=f"comma-separated kinds of event, the rest left out (which one a growth follows): {','.join(KINDS)}",
+    )
     args = p.parse_args(argv)
     warmup = args.warmup_minutes if args.warmup_minutes is not None else min(10.0, args.minutes / 3)
     with tempfile.TemporaryDirectory(prefix="speclsp-soak-") as tmp:
@@ -589,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             from speclsp.local import tiny
 
             model = str(tiny.build(work / "model"))
-        soak = Soak(model, work / "ws", args.seed, args.sample_s)
+        soak = Soak(model, work / "ws", args.seed, args.sample_s, only=args.only.split(",") if args.only else None)
         try:
             soak.run(args.minutes)
         except Stop:

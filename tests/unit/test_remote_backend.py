@@ -250,3 +250,49 @@ def test_a_model_list_that_never_comes_whole_is_given_up_within_the_probe_bound(
     threading.Thread(target=lambda: (backend.probe(), done.set()), daemon=True).start()
     assert done.wait(20), "the probe was held"
     assert "models did not answer within 1 s" in backend.problem, backend.problem
+
+
+def _varied_code(n: int = 4000) -> str:
+    """Code with thousands of distinct names: what fills a BPE cache."""
+    import random
+
+    rng = random.Random(1)
+    return "".join(
+        f"def {''.join(rng.choices('abcdefghijklmnopqrstuvwxyz_', k=rng.randint(3, 14)))}(x, y):\n"
+        f"    return x * {rng.randint(0, 10**6)} + y\n"
+        for _ in range(n)
+    )
+
+
+def test_a_tokenizer_file_loaded_again_unchanged_gives_the_same_tokenizer(trained_model_dir, tmp_path):
+    """The soak's server grew ~4 MB a minute: each switch to a remote backend loaded a new
+    tokenizer, and a tokenizer that has encoded text leaves its cache in native memory when
+    it is dropped. Loaded once, and again only when the file changes."""
+    import os
+    import shutil
+
+    from speclsp.local import model
+    from speclsp.lsp.memory import malloc_in_use
+
+    shutil.copy(trained_model_dir / "tokenizer.json", tmp_path / "tokenizer.json")
+    text = _varied_code()
+    first = load_tokenizer(tmp_path)
+    first.encode(text, add_special_tokens=False)
+    before = malloc_in_use()
+    same = True
+    for _ in range(10):
+        again = load_tokenizer(tmp_path)
+        again.encode(text, add_special_tokens=False)
+        same = same and again is first
+        del again
+    if before is not None:  # glibc: what ten new tokenizers left behind, ~19 MB
+        assert (malloc_in_use()[0] - before[0]) / 2**20 < 5
+    assert same
+    st = os.stat(tmp_path / "tokenizer.json")
+    os.utime(tmp_path / "tokenizer.json", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert load_tokenizer(tmp_path) is not first  # the file changed: read again
+
+    # The local model's (a transformers tokenizer wrapping the same kind) likewise.
+    a = model.load(str(trained_model_dir), device="cpu", dtype="float32", warm_up=False)
+    b = model.load(str(trained_model_dir), device="cpu", dtype="float32", warm_up=False)
+    assert a.tokenizer is b.tokenizer and a.model is not b.model
