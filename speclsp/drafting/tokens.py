@@ -119,7 +119,7 @@ def shared_tokenizer(source: Path | None, load: Callable[[], T], kind: str) -> T
     if source is None or not source.is_file():
         return load()
     st = source.stat()
-    key = (kind, str(source.resolve()), st.st_size, st.st_mtime_ns)
+    key = (kind, str(source.absolute()), st.st_size, st.st_mtime_ns)  # a link stays its own: its folder may differ
     with _shared_lock:
         got = _shared.get(key)
         if got is None:
