@@ -56,16 +56,18 @@ def test_a_slow_machine_measures_fewer_sizes_within_its_budget(cache, tiny_model
     # Every pass "predicted" too long: nothing beyond the probe is measured.
     cal = calibration.Calibration(lm, cache / "other", 2, known=probe, max_pass_s=min(probe.values()) / 10)
     assert cal.run() == probe and cal.done
-    # A budget of the prefix's prefill and a third of what one round of the whole grid takes
-    # here: the probe's sizes, then the next ones in order (the small ones), and then it
-    # stops. Priced from a whole round measured first, not from the probe: one slow probe
-    # pass (another process on the machine) made "four passes" long enough for the grid.
-    whole = calibration.Calibration(lm, cache / "whole", 2, repeats=1, budget_s=60.0)
+    # A budget of the prefix's prefill and about three of the cheapest passes: the probe's
+    # sizes, then the next ones in order (the small ones), and then it stops. Priced from the
+    # whole grid measured here first (each size's best of three), by its cheapest pass: a
+    # pass of the tiny model takes ~1 ms, and one slow pass (another process on the machine)
+    # in the probe, or in a single round, once priced "a few passes" above the whole grid.
+    whole = calibration.Calibration(lm, cache / "whole", 2, budget_s=60.0)
     costs = whole.run()
     assert set(costs) == set(calibration.CALIBRATED_KS)
-    cal = calibration.Calibration(lm, cache / "third", 2, known={k: costs[k] for k in (0, 15)}, repeats=1)
+    cheapest = min(costs.values())
+    cal = calibration.Calibration(lm, cache / "third", 2, known={0: cheapest, 15: cheapest}, repeats=1)
     assert cal.step() and cal.spent_s > 0  # the prefix's prefill
-    budget = cal.spent_s + sum(costs.values()) / 3
+    budget = cal.spent_s + 3 * cheapest
     table = cal.run(budget_s=budget)
     assert 2 < len(table) < len(calibration.CALIBRATED_KS)
     assert cal.spent_s <= budget + max(table.values())
