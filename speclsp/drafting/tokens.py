@@ -111,10 +111,10 @@ def shared_tokenizer(source: Path | None, load: Callable[[], T], kind: str) -> T
 
     Every tokenizer (`tokenizers.Tokenizer`, and a transformers fast tokenizer, which wraps
     one) that has encoded text leaves its BPE cache behind in native memory when it is
-    dropped (tokenizers 0.23: ~1.9 MB after 185k characters of varied code; none with the
-    cache off, which makes encoding ~1.5x slower). A server that made a new one per reload
-    grew at every switch of backend (docs/reliability.md, the long soak). Tokenizers are
-    safe to share between threads, and nothing here changes one after it is loaded.
+    dropped, in proportion to the words it saw (turning the cache off avoids that but makes
+    encoding slower). A server that made a new one per reload grew at every switch of
+    backend (docs/reliability.md, the long soak). Tokenizers are safe to share between
+    threads, and nothing here changes one after it is loaded.
     `source` None (a hub id, no file to key on): loaded every time."""
     if source is None or not source.is_file():
         return load()
